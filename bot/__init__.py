@@ -1,0 +1,1 @@
+"""Dreamgrid: a self-hosted, Midjourney-style Discord bot."""
