@@ -1,0 +1,30 @@
+# The two commands of a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup models run test bench clean
+
+setup: $(STAMP)
+
+# torch is pinned and installed first: a bare `torch` requirement would pull gigabytes of CUDA wheels.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+# The tiny random model the catalog's `tiny` entry points at (seconds; deterministic from a seed).
+models: setup
+	HF_HUB_OFFLINE=1 $(BIN)/dreamgrid models create-tiny
+
+run: models
+	HF_HUB_OFFLINE=1 $(BIN)/dreamgrid run
+
+test: models
+	HF_HUB_OFFLINE=1 $(BIN)/lint-imports
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache

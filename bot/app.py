@@ -1,0 +1,46 @@
+"""Putting the rooms together: settings -> catalog, worker pool, store, job service (and the Discord bot)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from bot.engine import Catalog, WorkerPool, load_catalog
+from bot.service import JobService
+from bot.settings import Settings
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    settings: Settings
+    catalog: Catalog
+    pool: WorkerPool
+    store: Store
+    service: JobService
+
+    @classmethod
+    async def open(cls, settings: Settings) -> "App":
+        catalog = load_catalog(settings.catalog_path)
+        default_model = settings.default_model or catalog.default
+        catalog.get(default_model)  # an unknown DEFAULT_MODEL stops start-up with the catalog's names
+        pool = WorkerPool(catalog, settings.models_dir, devices=settings.devices, torch_threads=settings.torch_threads)
+        await pool.start(preload=[default_model])
+        store = await Store.open(settings.database_path)
+        service = JobService(store, pool, catalog, settings.data_dir, daily_images=settings.daily_images,
+                             max_prompt_chars=settings.max_prompt_chars, default_model=default_model)
+        return cls(settings, catalog, pool, store, service)
+
+    async def close(self) -> None:
+        await self.service.close()
+        await self.pool.close()
+        await self.store.close()
+
+    def discord_bot(self):
+        from bot.discord_ui.client import DreamgridBot
+        from bot.discord_ui.endpoints import use_discord_endpoints
+
+        use_discord_endpoints(self.settings.discord_api_base or None, self.settings.discord_gateway_url or None)
+        return DreamgridBot(self.settings, self.service)

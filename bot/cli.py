@@ -1,0 +1,134 @@
+"""`dreamgrid`: one command line. Each subcommand parses its arguments and hands over to the room that
+does the work; nothing heavy is imported until a subcommand needs it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from bot.settings import Settings, SettingsError
+
+TOKEN_HELP = ("DISCORD_TOKEN is not set: copy .env.example to .env and put your bot's token there "
+              "(Discord developer portal -> your application -> Bot -> Reset Token), then run again.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dreamgrid", description="A self-hosted, Midjourney-style Discord bot.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("run", help="run the Discord bot (the same as `python -m bot`)")
+
+    generate = sub.add_parser("generate", help="make one grid without Discord, through the same engine")
+    generate.add_argument("prompt")
+    generate.add_argument("-o", "--output", type=Path, default=Path("grid.png"))
+    generate.add_argument("--seed", type=int, default=None)
+    generate.add_argument("--model", default=None, help="a catalog model (default: the catalog's default)")
+
+    models = sub.add_parser("models", help="list models, or build the shipped ones")
+    models.add_argument("action", nargs="?", default="list", choices=["list", "create-tiny", "train-shapes"])
+    models.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the action")
+
+    bench = sub.add_parser("bench", help="benchmarks; each prints one JSON object last")
+    bench.add_argument("name", choices=["imagine", "shapes"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run()
+        if args.command == "generate":
+            return _generate(args)
+        if args.command == "models":
+            return _models(args)
+        return _bench(args)
+    except SettingsError as error:
+        print(f"dreamgrid: {error}", file=sys.stderr)
+        return 2
+
+
+def _run() -> int:
+    from bot.logs import setup_logging
+
+    settings = Settings.load()
+    if not settings.discord_token:
+        print(TOKEN_HELP, file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, secrets=[settings.discord_token])
+    asyncio.run(_serve(settings))
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    from bot.app import App
+
+    app = await App.open(settings)
+    bot = app.discord_bot()
+    try:
+        await bot.start(settings.discord_token)
+    finally:
+        await bot.close()
+        await app.close()
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import secrets
+
+    from bot.engine import GenerateRequest, WorkerPool, load_catalog, make_grid
+
+    settings = Settings.load()
+    catalog = load_catalog(settings.catalog_path)
+    model = args.model or settings.default_model or catalog.default
+    seed = secrets.randbelow(2**32) if args.seed is None else args.seed
+
+    async def one_grid() -> None:
+        pool = WorkerPool(catalog, settings.models_dir, devices=settings.devices, torch_threads=settings.torch_threads)
+        await pool.start()
+        try:
+            request = GenerateRequest(model=model, prompt=args.prompt, seeds=tuple(seed + i for i in range(4)))
+            result = await pool.submit(request).result()
+        finally:
+            await pool.close()
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        make_grid(result.images).save(args.output)
+        print(f"{args.output}: model {model}, seed {seed}, {result.width}x{result.height} each, "
+              f"{result.seconds:.2f} s")
+
+    asyncio.run(one_grid())
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    if args.action == "create-tiny":
+        from bot.engine.tiny import cli
+
+        return cli(args.rest)
+    if args.action == "train-shapes":
+        from bot.shapes.train import cli
+
+        return cli(args.rest)
+    from bot.engine import load_catalog
+
+    settings = Settings.load()
+    catalog = load_catalog(settings.catalog_path)
+    for spec in catalog.models.values():
+        default = " (default)" if spec.name == catalog.default else ""
+        where = spec.resolve(settings.models_dir)
+        print(f"{spec.name}{default}: {spec.width}x{spec.height}, {spec.steps} steps, guidance {spec.guidance}"
+              f" — {where}\n    {spec.description}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.name == "shapes":
+        from bot.shapes.train import bench_cli
+
+        return bench_cli(args.rest)
+    from bot.bench.imagine import cli
+
+    return cli(args.rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

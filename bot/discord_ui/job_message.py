@@ -1,0 +1,73 @@
+"""One job's message in Discord, kept up to date as the job runs: queued, progress, grid and buttons.
+
+The message is the interaction's original response while its token lives (15 minutes). After that, or for
+a job recovered after a restart (its interaction is gone), the bot posts a message in the job's channel and
+edits that one instead. Every edit is sent from the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot.discord_ui import render
+from bot.discord_ui.buttons import job_view
+from bot.store import Job
+
+if TYPE_CHECKING:
+    from bot.discord_ui.client import DreamgridBot
+
+log = logging.getLogger(__name__)
+
+
+class JobMessage:
+    def __init__(self, bot: DreamgridBot, job: Job, interaction: discord.Interaction | None = None) -> None:
+        self.bot = bot
+        self.job = job
+        self.interaction = interaction
+        self.channel_message: discord.Message | None = None
+        self._last_progress = 0.0
+
+    async def queued(self, job: Job, position: int) -> None:
+        await self._show(content=render.queued(job, position))
+
+    async def progress(self, job: Job, fraction: float) -> None:
+        now = time.monotonic()
+        if fraction < 1.0 and now - self._last_progress < self.bot.settings.progress_interval:
+            return  # Discord rate-limits edits; the next step will tell the same story
+        self._last_progress = now
+        await self._show(content=render.progress(job, fraction))
+
+    async def finished(self, job: Job, image: Path) -> None:
+        parent = await self.bot.service.store.get_job(job.parent_job_id) if job.kind == "upscale" else None
+        view = job_view(job, grid_link=render.job_link(parent) if parent else None)
+        message = await self._show(content=render.finished(job), attachments=[discord.File(image)], view=view)
+        if message is not None:
+            await self.bot.service.store.set_message(job.id, message.id)
+
+    async def failed(self, job: Job, reason: str) -> None:
+        await self._show(content=render.failed(job, reason), attachments=[], view=None)
+
+    async def _show(self, **fields) -> discord.Message | None:
+        """Edit the job's message; fall back to a channel message once the interaction can't be edited."""
+        fields["allowed_mentions"] = render.NO_PINGS
+        if self.interaction is not None and not self.interaction.is_expired():
+            try:
+                return await self.interaction.edit_original_response(**fields)
+            except discord.NotFound:
+                log.info("job %s: the interaction is gone; posting in the channel instead", self.job.id)
+                self.interaction = None
+        if self.channel_message is not None:
+            return await self.channel_message.edit(**fields)
+        channel = self.bot.get_partial_messageable(self.job.channel_id, guild_id=self.job.guild_id)
+        files = fields.pop("attachments", None)
+        if files:
+            fields["files"] = files
+        if fields.get("view") is None:
+            fields.pop("view", None)
+        self.channel_message = await channel.send(**fields)
+        return self.channel_message

@@ -1,0 +1,184 @@
+"""Settings from the environment and `.env`.
+
+Every variable is declared once in `SETTINGS` with its default and a one-line explanation;
+`.env.example` is written from the same table (a test keeps the two in step). A missing or malformed
+value stops start-up with one line that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable, Mapping
+
+from dotenv import dotenv_values
+
+
+class SettingsError(Exception):
+    """A variable is missing or malformed; the message is one line naming it."""
+
+
+def _ids(text: str) -> frozenset[int]:
+    return frozenset(int(part) for part in text.replace(" ", "").split(",") if part)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise ValueError("needs at least one name")
+    return names
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError("must be a whole number")
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be 1 or more")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _optional(parse: Callable[[str], object]) -> Callable[[str], object]:
+    return lambda text: parse(text) if text else None
+
+
+def _level(text: str) -> str:
+    level = text.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: str
+    help: str
+    parse: Callable[[str], object] = str
+    secret: bool = False
+
+
+# (field name on Settings, declaration). The order is the order of .env.example.
+SETTINGS: dict[str, Variable] = {
+    "discord_token": Variable(
+        "DISCORD_TOKEN", "", "Bot token from the Discord developer portal (required for `dreamgrid run`).",
+        secret=True,
+    ),
+    "guild_ids": Variable(
+        "DISCORD_GUILD_IDS", "",
+        "Comma-separated server ids to register slash commands in at once (empty: global, up to an hour).",
+        _ids,
+    ),
+    "admin_user_ids": Variable(
+        "ADMIN_USER_IDS", "", "Comma-separated user ids that are admins everywhere.", _ids,
+    ),
+    "admin_role_ids": Variable(
+        "ADMIN_ROLE_IDS", "", "Comma-separated role ids whose members are admins (Manage Server also counts).",
+        _ids,
+    ),
+    "data_dir": Variable(
+        "DATA_DIR", "data", "Where the SQLite database and every generated image are kept.", Path,
+    ),
+    "models_dir": Variable(
+        "MODELS_DIR", "models", "Folder with model files and catalog.toml.", Path,
+    ),
+    "default_model": Variable(
+        "DEFAULT_MODEL", "", "Catalog model used by /imagine (empty: the catalog's default).",
+    ),
+    "devices": Variable(
+        "DEVICES", "cpu", "Comma-separated torch devices, one worker thread each: cpu, or cuda:0,cuda:1.",
+        _names,
+    ),
+    "torch_threads": Variable(
+        "TORCH_THREADS", "", "CPU threads torch may use (empty: torch's default).", _optional(_positive_int),
+    ),
+    "daily_images": Variable(
+        "DAILY_IMAGES", "200", "Images each user may make per UTC day (a grid costs 4, an upscale 1).",
+        _positive_int,
+    ),
+    "max_prompt_chars": Variable(
+        "MAX_PROMPT_CHARS", "1000", "Longest prompt accepted, in characters.", _positive_int,
+    ),
+    "progress_interval": Variable(
+        "PROGRESS_INTERVAL", "1.5",
+        "Seconds between progress edits of a job's message (Discord rate-limits edits).", _non_negative_float,
+    ),
+    "discord_api_base": Variable(
+        "DISCORD_API_BASE", "", "Discord REST base URL (empty: real Discord; tests point it at the local one).",
+    ),
+    "discord_gateway_url": Variable(
+        "DISCORD_GATEWAY_URL", "", "Discord gateway URL (empty: real Discord).",
+    ),
+    "log_level": Variable(
+        "LOG_LEVEL", "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.", _level,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    discord_token: str
+    guild_ids: frozenset[int]
+    admin_user_ids: frozenset[int]
+    admin_role_ids: frozenset[int]
+    data_dir: Path
+    models_dir: Path
+    default_model: str
+    devices: tuple[str, ...]
+    torch_threads: int | None
+    daily_images: int
+    max_prompt_chars: int
+    progress_interval: float
+    discord_api_base: str
+    discord_gateway_url: str
+    log_level: str
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "dreamgrid.sqlite3"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.models_dir / "catalog.toml"
+
+    def __repr__(self) -> str:  # never print the token, even by accident
+        shown = {f.name: ("***" if SETTINGS[f.name].secret and getattr(self, f.name) else getattr(self, f.name))
+                 for f in fields(self)}
+        return f"Settings({shown})"
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, env_file: Path | None = Path(".env"),
+             **overrides: object) -> "Settings":
+        """Read the variables: `env` (default os.environ) wins over `env_file`, `overrides` over both."""
+        source: dict[str, str] = {}
+        if env_file is not None and env_file.is_file():
+            source.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        source.update(os.environ if env is None else env)
+        values: dict[str, object] = {}
+        for field_name, var in SETTINGS.items():
+            if field_name in overrides:
+                values[field_name] = overrides[field_name]
+                continue
+            raw = source.get(var.name, var.default).strip()
+            try:
+                values[field_name] = var.parse(raw)
+            except ValueError as error:
+                shown = "(hidden)" if var.secret else repr(raw)
+                raise SettingsError(f"{var.name}={shown} is not valid: {error}. {var.help}") from None
+        return cls(**values)
+
+
+def env_example() -> str:
+    """The text of .env.example: every variable, its default and one line of explanation."""
+    lines = ["# Dreamgrid settings. Copy to .env and fill in DISCORD_TOKEN; every other line shows the default."]
+    for var in SETTINGS.values():
+        lines += ["", f"# {var.help}", f"{var.name}={var.default}"]
+    return "\n".join(lines) + "\n"

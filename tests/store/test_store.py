@@ -1,0 +1,84 @@
+"""The store against a real SQLite file: charging, refunds, the ledger and migrations."""
+
+import asyncio
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from bot.store import NewJob, Refused, Store, StoredImage
+
+
+def new_job(owner: int = 1, cost: int = 4, **fields) -> NewJob:
+    return NewJob(owner_id=owner, owner_name=f"user{owner}", guild_id=10, channel_id=20, kind="imagine",
+                  prompt="a red fox", model="tiny", seed=7, cost=cost, params={"width": 64}, **fields)
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = await Store.open(tmp_path / "db.sqlite3")
+    yield store
+    await store.close()
+
+
+async def test_accepting_a_job_charges_its_cost_once(store):
+    job = await store.accept_job(new_job(), allowance=10)
+    assert job.status == "queued" and job.params == {"width": 64}
+    assert await store.used(1) == 4
+    assert await store.ledger(1) == [{"job_id": job.id, "amount": 4, "reason": "charge", "period": job.created_at[:10]}]
+
+
+async def test_over_the_allowance_is_refused_and_nothing_is_written(store):
+    await store.accept_job(new_job(), allowance=6)
+    refused = await store.accept_job(new_job(), allowance=6)
+    assert isinstance(refused, Refused)
+    assert refused.remaining == 2
+    assert refused.resets_at > datetime.now(timezone.utc)
+    assert len(await store.recent_jobs(1)) == 1
+    assert await store.used(1) == 4
+
+
+async def test_a_failed_job_is_refunded_once_and_keeps_its_reason(store):
+    job = await store.accept_job(new_job(), allowance=10)
+    assert await store.fail_job(job.id, "the model broke")
+    assert not await store.fail_job(job.id, "again")  # already finished: no second refund
+    failed = await store.get_job(job.id)
+    assert (failed.status, failed.error) == ("failed", "the model broke")
+    assert await store.used(1) == 0
+    assert [row["reason"] for row in await store.ledger(1)] == ["charge", "refund"]
+
+
+async def test_a_finished_job_cannot_be_refunded(store):
+    job = await store.accept_job(new_job(), allowance=10)
+    await store.finish_job(job.id, [StoredImage(job.id, 1, 7, "images/1/1.png", 64, 64)])
+    assert not await store.fail_job(job.id, "late failure")
+    assert await store.used(1) == 4
+    assert [i.path for i in await store.images(job.id)] == ["images/1/1.png"]
+
+
+async def test_concurrent_requests_never_spend_the_same_allowance_twice(store):
+    results = await asyncio.gather(*(store.accept_job(new_job(), allowance=40) for _ in range(50)))
+    accepted = [r for r in results if not isinstance(r, Refused)]
+    assert len(accepted) == 10
+    assert await store.used(1) == 40
+
+
+async def test_allowances_are_per_user_and_per_utc_day(store):
+    yesterday = datetime.now(timezone.utc) - timedelta(days=1)
+    await store.accept_job(new_job(owner=1), allowance=4, now=yesterday)
+    assert await store.used(1) == 0
+    assert not isinstance(await store.accept_job(new_job(owner=1), allowance=4), Refused)
+    assert not isinstance(await store.accept_job(new_job(owner=2), allowance=4), Refused)
+
+
+async def test_the_schema_is_migrated_once_and_survives_reopening(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    store = await Store.open(path)
+    job = await store.accept_job(new_job(), allowance=10)
+    version = await store.schema_version()
+    await store.close()
+    reopened = await Store.open(path)
+    assert await reopened.schema_version() == version >= 1
+    assert (await reopened.get_job(job.id)).prompt == "a red fox"
+    await reopened.close()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
