@@ -23,7 +23,6 @@ run: models
 	HF_HUB_OFFLINE=1 $(BIN)/dreamgrid run
 
 test: models
-	HF_HUB_OFFLINE=1 $(BIN)/lint-imports
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 clean:

@@ -201,14 +201,15 @@ class JobService:
         if job.kind == "upscale":
             image = await self._load_image(job.parent_job_id, job.parent_index)
             return UpscaleRequest(model=job.model, image=image, scale=p["scale"])
-        seeds = tuple((job.seed + i) % (MAX_SEED + 1) for i in range(GRID_SIZE))
-        init_image, strength = None, p.get("strength", 0.6)
-        if job.kind == "variation":
-            init_image = (await self._load_image(job.parent_job_id, job.parent_index)).resize(
-                (p["width"], p["height"]), Image.Resampling.LANCZOS)
-        return GenerateRequest(model=job.model, prompt=job.prompt, negative_prompt=job.negative_prompt,
-                               seeds=seeds, width=p["width"], height=p["height"], steps=p["steps"],
-                               guidance=p["guidance"], init_image=init_image, strength=strength)
+        common = dict(model=job.model, prompt=job.prompt, negative_prompt=job.negative_prompt,
+                      seeds=tuple((job.seed + i) % (MAX_SEED + 1) for i in range(GRID_SIZE)),
+                      steps=p["steps"], guidance=p["guidance"])
+        if job.kind != "variation":
+            return GenerateRequest(width=p["width"], height=p["height"], **common)
+        # img2img takes its size from the source image: bring it to the size the job asks for.
+        source = await self._load_image(job.parent_job_id, job.parent_index)
+        init_image = source.resize((p["width"], p["height"]), Image.Resampling.LANCZOS)
+        return GenerateRequest(init_image=init_image, strength=p["strength"], **common)
 
     async def _load_image(self, job_id: int, index: int) -> Image.Image:
         for stored in await self.store.images(job_id):

@@ -1,0 +1,54 @@
+"""Shared fixtures: the tiny test model (built once), a local Discord, and the real bot logged in to it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TEST_CATALOG = """\
+default = "tiny"
+
+[models.tiny]
+source = "tiny-sd"
+pipeline = "stable-diffusion"
+width = 64
+height = 64
+steps = 4
+guidance = 5.0
+description = "Random weights: its images are noise."
+
+[models.broken]
+source = "broken-sd"
+pipeline = "stable-diffusion"
+width = 64
+height = 64
+steps = 4
+guidance = 5.0
+description = "A copy of tiny whose UNet weights are corrupt: loading it fails."
+"""
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """A models folder with the tiny random model, a broken copy of it, and a catalog naming both."""
+    from bot.engine.tiny import create_tiny_model
+
+    folder = tmp_path_factory.mktemp("models")
+    shared_tiny = ROOT / "models" / "tiny-sd"
+    if (shared_tiny / "model_index.json").is_file():  # `make test` built it already
+        shutil.copytree(shared_tiny, folder / "tiny-sd")
+    else:
+        create_tiny_model(folder / "tiny-sd")
+    shutil.copytree(folder / "tiny-sd", folder / "broken-sd")
+    for weights in (folder / "broken-sd" / "unet").glob("*.safetensors"):
+        weights.write_bytes(b"not a safetensors file")
+    (folder / "catalog.toml").write_text(TEST_CATALOG)
+    return folder
