@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup models run test bench clean
+.PHONY: setup models run playground test clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,11 @@ models: setup
 	HF_HUB_OFFLINE=1 $(BIN)/dreamgrid models create-tiny
 
 run: models
-	HF_HUB_OFFLINE=1 $(BIN)/dreamgrid run
+	$(BIN)/dreamgrid run
+
+# The bot against a local Discord in this terminal: no token, no account needed.
+playground: models
+	HF_HUB_OFFLINE=1 $(BIN)/dreamgrid playground
 
 test: models
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest

@@ -11,7 +11,8 @@ from pathlib import Path
 from bot.settings import Settings, SettingsError
 
 TOKEN_HELP = ("DISCORD_TOKEN is not set: copy .env.example to .env and put your bot's token there "
-              "(Discord developer portal -> your application -> Bot -> Reset Token), then run again.")
+              "(Discord developer portal -> your application -> Bot -> Reset Token), then run again; "
+              "or try the bot here with `make playground`.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,13 +29,17 @@ def main(argv: list[str] | None = None) -> int:
 
     models = sub.add_parser("models", help="list models, or build the shipped ones")
     models.add_argument("action", nargs="?", default="list", choices=["list", "create-tiny", "train-shapes"])
-    models.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the action")
 
     bench = sub.add_parser("bench", help="benchmarks; each prints one JSON object last")
     bench.add_argument("name", choices=["imagine", "shapes"])
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
 
-    args = parser.parse_args(argv)
+    sub.add_parser("playground", help="try the bot in this terminal against a local Discord")
+
+    # models/bench/playground hand their own options (--json, --out...) to the room that reads them.
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command in ("run", "generate"):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     try:
         if args.command == "run":
             return _run()
@@ -42,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             return _generate(args)
         if args.command == "models":
             return _models(args)
+        if args.command == "playground":
+            from bot.playground import cli
+
+            return cli(args.rest)
         return _bench(args)
     except SettingsError as error:
         print(f"dreamgrid: {error}", file=sys.stderr)

@@ -64,6 +64,12 @@ class DreamgridBot(commands.Bot):
         except UserError as error:
             await interaction.response.send_message(str(error), ephemeral=True)
             return
+        except Exception:
+            log.exception("could not accept a job")
+            await interaction.response.send_message(
+                "Something went wrong on our side before your job started; nothing was charged. "
+                "Please try again, and tell an admin if it keeps happening.", ephemeral=True)
+            return
         if isinstance(job, Refused):
             await interaction.response.send_message(quota_refusal(job), ephemeral=True)
             return

@@ -92,22 +92,20 @@ class JobService:
         return await self._accept(who, "imagine", text, spec.name, params)
 
     async def reroll(self, who: Requester, parent: Job) -> Job | Refused:
-        params = {k: v for k, v in parent.params.items() if k != "strength"}
+        params = _generation_params(parent)
         return await self._accept(who, "reroll", parent.prompt, parent.model, params, parent=(parent, None),
                                   negative_prompt=parent.negative_prompt)
 
     async def vary(self, who: Requester, parent: Job, index: int, strength: str) -> Job | Refused:
         await self._require_image(parent, index)
-        params = {**{k: parent.params[k] for k in ("width", "height", "steps", "guidance") if k in parent.params},
-                  "strength": VARIATION_STRENGTH[strength]}
-        if parent.kind == "upscale":  # vary the upscaled picture at the model's own size
-            params.update(width=parent.params["source_width"], height=parent.params["source_height"])
+        params = {**_generation_params(parent), "strength": VARIATION_STRENGTH[strength]}
         return await self._accept(who, "variation", parent.prompt, parent.model, params, parent=(parent, index),
                                   negative_prompt=parent.negative_prompt)
 
     async def upscale(self, who: Requester, parent: Job, index: int) -> Job | Refused:
         source = await self._require_image(parent, index)
-        params = {"scale": UPSCALE_FACTOR, "source_width": source.width, "source_height": source.height}
+        # The generation parameters travel along, so Vary on the upscale works at the model's own size.
+        params = {**_generation_params(parent), "scale": UPSCALE_FACTOR}
         return await self._accept(who, "upscale", parent.prompt, parent.model, params, parent=(parent, index),
                                   negative_prompt=parent.negative_prompt, seed=source.seed)
 
@@ -234,6 +232,11 @@ class JobService:
         grid_path = folder / "grid.png"
         make_grid(result.images).save(grid_path)
         return stored, grid_path
+
+
+def _generation_params(job: Job) -> dict:
+    """What made a job's pictures: the part of its parameters a reroll or a variation starts from."""
+    return {key: job.params[key] for key in ("width", "height", "steps", "guidance")}
 
 
 def _open_rgb(path: Path) -> Image.Image:

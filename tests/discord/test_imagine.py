@@ -19,7 +19,8 @@ def png(message) -> Image.Image:
 
 
 def job_id_of(message) -> int:
-    return int(re.search(r"job #(\d+)", message.content)[1])
+    """The job a message shows: named last, after the parent job an upscale or variation names."""
+    return int(re.findall(r"job #(\d+)", message.content)[-1])
 
 
 async def test_imagine_defers_at_once_then_posts_a_grid_with_its_buttons(dreamgrid):

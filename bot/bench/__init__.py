@@ -1,0 +1,1 @@
+"""Benchmarks: `dreamgrid bench <name> --json`. Each prints one JSON object last."""

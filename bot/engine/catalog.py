@@ -1,0 +1,198 @@
+"""models/catalog.toml -> Catalog of ModelSpec.
+
+The catalog is configuration a person writes by hand, so every mistake is reported with the file, the
+entry and the field at start-up, instead of surfacing later as a confusing diffusers error.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from bot.engine.upscale import UPSCALERS
+
+SUPPORTED_PIPELINES = ("stable-diffusion",)
+
+# Model names appear in slash-command choices and in button custom_ids: keep them short and plain.
+_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+
+
+class CatalogError(Exception):
+    """The catalog file is unusable, or a model name is not in it."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: str  # a hub id ("stabilityai/sd-turbo") or a folder relative to the models dir ("tiny-sd")
+    pipeline: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    max_prompt_tokens: int = 77
+    upscaler: str = "lanczos"
+    description: str = ""
+
+    def resolve(self, models_dir: Path | str) -> str:
+        """The local folder for `source` if it exists under `models_dir`, else `source` as a hub id.
+
+        A source that climbs out of `models_dir` ("../", an absolute path) is refused: the catalog must not
+        become a way to read arbitrary folders.
+        """
+        problem = _source_problem(self.source)
+        if problem:
+            raise CatalogError(f"model {self.name!r}: source {self.source!r} {problem}")
+        local = Path(models_dir) / self.source
+        if local.is_dir():
+            return str(local.resolve())
+        if not _looks_like_hub_id(self.source):
+            raise CatalogError(
+                f"model {self.name!r}: there is no folder {local} and {self.source!r} is not a hub id "
+                "('owner/name'); for the tiny test model run `dreamgrid models create-tiny`"
+            )
+        return self.source
+
+
+@dataclass(frozen=True)
+class Catalog:
+    default: str
+    models: dict[str, ModelSpec]
+    disabled: frozenset[str] = field(default_factory=frozenset)  # entries with `enabled = false`
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(sorted(self.models)) or "(none)"
+            if name in self.disabled:
+                raise CatalogError(f"model {name!r} is disabled in the catalog; available: {known}") from None
+            raise CatalogError(f"unknown model {name!r}; available: {known}") from None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.models)
+
+
+def load_catalog(path: Path | str) -> Catalog:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CatalogError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{path}: not valid TOML: {exc}") from None
+
+    unknown_top = set(data) - {"default", "models"}
+    if unknown_top:
+        raise CatalogError(f"{path}: unknown top-level key(s): {', '.join(sorted(unknown_top))}")
+    default = data.get("default")
+    if not isinstance(default, str):
+        raise CatalogError(f"{path}: `default` must be the name of a model, e.g. default = \"tiny\"")
+    entries = data.get("models")
+    if not isinstance(entries, dict) or not entries:
+        raise CatalogError(f"{path}: no [models.<name>] entries")
+
+    models: dict[str, ModelSpec] = {}
+    disabled: set[str] = set()
+    for name, entry in entries.items():
+        where = f"{path}: [models.{name}]"
+        if not _NAME_PATTERN.match(name):
+            raise CatalogError(f"{where}: the name must be 1-32 of a-z 0-9 . _ - (starting with a letter or digit)")
+        if not isinstance(entry, dict):
+            raise CatalogError(f"{where}: must be a table")
+        enabled = entry.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise CatalogError(f"{where}: field `enabled` must be true or false")
+        if not enabled:
+            disabled.add(name)
+            continue
+        models[name] = _parse_entry(name, entry, where)
+
+    if default not in models:
+        state = "disabled" if default in disabled else "not defined"
+        raise CatalogError(f"{path}: default model {default!r} is {state}; enabled: {', '.join(models) or '(none)'}")
+    return Catalog(default=default, models=models, disabled=frozenset(disabled))
+
+
+# field -> (accepted types, required)
+_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "enabled": ((bool,), False),
+    "source": ((str,), True),
+    "pipeline": ((str,), False),
+    "width": ((int,), True),
+    "height": ((int,), True),
+    "steps": ((int,), True),
+    "guidance": ((float, int), True),
+    "max_prompt_tokens": ((int,), False),
+    "upscaler": ((str,), False),
+    "description": ((str,), False),
+}
+
+
+def _parse_entry(name: str, entry: dict, where: str) -> ModelSpec:
+    for key in entry:
+        if key not in _FIELDS:
+            raise CatalogError(f"{where}: unknown field `{key}`; known fields: {', '.join(_FIELDS)}")
+    for key, (types, required) in _FIELDS.items():
+        if key not in entry:
+            if required:
+                raise CatalogError(f"{where}: missing field `{key}`")
+            continue
+        value = entry[key]
+        # bool is an int in Python; `width = true` is still a mistake.
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            wanted = " or ".join(t.__name__ for t in types)
+            raise CatalogError(f"{where}: field `{key}` must be {wanted}, got {value!r}")
+
+    spec = ModelSpec(
+        name=name,
+        source=entry["source"],
+        pipeline=entry.get("pipeline", "stable-diffusion"),
+        width=entry["width"],
+        height=entry["height"],
+        steps=entry["steps"],
+        guidance=float(entry["guidance"]),
+        max_prompt_tokens=entry.get("max_prompt_tokens", 77),
+        upscaler=entry.get("upscaler", "lanczos"),
+        description=entry.get("description", ""),
+    )
+
+    problem = _source_problem(spec.source)
+    if problem:
+        raise CatalogError(f"{where}: field `source` {spec.source!r} {problem}")
+    if spec.pipeline not in SUPPORTED_PIPELINES:
+        raise CatalogError(f"{where}: field `pipeline` must be one of {', '.join(SUPPORTED_PIPELINES)}")
+    for key in ("width", "height"):
+        value = getattr(spec, key)
+        # The UNet halves the latents several times; diffusers rejects sizes that are not multiples of 8.
+        if value <= 0 or value % 8:
+            raise CatalogError(f"{where}: field `{key}` must be a positive multiple of 8, got {value}")
+    if spec.steps < 1:
+        raise CatalogError(f"{where}: field `steps` must be at least 1, got {spec.steps}")
+    if spec.guidance < 0:
+        raise CatalogError(f"{where}: field `guidance` must be 0 or more, got {spec.guidance}")
+    if spec.max_prompt_tokens < 1:
+        raise CatalogError(f"{where}: field `max_prompt_tokens` must be at least 1")
+    if spec.upscaler not in UPSCALERS:
+        raise CatalogError(f"{where}: field `upscaler` must be one of {', '.join(UPSCALERS)}, got {spec.upscaler!r}")
+    return spec
+
+
+def _source_problem(source: str) -> str | None:
+    """Why `source` may not be used as a path under the models dir, or None if it is fine."""
+    if not source.strip():
+        return "is empty"
+    if PurePosixPath(source).is_absolute() or PureWindowsPath(source).is_absolute() or "\\" in source:
+        return "must be a relative folder under the models dir or a hub id, not an absolute path"
+    if ".." in PurePosixPath(source).parts:
+        return "escapes the models dir ('..' is not allowed)"
+    return None
+
+
+def _looks_like_hub_id(source: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", source) is not None

@@ -1,0 +1,134 @@
+"""One catalog model loaded on one device: txt2img and img2img sharing a single set of weights.
+
+Only ever used from the worker thread that owns the device (see pool.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+
+from bot.engine.catalog import ModelSpec
+from bot.engine.requests import EngineError, GenerateRequest, GenerationResult
+
+log = logging.getLogger(__name__)
+
+# Recent diffusers renamed from_pretrained/from_pipe's `torch_dtype` to `dtype`; older ones (which
+# pyproject.toml still allows) only know `torch_dtype`, which every version accepts. Use it, quietly.
+warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated", category=FutureWarning)
+
+# on_step(steps_done, steps_total): called after every denoising step; raising from it stops the run.
+StepCallback = Callable[[int, int], None]
+
+
+def dtype_for(device: str) -> torch.dtype:
+    # Half precision halves memory and doubles speed on CUDA; CPUs have no fast float16 kernels.
+    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+
+
+class LoadedModel:
+    def __init__(self, spec: ModelSpec, models_dir: Path, device: str):
+        self.spec = spec
+        self.device = device
+        self.dtype = dtype_for(device)
+        source = spec.resolve(models_dir)
+        started = time.perf_counter()
+        txt2img = StableDiffusionPipeline.from_pretrained(
+            source,
+            local_files_only=Path(source).is_dir(),
+            torch_dtype=self.dtype,
+            safety_checker=None,
+        )
+        self.txt2img = txt2img.to(device)
+        # from_pipe reuses the same modules (no second copy of the weights). It casts to float32 unless
+        # told otherwise, which would also cast the shared txt2img modules: pass our dtype.
+        self.img2img = StableDiffusionImg2ImgPipeline.from_pipe(self.txt2img, torch_dtype=self.dtype)
+        for pipe in (self.txt2img, self.img2img):
+            pipe.set_progress_bar_config(disable=True)
+        log.info("loaded model %s from %s on %s in %.1f s", spec.name, source, device, time.perf_counter() - started)
+
+    def prompt_tokens(self, text: str) -> int:
+        """Tokens `text` takes in the text encoder, start and end tokens included."""
+        return len(self.txt2img.tokenizer(text, truncation=False).input_ids)
+
+    def run(self, request: GenerateRequest, on_step: StepCallback) -> GenerationResult:
+        spec = self.spec
+        guidance = spec.guidance if request.guidance is None else float(request.guidance)
+        steps = self._steps_for(request)
+        count = len(request.seeds)
+        self._check_prompt_length(request.prompt, "prompt")
+        self._check_prompt_length(request.negative_prompt, "negative prompt")
+
+        # One generator per image, each seeded with its own seed: image i depends only on seeds[i], so it
+        # is the same alone or in a batch. CPU generators give the same noise on every device (a reroll
+        # may run on another GPU than the original); diffusers moves the noise to the device.
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
+
+        def step_end(pipe, step_index, timestep, tensors):
+            # num_timesteps counts the steps this call really runs (fewer for img2img).
+            on_step(step_index + 1, pipe.num_timesteps)
+            return tensors
+
+        common = dict(
+            prompt=[request.prompt] * count,
+            negative_prompt=[request.negative_prompt] * count,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generators,
+            callback_on_step_end=step_end,
+            output_type="pil",
+        )
+        started = time.perf_counter()
+        if request.init_image is not None:
+            init = request.init_image.convert("RGB")
+            if init.width % 8 or init.height % 8:
+                # diffusers would silently crop to a multiple of 8; say so instead.
+                raise EngineError(f"the source image is {init.width}x{init.height}; both sides must be multiples of 8")
+            # One copy of the init image per seed, so every image gets its own VAE sample and noise.
+            output = self.img2img(image=[init] * count, strength=request.strength, **common)
+        else:
+            width = spec.width if request.width is None else request.width
+            height = spec.height if request.height is None else request.height
+            output = self.txt2img(width=width, height=height, **common)
+        seconds = time.perf_counter() - started
+
+        images = list(output.images)
+        return GenerationResult(
+            images=images,
+            seeds=request.seeds,
+            width=images[0].width,
+            height=images[0].height,
+            steps=steps,
+            guidance=guidance,
+            model=spec.name,
+            device=self.device,
+            seconds=seconds,
+        )
+
+    def _steps_for(self, request: GenerateRequest) -> int:
+        if request.steps is not None:
+            steps = request.steps
+            if request.is_img2img and int(steps * request.strength) < 1:
+                raise EngineError(
+                    f"{steps} steps at strength {request.strength} leaves no denoising step; use more steps"
+                )
+            return steps
+        steps = self.spec.steps
+        if request.is_img2img:
+            # img2img runs int(steps * strength) steps; a 1-step model (sd-turbo) would run none at its
+            # catalog default, so raise the default just enough to run one.
+            while int(steps * request.strength) < 1:
+                steps += 1
+        return steps
+
+    def _check_prompt_length(self, text: str, what: str) -> None:
+        # The pipeline would silently cut the prompt at the text encoder's limit; tell the user instead.
+        limit = self.spec.max_prompt_tokens
+        if text and (tokens := self.prompt_tokens(text)) > limit:
+            raise EngineError(f"the {what} is {tokens} tokens long; model {self.spec.name} takes at most {limit}")

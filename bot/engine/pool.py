@@ -1,0 +1,313 @@
+"""WorkerPool: one worker thread per device, all pulling from one FIFO queue.
+
+The event loop only ever touches queue bookkeeping (submit, position, cancel); the workers load models
+and run torch. Workers report back through loop.call_soon_threadsafe, so every Ticket's asyncio objects
+are only ever touched on the loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, AsyncIterator, Iterable, Sequence
+
+from bot.engine.catalog import Catalog, CatalogError
+from bot.engine.requests import (
+    Cancelled,
+    EngineError,
+    Event,
+    GenerateRequest,
+    GenerationResult,
+    Progress,
+    Request,
+    Started,
+    UpscaleRequest,
+)
+from bot.engine.upscale import upscale
+
+if TYPE_CHECKING:
+    from bot.engine.pipelines import LoadedModel
+
+log = logging.getLogger(__name__)
+
+_QUEUED, _RUNNING, _FINISHED = "queued", "running", "finished"
+_END = object()  # closes a ticket's event stream
+
+
+class Ticket:
+    """A submitted request: its place in line, its events, its result, and a way to cancel it.
+
+    Use it from the event loop thread only (the workers talk to it through the loop).
+    """
+
+    def __init__(self, pool: WorkerPool, request: Request, loop: asyncio.AbstractEventLoop):
+        self.request = request
+        self._pool = pool
+        self._loop = loop
+        self._state = _QUEUED  # written under the pool's lock
+        self._cancel_requested = threading.Event()  # read by the worker between denoising steps
+        self._events: asyncio.Queue = asyncio.Queue()
+        self._result: asyncio.Future = loop.create_future()
+        # Nobody may await a cancelled task's result; don't let asyncio log "exception never retrieved".
+        self._result.add_done_callback(lambda future: future.cancelled() or future.exception())
+
+    def position(self) -> int | None:
+        """1.. = place in line, 0 = running, None = finished (or cancelled)."""
+        return self._pool._position(self)
+
+    def cancel(self) -> bool:
+        """Cancel the task. Queued: removed at once. Running: stops after its current denoising step
+        (an upscale has no steps and simply completes).
+
+        Returns False if it had already finished.
+        """
+        return self._pool._cancel(self)
+
+    @property
+    def done(self) -> bool:
+        return self._result.done()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Started(device), then Progress(fraction)...; ends when the task finishes. One reader per ticket."""
+        while True:
+            event = await self._events.get()
+            if event is _END:
+                self._events.put_nowait(_END)  # a second reader (or a second loop) also ends
+                return
+            yield event
+
+    async def result(self) -> GenerationResult:
+        """The result, or raises EngineError (Cancelled if it was cancelled)."""
+        # shield: cancelling the awaiting task must not cancel the shared future the worker completes.
+        return await asyncio.shield(self._result)
+
+    # Called on the loop thread only.
+    def _emit(self, event: Event) -> None:
+        if not self._result.done():
+            self._events.put_nowait(event)
+
+    def _finish(self, result: GenerationResult | None = None, error: EngineError | None = None) -> None:
+        if self._result.done():
+            return
+        if error is not None:
+            self._result.set_exception(error)
+        else:
+            self._result.set_result(result)
+        self._events.put_nowait(_END)
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        catalog: Catalog,
+        models_dir: Path,
+        devices: Sequence[str] = ("cpu",),
+        torch_threads: int | None = None,
+    ):
+        devices = list(devices)
+        if not devices:
+            raise ValueError("WorkerPool needs at least one device")
+        if len(set(devices)) != len(devices):
+            # Two workers on one device would load two copies of every model and fight over its memory.
+            raise ValueError(f"each device may appear once, got {devices}")
+        if torch_threads is not None and torch_threads < 1:
+            raise ValueError(f"torch_threads must be at least 1, got {torch_threads}")
+        self.catalog = catalog
+        self.models_dir = Path(models_dir)
+        self.devices = tuple(devices)
+        self.torch_threads = torch_threads
+        self._queue: collections.deque[Ticket] = collections.deque()
+        self._lock = threading.Condition()
+        self._closing = False
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # (device, model name) -> LoadedModel; each entry is only touched by that device's worker.
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+
+    @property
+    def queued(self) -> int:
+        """Tasks waiting for a worker (running ones not included)."""
+        with self._lock:
+            return len(self._queue)
+
+    async def start(self, preload: Iterable[str] = ()) -> None:
+        """Start one worker per device; each loads the `preload` models before taking tasks.
+
+        Raises EngineError (after closing the pool) if a preload fails, so a bad model fails at start-up.
+        """
+        if self._threads:
+            raise RuntimeError("WorkerPool.start() was already called")
+        preload = list(preload)
+        for name in preload:
+            self.catalog.get(name)  # an unknown name is a CatalogError now, not in a thread later
+        self._loop = asyncio.get_running_loop()
+        ready: list[asyncio.Future] = []
+        for device in self.devices:
+            future = self._loop.create_future()
+            thread = threading.Thread(
+                target=self._worker, args=(device, preload, future), name=f"dreamgrid-worker-{device}", daemon=True
+            )
+            self._threads.append(thread)
+            ready.append(future)
+            thread.start()
+        try:
+            await asyncio.gather(*ready)
+        except BaseException:
+            await self.close()
+            raise
+
+    def submit(self, request: Request) -> Ticket:
+        """Queue a request (FIFO) and return its Ticket at once. Call from the event loop thread."""
+        if not isinstance(request, (GenerateRequest, UpscaleRequest)):
+            raise TypeError(f"expected a GenerateRequest or UpscaleRequest, got {type(request).__name__}")
+        if self._loop is None:
+            raise RuntimeError("call `await pool.start()` before submit()")
+        ticket = Ticket(self, request, self._loop)
+        with self._lock:
+            if self._closing:
+                raise EngineError("the image engine is shutting down")
+            self._queue.append(ticket)
+            self._lock.notify()
+        return ticket
+
+    async def close(self) -> None:
+        """Cancel waiting tasks, let running ones finish, and join the worker threads."""
+        with self._lock:
+            self._closing = True
+            waiting = list(self._queue)
+            self._queue.clear()
+            for ticket in waiting:
+                ticket._state = _FINISHED
+            self._lock.notify_all()
+        for ticket in waiting:
+            ticket._finish(error=Cancelled("the image engine is shutting down"))
+        # join() blocks; do it off the loop so running tasks can still deliver their results.
+        await asyncio.to_thread(self._join)
+
+    def _join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+    # ---- called from Ticket (loop thread) ----
+
+    def _position(self, ticket: Ticket) -> int | None:
+        with self._lock:
+            if ticket._state == _QUEUED:
+                return self._queue.index(ticket) + 1
+            return 0 if ticket._state == _RUNNING else None
+
+    def _cancel(self, ticket: Ticket) -> bool:
+        with self._lock:
+            state = ticket._state
+            if state == _QUEUED:
+                self._queue.remove(ticket)
+                ticket._state = _FINISHED
+            elif state == _RUNNING:
+                ticket._cancel_requested.set()
+        if state == _QUEUED:
+            ticket._finish(error=Cancelled("cancelled"))
+        return state != _FINISHED
+
+    # ---- worker threads ----
+
+    def _worker(self, device: str, preload: list[str], ready: asyncio.Future) -> None:
+        if self.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
+        try:
+            for name in preload:
+                self._model_for(device, name)
+        except Exception as exc:
+            log.exception("preloading models on %s failed", device)
+            self._call_soon(ready.set_exception, EngineError(f"could not load a model on {device}: {_short(exc)}"))
+            return
+        self._call_soon(ready.set_result, None)
+
+        while True:
+            with self._lock:
+                while not self._queue and not self._closing:
+                    self._lock.wait()
+                if not self._queue:  # closing, and nothing left
+                    return
+                ticket = self._queue.popleft()
+                ticket._state = _RUNNING
+            try:
+                outcome = self._run(ticket, device)
+            finally:
+                with self._lock:
+                    ticket._state = _FINISHED
+            if isinstance(outcome, EngineError):
+                self._call_soon(ticket._finish, None, outcome)
+            else:
+                self._call_soon(ticket._finish, outcome)
+
+    def _run(self, ticket: Ticket, device: str) -> GenerationResult | EngineError:
+        request = ticket.request
+        self._call_soon(ticket._emit, Started(device))
+
+        def on_step(done: int, total: int) -> None:
+            if ticket._cancel_requested.is_set():
+                # Raised inside the pipeline's step callback: the denoising loop stops right here.
+                raise Cancelled("cancelled")
+            self._call_soon(ticket._emit, Progress(done / total))
+
+        try:
+            if isinstance(request, UpscaleRequest):
+                return self._upscale(request, device)
+            return self._model_for(device, request.model).run(request, on_step)
+        except EngineError as exc:  # Cancelled included; messages are already user-safe
+            return exc
+        except Exception as exc:
+            log.exception("task for model %s on %s failed", request.model, device)
+            return EngineError(f"generation failed: {_short(exc)}")
+
+    def _model_for(self, device: str, name: str) -> LoadedModel:
+        key = (device, name)
+        model = self._models.get(key)
+        if model is None:
+            # Imported here so that importing bot.engine does not load torch and diffusers.
+            from bot.engine.pipelines import LoadedModel
+
+            try:
+                spec = self.catalog.get(name)
+            except CatalogError as exc:
+                raise EngineError(str(exc)) from None
+            model = self._models[key] = LoadedModel(spec, self.models_dir, device)
+        return model
+
+    def _upscale(self, request: UpscaleRequest, device: str) -> GenerationResult:
+        try:
+            spec = self.catalog.get(request.model)
+        except CatalogError as exc:
+            raise EngineError(str(exc)) from None
+        started = time.perf_counter()
+        image = upscale(request.image, request.scale, spec.upscaler)
+        return GenerationResult(
+            images=[image],
+            seeds=(),
+            width=image.width,
+            height=image.height,
+            steps=0,
+            guidance=0.0,
+            model=spec.name,
+            device=device,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _call_soon(self, callback, *args) -> None:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            # The loop is closed: nobody is left to tell.
+            log.debug("event loop closed; dropped %s", getattr(callback, "__name__", callback))
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    """First line of an exception, trimmed: enough for a user, the traceback goes to the log."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,106 @@
+"""What callers ask the engine for, what it reports while working, and what it hands back.
+
+Plain data only (no torch), so the service layer can build requests without loading the ML stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from PIL import Image
+
+# torch.Generator.manual_seed accepts any 64-bit value; keep seeds non-negative so they print nicely.
+MAX_SEED = 2**63 - 1
+
+
+class EngineError(Exception):
+    """A failure whose message is safe to show to the user who asked."""
+
+
+class Cancelled(EngineError):
+    """The task was cancelled before it finished (by its owner, or because the pool closed)."""
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """txt2img, or img2img when `init_image` is set; one image per seed either way.
+
+    width/height/steps/guidance left as None take the model's catalog values. For img2img the output has
+    the init image's size, and the pipeline runs int(steps * strength) denoising steps.
+    """
+
+    model: str
+    prompt: str
+    seeds: tuple[int, ...]
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    init_image: Image.Image | None = None
+    strength: float = 0.6
+
+    def __post_init__(self) -> None:
+        # These are programming errors in the caller, not user input problems: fail loudly and early.
+        if not isinstance(self.seeds, tuple) or not self.seeds:
+            raise ValueError(f"seeds must be a non-empty tuple of ints, got {self.seeds!r}")
+        for seed in self.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+                raise ValueError(f"each seed must be an int in 0..{MAX_SEED}, got {seed!r}")
+        if not 0.0 < self.strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.init_image is not None and (self.width is not None or self.height is not None):
+            raise ValueError("img2img takes its size from init_image; leave width and height unset")
+
+    @property
+    def is_img2img(self) -> bool:
+        return self.init_image is not None
+
+
+@dataclass(frozen=True)
+class UpscaleRequest:
+    """Enlarge one image with the upscaler the model's catalog entry names."""
+
+    model: str
+    image: Image.Image
+    scale: int = 2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scale, bool) or not isinstance(self.scale, int) or self.scale < 1:
+            raise ValueError(f"scale must be a positive int, got {self.scale!r}")
+
+
+Request = Union[GenerateRequest, UpscaleRequest]
+
+
+@dataclass(frozen=True)
+class Started:
+    """A worker took the task off the queue."""
+
+    device: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Fraction (0..1] of the denoising steps done so far."""
+
+    fraction: float
+
+
+Event = Union[Started, Progress]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    images: list[Image.Image]
+    seeds: tuple[int, ...]  # images[i] came from seeds[i]; empty for an upscale
+    width: int
+    height: int
+    steps: int  # as requested (img2img ran int(steps * strength) of them); 0 for an upscale
+    guidance: float
+    model: str
+    device: str
+    seconds: float  # time spent running the pipeline, model loading excluded

@@ -1,0 +1,85 @@
+"""A real CLIPTokenizer built offline from OpenAI CLIP's BPE vocabulary (models/clip-bpe).
+
+The vocabulary is rebuilt exactly the way CLIP's own SimpleTokenizer (open_clip) does it, so token ids
+match every Stable Diffusion text encoder: 256 byte symbols, the same with '</w>', one token per merge,
+then <|startoftext|> and <|endoftext|>.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from transformers import CLIPTokenizer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BPE_PATH = REPO_ROOT / "models" / "clip-bpe" / "bpe_simple_vocab_16e6.txt.gz"
+
+# CLIP keeps the first 49152 - 256 - 2 merges of the file: 49408 tokens in all.
+CLIP_MERGES = 49152 - 256 - 2
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+@lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """Byte -> printable unicode character, as in GPT-2 and CLIP (so BPE never sees whitespace/control bytes)."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(code) for code in codes)))
+
+
+def clip_vocab_and_merges(
+    bpe_path: Path = DEFAULT_BPE_PATH, max_merges: int | None = None
+) -> tuple[dict[str, int], list[str]]:
+    """CLIP's token -> id map and its merge lines ("a b"), optionally keeping only the first `max_merges`."""
+    if max_merges is not None and not 0 <= max_merges <= CLIP_MERGES:
+        raise ValueError(f"max_merges must be in 0..{CLIP_MERGES}, got {max_merges}")
+    with gzip.open(bpe_path, "rt", encoding="utf-8") as file:
+        lines = file.read().split("\n")
+    merges = lines[1 : CLIP_MERGES + 1]  # line 0 is the "#version" header
+    if max_merges is not None:
+        merges = merges[:max_merges]
+    symbols = list(bytes_to_unicode().values())
+    tokens = symbols + [symbol + "</w>" for symbol in symbols]
+    tokens += ["".join(merge.split()) for merge in merges]
+    tokens += [BOS, EOS]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    if len(vocab) != len(tokens):
+        raise ValueError(f"{bpe_path}: duplicate tokens; is this CLIP's bpe_simple_vocab_16e6.txt.gz?")
+    return vocab, merges
+
+
+def build_clip_tokenizer(
+    out_dir: Path,
+    bpe_path: Path = DEFAULT_BPE_PATH,
+    max_merges: int | None = None,
+    model_max_length: int = 77,
+) -> CLIPTokenizer:
+    """Write vocab.json + merges.txt to `out_dir`, load them as a CLIPTokenizer and save_pretrained it there.
+
+    The full vocabulary has 49408 tokens; with `max_merges` it has 512 + max_merges + 2, and the ids of
+    the tokens it keeps are the same as CLIP's except for the two special tokens, which come last.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab, merges = clip_vocab_and_merges(Path(bpe_path), max_merges)
+    vocab_file = out_dir / "vocab.json"
+    merges_file = out_dir / "merges.txt"
+    vocab_file.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    merges_file.write_text("#version: 0.2\n" + "".join(merge + "\n" for merge in merges), encoding="utf-8")
+    # model_max_length matters: Stable Diffusion pads every prompt to it (77 for CLIP's text encoder).
+    tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=model_max_length)
+    tokenizer.save_pretrained(out_dir)
+    return tokenizer

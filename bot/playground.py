@@ -1,0 +1,114 @@
+"""`dreamgrid playground`: try the bot with no Discord account. The real bot logs in to the local Discord
+and you play the member, typing commands; the images land in a folder you can open.
+
+    imagine a red circle     /imagine prompt:a red circle
+    U2 / V3 / reroll         click a button of the last grid (Vary: subtle / strong, after an upscale)
+    info / history           /info and /history
+    quit
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+from dataclasses import replace
+from pathlib import Path
+
+from bot.app import App
+from bot.localdiscord import LocalDiscord
+from bot.localdiscord.harness import running_client
+from bot.settings import Settings
+
+
+
+def _label(custom_id: str) -> str:
+    """What a person calls a button: dg:upscale:7:2 is U2, dg:vary:7:3 is V3, dg:reroll:7:0 is reroll."""
+    _, action, _, index = custom_id.split(":")
+    return {"upscale": f"U{index}", "vary": f"V{index}"}.get(action, action)
+
+
+class Playground:
+    def __init__(self, discord: LocalDiscord, out_dir: Path) -> None:
+        self.discord = discord
+        self.out_dir = out_dir
+        self.user = discord.add_user("you")
+        self.last = None  # the last message with buttons
+
+    async def handle(self, line: str) -> str:
+        word, _, rest = line.strip().partition(" ")
+        word = word.lower()
+        if word == "imagine":
+            return await self._show(await self.discord.slash(self.user, "imagine", {"prompt": rest}))
+        if word in ("info", "history"):
+            return await self._show(await self.discord.slash(self.user, word, {}))
+        if self.last is None:
+            return "Start with: imagine <prompt>"
+        custom_id = self._button(word)
+        if custom_id is None:
+            return f"No button {word!r} here. Buttons: {', '.join(self._labels())}"
+        return await self._show(await self.discord.click(self.user, self.last.id, custom_id))
+
+    def _button(self, word: str) -> str | None:
+        return next((cid for cid in self.last.custom_ids() if _label(cid).lower() == word), None)
+
+    def _labels(self) -> list[str]:
+        return [_label(cid) for cid in self.last.custom_ids()]
+
+    async def _show(self, ix) -> str:
+        seen = ""
+        while True:  # print the message as it changes: queued, progress, result
+            message = await ix.wait_original(lambda m: m.content != seen or m.attachments, timeout=600)
+            if message.ephemeral:
+                return message.content
+            if message.content != seen:
+                print(f"  {message.content.splitlines()[-1]}")
+                seen = message.content
+            if message.attachments or "❌" in message.content:
+                break
+        for attachment in message.attachments:
+            path = self.out_dir / f"{message.id}-{attachment.filename}"
+            path.write_bytes(attachment.data)
+            print(f"  saved {path}")
+        if message.custom_ids():
+            self.last = message
+            return "  buttons: " + " ".join(self._labels())
+        return ""
+
+
+async def play(settings: Settings, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    async with LocalDiscord() as discord:
+        settings = replace(settings, discord_token=discord.bot_token, discord_api_base=discord.api_base,
+                           discord_gateway_url=discord.gateway_url)
+        app = await App.open(settings)
+        try:
+            async with running_client(discord, app.discord_bot(), settings.discord_token):
+                await discord.wait_for_commands({"imagine"}, timeout=15)
+                playground = Playground(discord, out_dir)
+                print(__doc__.split("\n\n", 1)[1])
+                while True:
+                    line = await asyncio.to_thread(_read_line)
+                    if line is None or line.strip().lower() in ("quit", "exit"):
+                        break
+                    if line.strip():
+                        print(await playground.handle(line))
+        finally:
+            await app.close()
+
+
+def _read_line() -> str | None:
+    try:
+        return input("dreamgrid> ")
+    except EOFError:
+        return None
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="dreamgrid playground", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("data/playground"), help="where images are saved")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    asyncio.run(play(Settings.load(), args.out))
+    return 0

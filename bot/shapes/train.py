@@ -1,0 +1,630 @@
+"""Training the `shapes` model: `dreamgrid models train-shapes` (or `python -m bot.shapes.train`).
+
+Two phases, one checkpoint (`.shapes-train/checkpoint.pt`, rewritten atomically every few minutes):
+
+1. VAE: the AutoencoderKL learns to reconstruct world pictures (L1 + MSE + a small KL term). Then every
+   picture of the training set is encoded once (posterior mean and std, cached in `latents.pt`) and the
+   latent scaling factor is set from the data.
+2. UNet + text encoder: v-prediction on the zero-terminal-SNR schedule, min-SNR-style weighting (low-noise
+   steps down-weighted, the pure-noise step kept at full weight: it is where the background colour is
+   decided), captions re-phrased every time a picture is drawn, 10% empty captions for classifier-free
+   guidance, an EMA of the weights (what is exported), a cosine learning rate.
+
+Every `--eval-every` steps the EMA model draws held-out prompts and the analyser scores them (logged).
+`export()` writes the EMA weights as fp16 safetensors in diffusers layout; it can run at any time from
+the latest checkpoint (`--export-only`), also while a training run goes on.
+
+Everything is deterministic from `--seed` for a given number of threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bot.shapes import model as shapes_model
+from bot.shapes.model import ShapesConfig
+from bot.shapes.world import COLOUR_NAMES, POSITION_NAMES, SHAPES, make_caption, render_dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORK_DIR = REPO_ROOT / ".shapes-train"
+OUT_DIR = REPO_ROOT / "models" / "shapes"
+CHECKPOINT = "checkpoint.pt"
+LATENTS = "latents.pt"
+
+
+@dataclass
+class TrainOptions:
+    steps: int = 12000  # UNet steps in all
+    vae_steps: int = 1500
+    batch: int = 64
+    vae_batch: int = 16
+    lr: float = 8e-4
+    vae_lr: float = 1e-3
+    warmup: int = 200
+    min_lr_fraction: float = 0.1
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    min_snr_gamma: float = 5.0
+    caption_dropout: float = 0.1
+    kl_weight: float = 1e-4
+    dataset_size: int = 40000
+    seed: int = 0
+    threads: int = 2
+    eval_every: int = 1000
+    eval_prompts: int = 64
+    eval_steps: int = shapes_model.DEFAULT_STEPS
+    eval_guidance: float = shapes_model.DEFAULT_GUIDANCE
+    checkpoint_seconds: float = 300.0
+    progress_seconds: float = 20.0
+    config: ShapesConfig = field(default_factory=ShapesConfig)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["config"] = self.config.to_dict()
+        return d
+
+
+class Progress:
+    """A plain-text progress line, printed at most every `every` seconds."""
+
+    def __init__(self, label: str, total: int, start: int, every: float, log):
+        self.label, self.total, self.start, self.every, self.log = label, total, start, every, log
+        self.t0 = time.time()
+        self.last = 0.0
+
+    def update(self, step: int, force: bool = False, **values) -> None:
+        now = time.time()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        done = step - self.start
+        rate = (now - self.t0) / done if done > 0 else float("nan")
+        left = (self.total - step) * rate if done > 0 else float("nan")
+        width = 24
+        filled = int(width * step / max(self.total, 1))
+        bar = "#" * filled + "-" * (width - filled)
+        extra = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+        eta = "?" if math.isnan(left) else _duration(left)
+        self.log(f"[{self.label}] [{bar}] {step}/{self.total} {rate:.2f} s/step eta {eta} {extra}".rstrip())
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def _log(message: str) -> None:
+    print(time.strftime("%H:%M:%S ") + message, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# State
+
+
+class State:
+    """Everything a checkpoint holds, live."""
+
+    def __init__(self, options: TrainOptions, work_dir: Path):
+        self.options = options
+        self.config = options.config
+        self.work_dir = work_dir
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(options.seed)
+            self.tokenizer = shapes_model.build_tokenizer(work_dir / "tokenizer", self.config)
+            self.vae = shapes_model.build_vae(self.config)
+            self.unet = shapes_model.build_unet(self.config)
+            self.text_encoder = shapes_model.build_text_encoder(self.config, self.tokenizer)
+        self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
+        self.ema_text_encoder = copy.deepcopy(self.text_encoder).requires_grad_(False)
+        self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=options.vae_lr, weight_decay=0.0)
+        self.opt = torch.optim.AdamW(
+            list(self.unet.parameters()) + list(self.text_encoder.parameters()),
+            lr=options.lr,
+            betas=(0.9, 0.99),
+            weight_decay=options.weight_decay,
+        )
+        self.vae_step = 0
+        self.step = 0
+        self.scaling_factor: float | None = None
+        self.history: list[dict] = []
+        self.rng_state = None
+
+    def save(self, path: Path) -> None:
+        payload = {
+            "format": 1,
+            "options": self.options.to_dict(),
+            "vae": self.vae.state_dict(),
+            "unet": self.unet.state_dict(),
+            "text_encoder": self.text_encoder.state_dict(),
+            "ema_unet": self.ema_unet.state_dict(),
+            "ema_text_encoder": self.ema_text_encoder.state_dict(),
+            "vae_opt": self.vae_opt.state_dict(),
+            "opt": self.opt.state_dict(),
+            "vae_step": self.vae_step,
+            "step": self.step,
+            "scaling_factor": self.scaling_factor,
+            "history": self.history,
+            "torch_rng": torch.get_rng_state(),
+        }
+        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+
+    def load(self, path: Path) -> None:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        self.vae.load_state_dict(payload["vae"])
+        self.unet.load_state_dict(payload["unet"])
+        self.text_encoder.load_state_dict(payload["text_encoder"])
+        self.ema_unet.load_state_dict(payload["ema_unet"])
+        self.ema_text_encoder.load_state_dict(payload["ema_text_encoder"])
+        self.vae_opt.load_state_dict(payload["vae_opt"])
+        self.opt.load_state_dict(payload["opt"])
+        self.vae_step = payload["vae_step"]
+        self.step = payload["step"]
+        self.scaling_factor = payload["scaling_factor"]
+        self.history = payload.get("history", [])
+        torch.set_rng_state(payload["torch_rng"])
+
+
+def read_checkpoint_options(work_dir: Path) -> TrainOptions | None:
+    path = Path(work_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    return _options_from_dict(payload["options"])
+
+
+def _options_from_dict(d: dict) -> TrainOptions:
+    d = dict(d)
+    d["config"] = ShapesConfig.from_dict(d["config"])
+    known = {f for f in TrainOptions.__dataclass_fields__}
+    return TrainOptions(**{k: v for k, v in d.items() if k in known})
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+
+
+class Dataset:
+    """Pre-rendered world pictures (uint8) and their attributes as indices."""
+
+    def __init__(self, count: int, seed: int, resolution: int):
+        images, scenes = render_dataset(count, seed=seed, width=resolution, height=resolution)
+        self.images = images
+        self.attrs = np.asarray(
+            [
+                (
+                    COLOUR_NAMES.index(s.shape_colour),
+                    SHAPES.index(s.shape),
+                    COLOUR_NAMES.index(s.background_colour),
+                    POSITION_NAMES.index(s.position),
+                )
+                for s in scenes
+            ],
+            dtype=np.int64,
+        )
+
+    def pixels(self, index: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(self.images[index]).permute(0, 3, 1, 2).float()
+        return x / 127.5 - 1.0
+
+
+def caption_batch(attrs: np.ndarray, rng: random.Random, dropout: float) -> list[str]:
+    captions = []
+    for c, s, b, p in attrs.tolist():
+        if rng.random() < dropout:
+            captions.append("")
+            continue
+        named = rng.random() < 0.6
+        captions.append(make_caption(COLOUR_NAMES[c], SHAPES[s], COLOUR_NAMES[b], POSITION_NAMES[p] if named else None, rng))
+    return captions
+
+
+class TokenCache:
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.cache: dict[str, list[int]] = {}
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        missing = [c for c in set(captions) if c not in self.cache]
+        if missing:
+            ids = self.tokenizer(
+                missing, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True
+            ).input_ids
+            self.cache.update(zip(missing, ids))
+        return torch.tensor([self.cache[c] for c in captions], dtype=torch.long)
+
+
+# --------------------------------------------------------------------------------------------------
+# Phases
+
+
+def _cosine_lr(step: int, total: int, peak: float, warmup: int, floor: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _train_vae(state: State, data: Dataset, ckpt_path: Path, log) -> None:
+    o = state.options
+    if state.vae_step >= o.vae_steps:
+        return
+    vae = state.vae.train()
+    gen = torch.Generator().manual_seed(o.seed * 1000 + 1)
+    np_rng = np.random.default_rng([o.seed, 1, state.vae_step])
+    progress = Progress("vae", o.vae_steps, state.vae_step, o.progress_seconds, log)
+    last_save = time.time()
+    running = None
+    while state.vae_step < o.vae_steps:
+        lr = _cosine_lr(state.vae_step, o.vae_steps, o.vae_lr, 50, 0.1)
+        for group in state.vae_opt.param_groups:
+            group["lr"] = lr
+        x = data.pixels(np_rng.integers(0, len(data.images), o.vae_batch))
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+        recon = vae.decode(z).sample
+        rec = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+        kl = 0.5 * (posterior.mean**2 + posterior.var - 1.0 - posterior.logvar).mean()
+        loss = rec + o.kl_weight * kl
+        state.vae_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        state.vae_opt.step()
+        state.vae_step += 1
+        running = rec.item() if running is None else 0.98 * running + 0.02 * rec.item()
+        progress.update(state.vae_step, force=state.vae_step == o.vae_steps, rec=running, kl=kl.item())
+        if time.time() - last_save > o.checkpoint_seconds:
+            state.save(ckpt_path)
+            last_save = time.time()
+    vae.eval()
+    state.save(ckpt_path)
+
+
+@torch.no_grad()
+def vae_accuracy(vae, count: int = 200, seed: int = 999_001, resolution: int = 64) -> dict[str, float]:
+    """How often the analyser reads a VAE round trip of a world picture like the original."""
+    from bot.shapes.analyser import ATTRIBUTES, analyse
+
+    images, scenes = render_dataset(count, seed=seed, width=resolution, height=resolution)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    recon = vae.decode(vae.encode(x).latent_dist.mean).sample
+    out = ((recon.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    hits = {name: 0 for name in ATTRIBUTES}
+    for img, scene in zip(out, scenes):
+        a = analyse(img)
+        for name in ATTRIBUTES:
+            hits[name] += getattr(a, name) == getattr(scene, name)
+    return {name: hits[name] / count for name in ATTRIBUTES}
+
+
+@torch.no_grad()
+def _encode_dataset(state: State, data: Dataset, path: Path, log) -> dict:
+    vae = state.vae.eval()
+    means, stds = [], []
+    for start in range(0, len(data.images), 256):
+        index = np.arange(start, min(start + 256, len(data.images)))
+        posterior = vae.encode(data.pixels(index)).latent_dist
+        means.append(posterior.mean.half())
+        stds.append(posterior.std.half())
+    mean, std = torch.cat(means), torch.cat(stds)
+    if state.scaling_factor is None:
+        sample = mean[:4096].float() + std[:4096].float() * torch.randn(mean[:4096].shape)
+        state.scaling_factor = float(1.0 / sample.std())
+    latents = {"mean": mean, "std": std, "attrs": torch.from_numpy(data.attrs),
+               "vae_step": state.vae_step, "count": len(data.images)}
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    torch.save(latents, tmp)
+    os.replace(tmp, path)
+    log(f"[latents] encoded {len(data.images)} pictures; scaling factor {state.scaling_factor:.4f}")
+    return latents
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    ema_params = [p for p in ema.parameters()]
+    params = [p.detach() for p in model.parameters()]
+    torch._foreach_mul_(ema_params, decay)
+    torch._foreach_add_(ema_params, params, alpha=1.0 - decay)
+
+
+def _train_unet(state: State, latents: dict, ckpt_path: Path, log, stop_at: int | None = None) -> None:
+    o = state.options
+    target = o.steps if stop_at is None else min(o.steps, stop_at)
+    if state.step >= target:
+        return
+    scheduler = shapes_model.training_scheduler()
+    alphas = scheduler.alphas_cumprod
+    snr = alphas / (1 - alphas).clamp(min=1e-12)
+    weights = (torch.clamp(snr + 1, max=o.min_snr_gamma + 1) / (snr + 1)).float()
+    tokens = TokenCache(state.tokenizer)
+    mean, std, attrs = latents["mean"], latents["std"], latents["attrs"].numpy()
+    count = mean.shape[0]
+    sf = state.scaling_factor
+    unet, te = state.unet.train(), state.text_encoder.train()
+    params = list(unet.parameters()) + list(te.parameters())
+    progress = Progress("unet", o.steps, state.step, o.progress_seconds, log)
+    last_save = time.time()
+    running = None
+    while state.step < target:
+        step = state.step
+        lr = _cosine_lr(step, o.steps, o.lr, o.warmup, o.min_lr_fraction)
+        for group in state.opt.param_groups:
+            group["lr"] = lr
+        rng = random.Random(o.seed * 1_000_003 + step)
+        gen = torch.Generator().manual_seed(o.seed * 1_000_003 + step)
+        index = torch.randint(0, count, (o.batch,), generator=gen)
+        z = (mean[index].float() + std[index].float() * torch.randn(mean[index].shape, generator=gen)) * sf
+        captions = caption_batch(attrs[index.numpy()], rng, o.caption_dropout)
+        ids = tokens(captions)
+        noise = torch.randn(z.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (o.batch,), generator=gen)
+        noisy = scheduler.add_noise(z, noise, t)
+        v = scheduler.get_velocity(z, noise, t)
+        enc = te(ids)[0]
+        pred = unet(noisy, t, enc).sample
+        per_sample = ((pred - v) ** 2).mean(dim=(1, 2, 3))
+        loss = (per_sample * weights[t]).mean()
+        state.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        state.opt.step()
+        state.step += 1
+        decay = min(o.ema_decay, (1 + state.step) / (10 + state.step))
+        _ema_update(state.ema_unet, unet, decay)
+        _ema_update(state.ema_text_encoder, te, decay)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        progress.update(state.step, force=state.step == target, loss=running, lr=lr)
+        if o.eval_every and state.step % o.eval_every == 0:
+            result = evaluate_state(state, o.eval_prompts, o.eval_steps, o.eval_guidance)
+            result["step"] = state.step
+            state.history.append(result)
+            log("[eval] " + json.dumps(result))
+            unet.train()
+            te.train()
+        if time.time() - last_save > o.checkpoint_seconds or state.step == target:
+            state.save(ckpt_path)
+            last_save = time.time()
+
+
+def pipeline_from_state(state: State, use_ema: bool = True, sampler: str = "ddim"):
+    unet = state.ema_unet if use_ema else state.unet
+    te = state.ema_text_encoder if use_ema else state.text_encoder
+    vae = copy.deepcopy(state.vae).eval()
+    vae.register_to_config(scaling_factor=state.scaling_factor or 1.0)
+    return shapes_model.assemble_pipeline(vae, te.eval(), state.tokenizer, unet.eval(), sampler)
+
+
+def evaluate_state(state: State, prompts: int, steps: int, guidance: float, sampler: str = "ddim") -> dict:
+    from bot.shapes.bench import evaluate, held_out_prompts
+
+    pipe = pipeline_from_state(state, True, sampler)
+    pipe.set_progress_bar_config(disable=True)
+    res = state.config.resolution
+    t0 = time.time()
+    result = evaluate(pipe, held_out_prompts(prompts), steps=steps, guidance=guidance, width=res, height=res)
+    summary = {k: round(result[k], 3) for k in ("shape_colour", "shape", "background_colour", "position", "all")}
+    summary["seconds"] = round(time.time() - t0, 1)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def _latents_for(state: State, work_dir: Path, data_holder: list, log) -> dict:
+    path = work_dir / LATENTS
+    o = state.options
+    if path.is_file():
+        latents = torch.load(path, map_location="cpu", weights_only=False)
+        if latents.get("vae_step") == state.vae_step and latents.get("count") == o.dataset_size:
+            return latents
+    if not data_holder:
+        data_holder.append(Dataset(o.dataset_size, o.seed, state.config.resolution))
+    return _encode_dataset(state, data_holder[0], path, log)
+
+
+def train(
+    out_dir: Path | str | None = OUT_DIR,
+    steps: int | None = None,
+    seed: int | None = None,
+    resume: bool = True,
+    work_dir: Path | str = WORK_DIR,
+    options: TrainOptions | None = None,
+    log=_log,
+    stop_at: int | None = None,
+) -> Path:
+    """Train (or go on training) and, when the last step is reached and `out_dir` is given, export there.
+
+    resume: continue from `work_dir`/checkpoint.pt if there is one (its options win, except `steps`,
+    which may be raised). stop_at: leave after this many UNet steps (a chunk) without exporting.
+    Returns the checkpoint path.
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = work_dir / CHECKPOINT
+    saved = read_checkpoint_options(work_dir) if resume else None
+    if saved is not None:
+        o = saved
+        if steps is not None:
+            o.steps = steps
+        if options is not None:  # run-time knobs may change on resume; the recipe may not
+            for name in ("threads", "eval_every", "eval_prompts", "checkpoint_seconds", "progress_seconds"):
+                setattr(o, name, getattr(options, name))
+    else:
+        o = copy.deepcopy(options) if options is not None else TrainOptions()
+        if steps is not None:
+            o.steps = steps
+        if seed is not None:
+            o.seed = seed
+        for name in (CHECKPOINT, LATENTS):
+            (work_dir / name).unlink(missing_ok=True)
+    shapes_model.set_num_threads(o.threads)
+    state = State(o, work_dir)
+    if saved is not None:
+        state.load(ckpt_path)
+        log(f"[resume] {ckpt_path}: vae step {state.vae_step}/{o.vae_steps}, unet step {state.step}/{o.steps}")
+    else:
+        log(f"[start] options {json.dumps(o.to_dict())}")
+    n_unet = sum(p.numel() for p in state.unet.parameters())
+    n_te = sum(p.numel() for p in state.text_encoder.parameters())
+    n_vae = sum(p.numel() for p in state.vae.parameters())
+    log(f"[model] unet {n_unet / 1e6:.2f}M, text encoder {n_te / 1e6:.2f}M, vae {n_vae / 1e6:.2f}M parameters")
+
+    data_holder: list[Dataset] = []
+    if state.vae_step < o.vae_steps:
+        t0 = time.time()
+        data_holder.append(Dataset(o.dataset_size, o.seed, o.config.resolution))
+        log(f"[data] rendered {o.dataset_size} pictures in {time.time() - t0:.1f}s")
+        _train_vae(state, data_holder[0], ckpt_path, log)
+        acc = vae_accuracy(state.vae, resolution=o.config.resolution)
+        log("[vae] analyser on round trips: " + json.dumps(acc))
+    latents = _latents_for(state, work_dir, data_holder, log)
+    data_holder.clear()
+    if state.step == 0:
+        state.save(ckpt_path)
+    _train_unet(state, latents, ckpt_path, log, stop_at)
+    if state.step >= o.steps and out_dir is not None:
+        export(out_dir, work_dir=work_dir, state=state, log=log)
+    return ckpt_path
+
+
+def export(
+    out_dir: Path | str = OUT_DIR,
+    work_dir: Path | str = WORK_DIR,
+    state: State | None = None,
+    sampler: str = "ddim",
+    log=_log,
+) -> Path:
+    """Write the EMA weights of the latest checkpoint to `out_dir` (fp16 safetensors, diffusers layout)."""
+    out_dir = Path(out_dir)
+    work_dir = Path(work_dir)
+    if state is None:
+        options = read_checkpoint_options(work_dir)
+        if options is None:
+            raise FileNotFoundError(f"no checkpoint in {work_dir}; train first")
+        state = State(options, work_dir)
+        state.load(work_dir / CHECKPOINT)
+    if state.scaling_factor is None:
+        raise RuntimeError("the checkpoint has no trained VAE yet; train further before exporting")
+    pipe = pipeline_from_state(state, True, sampler)
+    pipe = copy.deepcopy(pipe)
+    pipe.to(torch.float16)
+    # Where the pipeline's defaults come from: these keys ride along in the scheduler config, and
+    # dreamgrid.json says the same in plain words (diffusers ignores both).
+    pipe.scheduler.register_to_config(
+        _dreamgrid_default_steps=shapes_model.DEFAULT_STEPS,
+        _dreamgrid_default_guidance=shapes_model.DEFAULT_GUIDANCE,
+    )
+    staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        pipe.save_pretrained(staging, safe_serialization=True)
+        last_eval = state.history[-1] if state.history else None
+        meta = {
+            "name": "shapes",
+            "width": state.config.resolution,
+            "height": state.config.resolution,
+            "steps": shapes_model.DEFAULT_STEPS,
+            "guidance": shapes_model.DEFAULT_GUIDANCE,
+            "sampler": sampler,
+            "max_prompt_tokens": state.config.max_length,
+            "trained_unet_steps": state.step,
+            "trained_vae_steps": state.vae_step,
+            "seed": state.options.seed,
+            "last_eval": last_eval,
+            "recipe": state.options.to_dict(),
+        }
+        (staging / "dreamgrid.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        bpe_licence = REPO_ROOT / "models" / "clip-bpe" / "LICENSE"
+        if bpe_licence.is_file():
+            shutil.copyfile(bpe_licence, staging / "tokenizer" / "LICENSE-clip-bpe")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    size = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
+    log(f"[export] {out_dir}: unet step {state.step}, vae step {state.vae_step}, {size / 1e6:.1f} MB")
+    return out_dir
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`dreamgrid models train-shapes [--steps N] [--resume|--fresh] [--out models/shapes] [--export-only]`"""
+    parser = argparse.ArgumentParser(prog="dreamgrid models train-shapes", description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=None, help="UNet steps in all (default 12000)")
+    parser.add_argument("--vae-steps", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--resume", action="store_true", help="go on from the checkpoint in the work dir")
+    parser.add_argument("--fresh", action="store_true", help="discard any checkpoint and start over")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="where to export (default models/shapes)")
+    parser.add_argument("--work-dir", type=Path, default=WORK_DIR)
+    parser.add_argument("--export-only", action="store_true", help="export the latest checkpoint and stop")
+    parser.add_argument("--chunk", type=int, default=None, help="stop after this many more UNet steps")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-every", type=int, default=None)
+    parser.add_argument("--dataset-size", type=int, default=None)
+    parser.add_argument("--tiny", action="store_true", help="the tiny test configuration")
+    args = parser.parse_args(argv)
+
+    if args.export_only:
+        try:
+            export(args.out, work_dir=args.work_dir)
+        except (FileNotFoundError, RuntimeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    has_checkpoint = (args.work_dir / CHECKPOINT).is_file()
+    if has_checkpoint and not (args.resume or args.fresh):
+        print(f"error: {args.work_dir / CHECKPOINT} exists: pass --resume to go on from it or --fresh to "
+              "start over", file=sys.stderr)
+        return 2
+    options = TrainOptions(seed=args.seed, threads=args.threads)
+    if args.tiny:
+        options.config = shapes_model.TINY_CONFIG
+        options.vae_steps, options.steps, options.batch, options.vae_batch = 20, 20, 8, 4
+        options.dataset_size, options.eval_every, options.eval_prompts = 64, 0, 4
+    if args.vae_steps is not None:
+        options.vae_steps = args.vae_steps
+    if args.batch is not None:
+        options.batch = args.batch
+    if args.eval_every is not None:
+        options.eval_every = args.eval_every
+    if args.dataset_size is not None:
+        options.dataset_size = args.dataset_size
+    steps = args.steps if args.steps is not None else (None if args.resume else options.steps)
+    stop_at = None
+    if args.chunk is not None:
+        saved = read_checkpoint_options(args.work_dir) if args.resume else None
+        done = _checkpoint_step(args.work_dir) if saved else 0
+        stop_at = done + args.chunk
+    train(args.out, steps=steps, seed=args.seed, resume=args.resume, work_dir=args.work_dir, options=options,
+          stop_at=stop_at)
+    return 0
+
+
+def _checkpoint_step(work_dir: Path) -> int:
+    payload = torch.load(Path(work_dir) / CHECKPOINT, map_location="cpu", weights_only=False)
+    return int(payload["step"])
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))

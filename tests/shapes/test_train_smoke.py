@@ -1,0 +1,106 @@
+"""A few steps of the tiny configuration: checkpoint, resume, export, load offline, img2img and inpaint."""
+
+import json
+import socket
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bot.shapes import model as shapes_model
+from bot.shapes.train import TrainOptions, export, train
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def tiny_options() -> TrainOptions:
+    return TrainOptions(
+        steps=6, vae_steps=4, batch=4, vae_batch=2, dataset_size=16, eval_every=3, eval_prompts=2, eval_steps=2,
+        warmup=2, threads=2, progress_seconds=0.0, config=shapes_model.TINY_CONFIG,
+    )
+
+
+def test_train_resume_export_and_load(tmp_path, no_network):
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
+
+    work, out = tmp_path / "work", tmp_path / "shapes"
+    lines = []
+    # A first chunk stops at step 3 without exporting; the second resumes and exports.
+    train(out, resume=True, work_dir=work, options=tiny_options(), log=lines.append, stop_at=3)
+    assert (work / "checkpoint.pt").is_file() and not out.exists()
+    assert any(line.startswith("[unet]") for line in lines)  # the progress line
+    assert any(line.startswith("[eval]") for line in lines)  # the periodic adherence evaluation
+    lines.clear()
+    train(out, resume=True, work_dir=work, options=tiny_options(), log=lines.append)
+    assert any("[resume]" in line and "unet step 3/6" in line for line in lines)
+    assert (out / "model_index.json").is_file()
+    meta = json.loads((out / "dreamgrid.json").read_text())
+    assert meta["trained_unet_steps"] == 6
+
+    # Weights are fp16 safetensors.
+    from safetensors import safe_open
+
+    with safe_open(str(out / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(out), torch_dtype=torch.float32, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    size = shapes_model.TINY_CONFIG.resolution
+
+    def make(seed):
+        return pipe("a red circle on a blue background", num_inference_steps=2, guidance_scale=3.0,
+                    generator=torch.Generator().manual_seed(seed), output_type="np").images[0]
+
+    a, b, c = make(1), make(1), make(2)
+    assert a.shape == (size, size, 3)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+    source = Image.fromarray((a * 255).astype(np.uint8))
+    img2img = StableDiffusionImg2ImgPipeline.from_pipe(pipe)
+    img2img.set_progress_bar_config(disable=True)
+    var = img2img("a red circle", image=source, strength=0.5, num_inference_steps=2,
+                  generator=torch.Generator().manual_seed(3)).images[0]
+    assert var.size == (size, size)
+
+    inpaint = StableDiffusionInpaintPipeline.from_pipe(pipe)
+    inpaint.set_progress_bar_config(disable=True)
+    mask = Image.new("L", (size, size), 0)
+    mask.paste(255, (0, 0, size // 2, size))
+    filled = inpaint("a red circle", image=source, mask_image=mask, num_inference_steps=2, height=size, width=size,
+                     generator=torch.Generator().manual_seed(4)).images[0]
+    assert filled.size == (size, size)
+
+    # An export straight from the checkpoint gives the same weights.
+    again = tmp_path / "again"
+    export(again, work_dir=work, log=lines.append)
+    with safe_open(str(out / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f1, safe_open(
+        str(again / "unet" / "diffusion_pytorch_model.safetensors"), "pt"
+    ) as f2:
+        assert all(torch.equal(f1.get_tensor(k), f2.get_tensor(k)) for k in f1.keys())
+
+
+def test_cli_refuses_to_overwrite_a_checkpoint_silently(tmp_path, capsys):
+    from bot.shapes.train import cli
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"x")
+    assert cli(["--work-dir", str(tmp_path), "--tiny"]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_export_without_checkpoint_is_an_error(tmp_path, capsys):
+    from bot.shapes.train import cli
+
+    assert cli(["--export-only", "--work-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    assert "no checkpoint" in capsys.readouterr().err
