@@ -8,11 +8,12 @@ never spend the same allowance twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiosqlite
 
@@ -119,55 +120,61 @@ class Store:
         await self._db.close()
 
     async def _migrate(self) -> None:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            (version,) = await cursor.fetchone()
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            await self._db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+        await self._db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        async with self._db.execute("SELECT name FROM migrations") as cursor:
+            applied = {row[0] for row in await cursor.fetchall()}
+        for name, script in MIGRATIONS:
+            if name not in applied:
+                stamp = utcnow().isoformat()
+                await self._db.executescript(
+                    f"BEGIN;\n{script}\nINSERT INTO migrations VALUES ('{name}', '{stamp}');\nCOMMIT;")
 
-    async def schema_version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cursor:
-            return (await cursor.fetchone())[0]
+    async def applied_migrations(self) -> list[str]:
+        async with self._db.execute("SELECT name FROM migrations ORDER BY name") as cursor:
+            return [row[0] for row in await cursor.fetchall()]
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction at a time: what it reads stays true until it commits."""
+        async with self._write:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
 
     # --- accepting and finishing jobs -------------------------------------------------------------
 
     async def accept_job(self, new: NewJob, allowance: int, now: datetime | None = None) -> Job | Refused:
         """Charge the job's cost and queue it, or refuse it if the allowance cannot cover it."""
         now = now or utcnow()
-        period = period_of(now)
-        async with self._write:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                used = await self._used(new.owner_id, period)
-                if used + new.cost > allowance:
-                    await self._db.execute("ROLLBACK")
-                    return Refused(remaining=max(allowance - used, 0), resets_at=period_end(period))
-                stamp = now.isoformat()
-                await self._db.execute(
-                    "INSERT INTO users(id, name, created_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT(id) DO UPDATE SET name = excluded.name",
-                    (new.owner_id, new.owner_name, stamp),
-                )
-                cursor = await self._db.execute(
-                    "INSERT INTO jobs(owner_id, guild_id, channel_id, kind, prompt, negative_prompt, params,"
-                    " model, seed, cost, status, parent_job_id, parent_index, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
-                    (new.owner_id, new.guild_id, new.channel_id, new.kind, new.prompt, new.negative_prompt,
-                     json.dumps(new.params), new.model, new.seed, new.cost, new.parent_job_id,
-                     new.parent_index, stamp),
-                )
-                job_id = cursor.lastrowid
-                await self._db.execute(
-                    "INSERT INTO ledger(user_id, job_id, amount, reason, period, created_at)"
-                    " VALUES (?, ?, ?, 'charge', ?, ?)",
-                    (new.owner_id, job_id, new.cost, period, stamp),
-                )
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-        job = await self.get_job(job_id)
-        assert job is not None
-        return job
+        period, stamp = period_of(now), now.isoformat()
+        async with self.transaction() as db:
+            used = await self._used(new.owner_id, period)
+            if used + new.cost > allowance:
+                return Refused(remaining=max(allowance - used, 0), resets_at=period_end(period))
+            await db.execute(
+                "INSERT INTO users(id, name, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET name = excluded.name",
+                (new.owner_id, new.owner_name, stamp),
+            )
+            cursor = await db.execute(
+                "INSERT INTO jobs(owner_id, guild_id, channel_id, kind, prompt, negative_prompt, params,"
+                " model, seed, cost, status, parent_job_id, parent_index, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (new.owner_id, new.guild_id, new.channel_id, new.kind, new.prompt, new.negative_prompt,
+                 json.dumps(new.params), new.model, new.seed, new.cost, new.parent_job_id,
+                 new.parent_index, stamp),
+            )
+            job_id = cursor.lastrowid
+            await db.execute(
+                "INSERT INTO ledger(user_id, job_id, amount, reason, period, created_at)"
+                " VALUES (?, ?, ?, 'charge', ?, ?)",
+                (new.owner_id, job_id, new.cost, period, stamp),
+            )
+        return await self.get_job(job_id)
 
     async def mark_running(self, job_id: int) -> None:
         await self._execute(
@@ -176,44 +183,32 @@ class Store:
         )
 
     async def finish_job(self, job_id: int, images: list[StoredImage]) -> None:
-        async with self._write:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                await self._db.executemany(
-                    "INSERT OR REPLACE INTO images(job_id, idx, seed, path, width, height) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(i.job_id, i.index, i.seed, i.path, i.width, i.height) for i in images],
-                )
-                await self._db.execute(
-                    "UPDATE jobs SET status = 'done', finished_at = ? WHERE id = ?", (utcnow().isoformat(), job_id)
-                )
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
+        async with self.transaction() as db:
+            await db.executemany(
+                "INSERT OR REPLACE INTO images(job_id, idx, seed, path, width, height) VALUES (?, ?, ?, ?, ?, ?)",
+                [(i.job_id, i.index, i.seed, i.path, i.width, i.height) for i in images],
+            )
+            await db.execute(
+                "UPDATE jobs SET status = 'done', finished_at = ? WHERE id = ?", (utcnow().isoformat(), job_id)
+            )
 
     async def fail_job(self, job_id: int, error: str, status: str = "failed") -> bool:
         """Mark a job failed (or cancelled) and refund its charge. False if it had already finished."""
         assert status in ("failed", "cancelled")
-        async with self._write:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = await self._db.execute(
-                    "UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status IN (?, ?)",
-                    (status, error, utcnow().isoformat(), job_id, *ACTIVE),
+        async with self.transaction() as db:
+            cursor = await db.execute(
+                "UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status IN (?, ?)",
+                (status, error, utcnow().isoformat(), job_id, *ACTIVE),
+            )
+            if cursor.rowcount:
+                # The refund counts against the period of the charge it undoes.
+                await db.execute(
+                    "INSERT INTO ledger(user_id, job_id, amount, reason, period, created_at)"
+                    " SELECT user_id, job_id, -amount, 'refund', period, ? FROM ledger"
+                    " WHERE job_id = ? AND reason = 'charge'",
+                    (utcnow().isoformat(), job_id),
                 )
-                if cursor.rowcount:
-                    # The refund counts against the period of the charge it undoes.
-                    await self._db.execute(
-                        "INSERT INTO ledger(user_id, job_id, amount, reason, period, created_at)"
-                        " SELECT user_id, job_id, -amount, 'refund', period, ? FROM ledger"
-                        " WHERE job_id = ? AND reason = 'charge'",
-                        (utcnow().isoformat(), job_id),
-                    )
-                await self._db.execute("COMMIT")
-                return bool(cursor.rowcount)
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
+            return bool(cursor.rowcount)
 
     async def set_message(self, job_id: int, message_id: int) -> None:
         await self._execute("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))

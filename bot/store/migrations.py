@@ -1,9 +1,9 @@
-"""The schema, one numbered step at a time. A database records the steps it has had in PRAGMA user_version;
-a step is never edited once released: add a new one."""
+"""The schema, one named step at a time, applied in this order. A database records the names of the steps it
+has had (table `migrations`), so features developed side by side each add their own step. A step is never
+edited once released: add a new one."""
 
-MIGRATIONS: list[str] = [
-    # 1: users, jobs, their images, and the usage ledger.
-    """
+MIGRATIONS: list[tuple[str, str]] = [
+    ("0001_jobs_images_ledger", """
     CREATE TABLE users (
         id          INTEGER PRIMARY KEY,          -- the Discord user id
         name        TEXT NOT NULL,
@@ -52,5 +52,5 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX ledger_by_user_period ON ledger(user_id, period);
     CREATE UNIQUE INDEX one_refund_per_job ON ledger(job_id) WHERE reason = 'refund';
-    """,
+    """),
 ]
