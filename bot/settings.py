@@ -46,8 +46,12 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _optional(parse: Callable[[str], object]) -> Callable[[str], object]:
-    return lambda text: parse(text) if text else None
+def _threads(text: str) -> int:
+    # Measured on 2 cores with another process busy: a 64 px grid took 10.4 s with torch on both cores
+    # (threads fighting) and 0.68 s with one. See docs/architecture.md.
+    if text == "auto":
+        return max(1, (os.cpu_count() or 2) - 1)
+    return _positive_int(text)
 
 
 def _level(text: str) -> str:
@@ -98,7 +102,8 @@ SETTINGS: dict[str, Variable] = {
         _names,
     ),
     "torch_threads": Variable(
-        "TORCH_THREADS", "", "CPU threads torch may use (empty: torch's default).", _optional(_positive_int),
+        "TORCH_THREADS", "auto",
+        "CPU threads torch may use (auto: all cores but one, so the event loop always has a core).", _threads,
     ),
     "daily_images": Variable(
         "DAILY_IMAGES", "200", "Images each user may make per UTC day (a grid costs 4, an upscale 1).",
@@ -133,7 +138,7 @@ class Settings:
     models_dir: Path
     default_model: str
     devices: tuple[str, ...]
-    torch_threads: int | None
+    torch_threads: int
     daily_images: int
     max_prompt_chars: int
     progress_interval: float
