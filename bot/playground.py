@@ -13,19 +13,18 @@ import argparse
 import asyncio
 import os
 import shlex
-from dataclasses import replace
 from pathlib import Path
 
-from bot.app import App
+from bot.local import local_bot, settings_for
 from bot.localdiscord import LocalDiscord
-from bot.localdiscord.harness import running_client
 from bot.settings import Settings
 
 
 
 def _label(custom_id: str) -> str:
     """What a person calls a button: dg:upscale:7:2 is U2, dg:vary:7:3 is V3, dg:reroll:7:0 is reroll."""
-    _, action, _, index = custom_id.split(":")
+    parts = custom_id.split(":")
+    action, index = parts[1], parts[-1]
     return {"upscale": f"U{index}", "vary": f"V{index}"}.get(action, action)
 
 
@@ -80,22 +79,15 @@ class Playground:
 async def play(settings: Settings, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     async with LocalDiscord() as discord:
-        settings = replace(settings, discord_token=discord.bot_token, discord_api_base=discord.api_base,
-                           discord_gateway_url=discord.gateway_url)
-        app = await App.open(settings)
-        try:
-            async with running_client(discord, app.discord_bot(), settings.discord_token):
-                await discord.wait_for_commands({"imagine"}, timeout=15)
-                playground = Playground(discord, out_dir)
-                print(__doc__.split("\n\n", 1)[1])
-                while True:
-                    line = await asyncio.to_thread(_read_line)
-                    if line is None or line.strip().lower() in ("quit", "exit"):
-                        break
-                    if line.strip():
-                        print(await playground.handle(line))
-        finally:
-            await app.close()
+        async with local_bot(discord, settings_for(discord, settings)):
+            playground = Playground(discord, out_dir)
+            print(__doc__.split("\n\n", 1)[1])
+            while True:
+                line = await asyncio.to_thread(_read_line)
+                if line is None or line.strip().lower() in ("quit", "exit"):
+                    break
+                if line.strip():
+                    print(await playground.handle(line))
 
 
 def _read_line() -> str | None:

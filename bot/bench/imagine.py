@@ -11,12 +11,10 @@ import platform
 import statistics
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
-from bot.app import App
+from bot.local import local_bot, settings_for
 from bot.localdiscord import LocalDiscord
-from bot.localdiscord.harness import running_client
 from bot.settings import Settings
 
 
@@ -31,25 +29,18 @@ async def measure(runs: int, settings: Settings) -> dict:
     acks, grids = [], []
     async with LocalDiscord() as discord:
         with tempfile.TemporaryDirectory() as data_dir:
-            settings = replace(settings, discord_token=discord.bot_token, discord_api_base=discord.api_base,
-                               discord_gateway_url=discord.gateway_url, data_dir=Path(data_dir),
-                               daily_images=4 * (runs + 1))
-            app = await App.open(settings)
-            try:
-                async with running_client(discord, app.discord_bot(), settings.discord_token):
-                    await discord.wait_for_commands({"imagine"}, timeout=15)
-                    user = discord.add_user("bench")
-                    for run in range(runs + 1):  # the first run warms up and is not counted
-                        started = time.monotonic()
-                        ix = await discord.slash(user, "imagine", {"prompt": f"a red circle, run {run}"})
-                        await ix.wait_original(lambda m: bool(m.attachments), timeout=300)
-                        if run:
-                            acks.append(ix.ack_seconds * 1000)
-                            grids.append((time.monotonic() - started) * 1000)
-                    if discord.spec_errors:
-                        raise RuntimeError(f"requests broke Discord's spec: {discord.spec_errors}")
-            finally:
-                await app.close()
+            settings = settings_for(discord, settings, data_dir=Path(data_dir), daily_images=4 * (runs + 1))
+            async with local_bot(discord, settings) as app:
+                user = discord.add_user("bench")
+                for run in range(runs + 1):  # the first run warms up and is not counted
+                    started = time.monotonic()
+                    ix = await discord.slash(user, "imagine", {"prompt": f"a red circle, run {run}"})
+                    await ix.wait_original(lambda m: bool(m.attachments), timeout=300)
+                    if run:
+                        acks.append(ix.ack_seconds * 1000)
+                        grids.append((time.monotonic() - started) * 1000)
+            if discord.spec_errors:
+                raise RuntimeError(f"requests broke Discord's spec: {discord.spec_errors}")
     return {"bench": "imagine", "runs": runs, "model": app.service.default_model,
             "machine": {"cores": os.cpu_count(), "devices": list(settings.devices),
                         "python": platform.python_version()},

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 from bot.app import App
+from bot.local import local_bot
+from bot.local import settings_for as local_settings
 from bot.localdiscord import LocalDiscord
-from bot.localdiscord.harness import running_client
 from bot.settings import Settings
-
-COMMANDS = {"imagine", "info", "history"}
 
 
 @dataclass
@@ -26,12 +25,8 @@ class Dreamgrid:
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     async def start(self) -> None:
-        self.app = await App.open(self.settings)
         self._stack = contextlib.AsyncExitStack()
-        self._stack.push_async_callback(self.app.close)
-        await self._stack.enter_async_context(
-            running_client(self.discord, self.app.discord_bot(), self.settings.discord_token))
-        await self.discord.wait_for_commands(COMMANDS, timeout=15)
+        self.app = await self._stack.enter_async_context(local_bot(self.discord, self.settings))
 
     async def stop(self) -> None:
         await self._stack.aclose()
@@ -55,11 +50,9 @@ class Dreamgrid:
 
 
 def settings_for(discord: LocalDiscord, data_dir: Path, models_dir: Path, **overrides) -> Settings:
-    values = dict(discord_token=discord.bot_token, discord_api_base=discord.api_base,
-                  discord_gateway_url=discord.gateway_url, data_dir=data_dir, models_dir=models_dir,
-                  progress_interval=0.0, daily_images=40)
+    values = dict(data_dir=data_dir, models_dir=models_dir, progress_interval=0.0, daily_images=40)
     values.update(overrides)
-    return Settings.load(env={}, env_file=None, **values)
+    return local_settings(discord, Settings.load(env={}, env_file=None), **values)
 
 
 @pytest.fixture

@@ -1,0 +1,30 @@
+"""The real bot, logged in to a local Discord: what the playground, the benchmarks and the tests run."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+from typing import AsyncIterator
+
+from bot.app import App
+from bot.localdiscord import LocalDiscord
+from bot.localdiscord.harness import running_client
+from bot.settings import Settings
+
+
+def settings_for(discord: LocalDiscord, settings: Settings, **overrides: object) -> Settings:
+    """`settings`, pointed at the local Discord."""
+    return replace(settings, discord_token=discord.bot_token, discord_api_base=discord.api_base,
+                   discord_gateway_url=discord.gateway_url, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def local_bot(discord: LocalDiscord, settings: Settings) -> AsyncIterator[App]:
+    """Open the app, log its bot in to `discord` and wait for its slash commands; close both on exit."""
+    app = await App.open(settings)
+    try:
+        async with running_client(discord, app.discord_bot(), settings.discord_token):
+            await discord.wait_for_commands({"imagine"}, timeout=15)
+            yield app
+    finally:
+        await app.close()
