@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
 from bot.engine import Catalog, WorkerPool, load_catalog
+from bot.engine.tokens import prompt_tokens
 from bot.service import JobService
+from bot.service.quota import QuotaRules
+from bot.service.admin import AdminService
 from bot.settings import Settings
 from bot.store import Store
 
@@ -20,18 +24,24 @@ class App:
     pool: WorkerPool
     store: Store
     service: JobService
+    admin: AdminService | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> "App":
         catalog = load_catalog(settings.catalog_path)
         default_model = settings.default_model or catalog.default
         catalog.get(default_model)  # an unknown DEFAULT_MODEL stops start-up with the catalog's names
-        pool = WorkerPool(catalog, settings.models_dir, devices=settings.devices, torch_threads=settings.torch_threads)
+        pool = WorkerPool(catalog, settings.models_dir, devices=settings.devices, torch_threads=settings.torch_threads,
+                          max_running_per_owner=settings.max_running_per_user)
         await pool.start(preload=[default_model])
+        # Build the default model's tokenizer now (~2 s, once per process), not in a user's first /imagine.
+        await asyncio.to_thread(prompt_tokens, catalog.get(default_model), settings.models_dir, "")
         store = await Store.open(settings.database_path)
         service = JobService(store, pool, catalog, settings.data_dir, daily_images=settings.daily_images,
-                             max_prompt_chars=settings.max_prompt_chars, default_model=default_model)
-        return cls(settings, catalog, pool, store, service)
+                             max_prompt_chars=settings.max_prompt_chars, default_model=default_model,
+                             quota_rules=quota_rules(settings))
+        admin = service.policy = AdminService(service, settings.models_dir)  # bans, banned words, server defaults
+        return cls(settings, catalog, pool, store, service, admin=admin)
 
     async def close(self) -> None:
         await self.service.close()
@@ -44,3 +54,9 @@ class App:
 
         use_discord_endpoints(self.settings.discord_api_base or None, self.settings.discord_gateway_url or None)
         return DreamgridBot(self.settings, self.service)
+
+
+def quota_rules(settings: Settings) -> QuotaRules:
+    return QuotaRules(fast_images=settings.daily_images, period_days=settings.quota_period_days,
+                      max_running=settings.max_running_per_user, max_waiting=settings.max_waiting_per_user,
+                      queue_limit=settings.queue_limit, relax_allowed=settings.relax_allowed)

@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
 from pathlib import Path
 
 from bot.settings import Settings, SettingsError
+
+# bench name -> "module:function" taking the remaining arguments; imported only when run.
+BENCHES = {
+    "imagine": "bot.bench.imagine:cli",
+    "ack": "bot.bench.ack:cli",
+    "memory": "bot.bench.memory:cli",
+    "shapes": "bot.shapes.bench:bench_cli",
+}
 
 TOKEN_HELP = ("DISCORD_TOKEN is not set: copy .env.example to .env and put your bot's token there "
               "(Discord developer portal -> your application -> Bot -> Reset Token), then run again; "
@@ -22,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="run the Discord bot (the same as `python -m bot`)")
 
     generate = sub.add_parser("generate", help="make one grid without Discord, through the same engine")
-    generate.add_argument("prompt")
+    generate.add_argument("prompt", help='the prompt language of /imagine: "a red circle --ar 2:1 --seed 7"')
     generate.add_argument("-o", "--output", type=Path, default=Path("grid.png"))
     generate.add_argument("--seed", type=int, default=None)
     generate.add_argument("--model", default=None, help="a catalog model (default: the catalog's default)")
@@ -31,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     models.add_argument("action", nargs="?", default="list", choices=["list", "create-tiny", "train-shapes"])
 
     bench = sub.add_parser("bench", help="benchmarks; each prints one JSON object last")
-    bench.add_argument("name", choices=["imagine", "shapes"])
+    bench.add_argument("name", choices=sorted(BENCHES))
 
     sub.add_parser("playground", help="try the bot in this terminal against a local Discord")
 
@@ -84,27 +93,49 @@ async def _serve(settings: Settings) -> None:
 def _generate(args: argparse.Namespace) -> int:
     import secrets
 
-    from bot.engine import GenerateRequest, WorkerPool, load_catalog, make_grid
+    from bot.engine import GenerateRequest, WorkerPool, load_catalog, make_grid, png_bytes
+    from bot.service.compose import Defaults, plan_job, shared_noise
+    from bot.service.prompt import PromptError
+    from bot.service.provenance import CHUNK, parameters_text
 
     settings = Settings.load()
     catalog = load_catalog(settings.catalog_path)
-    model = args.model or settings.default_model or catalog.default
-    seed = secrets.randbelow(2**32) if args.seed is None else args.seed
+    try:  # the prompt's own parameters win over --model and --seed
+        plan = plan_job(args.prompt, catalog, settings.default_model or catalog.default, Defaults(model=args.model))
+    except PromptError as error:
+        print(f"dreamgrid generate: {error}", file=sys.stderr)
+        return 2
+    if not plan.prompt:
+        print("dreamgrid generate: the prompt is empty: describe the picture before the -- parameters.", file=sys.stderr)
+        return 2
+    seed = plan.seed if plan.seed is not None else args.seed
+    seed = secrets.randbelow(2**32) if seed is None else seed
+    p = plan.params
 
-    async def one_grid() -> None:
+    async def grids() -> None:
         pool = WorkerPool(catalog, settings.models_dir, devices=settings.devices, torch_threads=settings.torch_threads)
         await pool.start()
         try:
-            request = GenerateRequest(model=model, prompt=args.prompt, seeds=tuple(seed + i for i in range(4)))
-            result = await pool.submit(request).result()
+            for n in range(plan.repeat):  # --repeat N: grid.png, grid-2.png, ... each with the next 4 seeds
+                first = seed + 4 * n
+                request = GenerateRequest(
+                    model=plan.model, prompt=plan.prompt, negative_prompt=plan.negative_prompt,
+                    seeds=tuple((first + i) % 2**32 for i in range(4)), width=p["width"], height=p["height"],
+                    steps=p["steps"], guidance=p["guidance"], tile=bool(p.get("tile")),
+                    shared_noise=shared_noise(p.get("chaos")))
+                result = await pool.submit(request).result()
+                output = args.output if n == 0 else args.output.with_name(f"{args.output.stem}-{n + 1}{args.output.suffix}")
+                text = parameters_text(prompt=plan.prompt, negative_prompt=plan.negative_prompt, steps=result.steps,
+                                       sampler=result.sampler, guidance=result.guidance, seed=request.seeds[0],
+                                       width=result.width, height=result.height, model=plan.model)
+                output.parent.mkdir(parents=True, exist_ok=True)
+                output.write_bytes(png_bytes(make_grid(result.images), {CHUNK: text}))
+                print(f"{output}: model {plan.model}, seed {request.seeds[0]}, {result.width}x{result.height} each, "
+                      f"{result.seconds:.2f} s")
         finally:
             await pool.close()
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        make_grid(result.images).save(args.output)
-        print(f"{args.output}: model {model}, seed {seed}, {result.width}x{result.height} each, "
-              f"{result.seconds:.2f} s")
 
-    asyncio.run(one_grid())
+    asyncio.run(grids())
     return 0
 
 
@@ -130,13 +161,8 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    if args.name == "shapes":
-        from bot.shapes.train import bench_cli
-
-        return bench_cli(args.rest)
-    from bot.bench.imagine import cli
-
-    return cli(args.rest)
+    module, function = BENCHES[args.name].split(":")
+    return getattr(importlib.import_module(module), function)(args.rest)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ and you play the member, typing commands; the images land in a folder you can op
     imagine a red circle     /imagine prompt:a red circle
     U2 / V3 / reroll         click a button of the last grid (Vary: subtle / strong, after an upscale)
     info / history           /info and /history
+    fast / relax             /fast and /relax (relax: free jobs that wait for fast ones)
     quit
 """
 
@@ -40,7 +41,7 @@ class Playground:
         word = word.lower()
         if word == "imagine":
             return await self._show(await self.discord.slash(self.user, "imagine", {"prompt": rest}))
-        if word in ("info", "history"):
+        if word in ("info", "history", "fast", "relax"):
             return await self._show(await self.discord.slash(self.user, word, {}))
         if self.last is None:
             return "Start with: imagine <prompt>"

@@ -54,6 +54,18 @@ def _threads(text: str) -> int:
     return _positive_int(text)
 
 
+def _non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError("must be a whole number, 0 or more")
+    return int(text)
+
+
+def _bool(text: str) -> bool:
+    if text.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+        raise ValueError("must be true or false")
+    return text.lower() in {"true", "1", "yes"}
+
+
 def _level(text: str) -> str:
     level = text.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -106,8 +118,32 @@ SETTINGS: dict[str, Variable] = {
         "CPU threads torch may use (auto: all cores but one, so the event loop always has a core).", _threads,
     ),
     "daily_images": Variable(
-        "DAILY_IMAGES", "200", "Images each user may make per UTC day (a grid costs 4, an upscale 1).",
+        "DAILY_IMAGES", "200",
+        "Fast images each user may make per quota period (a grid costs 4, an upscale 1; relax jobs are free).",
         _positive_int,
+    ),
+    "quota_period_days": Variable(
+        "QUOTA_PERIOD_DAYS", "1", "Length of the quota period in UTC days (1: the allowance resets every midnight).",
+        _positive_int,
+    ),
+    "relax_allowed": Variable(
+        "RELAX_ALLOWED", "true", "Whether /relax is offered: free jobs that run only when no fast job waits.", _bool,
+    ),
+    "max_running_per_user": Variable(
+        "MAX_RUNNING_PER_USER", "3", "Jobs one user may have running at once (matters with several devices).",
+        _positive_int,
+    ),
+    "max_waiting_per_user": Variable(
+        "MAX_WAITING_PER_USER", "10", "Jobs one user may have waiting in the queue; more are refused.",
+        _positive_int,
+    ),
+    "queue_limit": Variable(
+        "QUEUE_LIMIT", "100", "Jobs that may wait in the queue in all; past that new jobs are refused.",
+        _positive_int,
+    ),
+    "retention_days": Variable(
+        "RETENTION_DAYS", "0", "Delete the image files of jobs older than this many days (0: keep them forever).",
+        _non_negative_int,
     ),
     "max_prompt_chars": Variable(
         "MAX_PROMPT_CHARS", "1000", "Longest prompt accepted, in characters.", _positive_int,
@@ -145,6 +181,12 @@ class Settings:
     discord_api_base: str
     discord_gateway_url: str
     log_level: str
+    quota_period_days: int = 1
+    relax_allowed: bool = True
+    max_running_per_user: int = 3
+    max_waiting_per_user: int = 10
+    queue_limit: int = 100
+    retention_days: int = 0
 
     @property
     def database_path(self) -> Path:

@@ -18,7 +18,12 @@ from bot.localdiscord import LocalDiscord
 from bot.settings import Settings
 
 
-def _summary(values_ms: list[float]) -> dict[str, float]:
+def machine(settings: Settings) -> dict:
+    return {"cores": os.cpu_count(), "devices": list(settings.devices), "torch_threads": settings.torch_threads,
+            "python": platform.python_version()}
+
+
+def summary(values_ms: list[float]) -> dict[str, float]:
     ordered = sorted(values_ms)
     return {"p50_ms": round(statistics.median(ordered), 1),
             "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
@@ -42,9 +47,7 @@ async def measure(runs: int, settings: Settings) -> dict:
             if discord.spec_errors:
                 raise RuntimeError(f"requests broke Discord's spec: {discord.spec_errors}")
     return {"bench": "imagine", "runs": runs, "model": app.service.default_model,
-            "machine": {"cores": os.cpu_count(), "devices": list(settings.devices),
-                        "python": platform.python_version()},
-            "defer": _summary(acks), "grid": _summary(grids)}
+            "machine": machine(settings), "defer": summary(acks), "grid": summary(grids)}
 
 
 def cli(argv: list[str]) -> int:

@@ -14,12 +14,16 @@ import discord
 from discord import ButtonStyle
 
 from bot.discord_ui import render
+from bot.discord_ui.guard import refuse_banned
+from bot.discord_ui.remix import RemixModal
+from bot.discord_ui.show import ShowButton
 from bot.store import Job
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
 
-ACTIONS = ("upscale", "vary", "reroll", "subtle", "strong")
+ACTIONS = ("upscale", "vary", "reroll", "subtle", "strong", "cancel")
+REMIXABLE = ("vary", "reroll", "subtle", "strong")  # with Remix on, these open the prompt first
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:(?P<action>[a-z]+):(?P<job>[0-9]+):(?P<index>[0-4])"):
@@ -33,9 +37,11 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:(?P<act
             "vary": (f"V{index}", None, 1),
             "subtle": ("Vary (Subtle)", "🪄", 0),
             "strong": ("Vary (Strong)", "🪄", 0),
+            "cancel": (None, "❌", 0),
         }[action]
         super().__init__(discord.ui.Button(
-            label=label, emoji=emoji, row=row, style=ButtonStyle.secondary,
+            label=label, emoji=emoji, row=row,
+            style=ButtonStyle.danger if action == "cancel" else ButtonStyle.secondary,
             custom_id=f"dg:{action}:{job_id}:{index}",
         ))
 
@@ -47,6 +53,8 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:(?P<act
     async def interaction_check(self, interaction: discord.Interaction[DreamgridBot], /) -> bool:
         """Only the job's owner and admins may use its buttons; anyone else is told so, and nothing happens."""
         bot = interaction.client
+        if await refuse_banned(interaction):
+            return False
         job = await bot.service.store.get_job(self.job_id)
         if job is None:
             await interaction.response.send_message(
@@ -64,14 +72,28 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:(?P<act
         job = await bot.service.store.get_job(self.job_id)
         service = bot.service
         who = bot.requester(interaction)
-        if self.action == "upscale":
+        if self.action in REMIXABLE and (await service.preferences.get(interaction.user.id)).remix:
+            await interaction.response.send_modal(RemixModal(job, self.action, self.index))
+            return
+        if self.action == "cancel":
+            from bot.discord_ui.cancel import cancel_jobs  # it needs the bot, which imports this module
+
+            await cancel_jobs(interaction, [job])
+        elif self.action == "upscale":
             await bot.start_job(interaction, service.upscale(who, job, self.index))
         elif self.action == "vary":
-            await bot.start_job(interaction, service.vary(who, job, self.index, "strong"))
+            await bot.start_job(interaction, service.vary(who, job, self.index))  # Subtle/Strong from /settings
         elif self.action in ("subtle", "strong"):
             await bot.start_job(interaction, service.vary(who, job, 1, self.action))
         else:
             await bot.start_job(interaction, service.reroll(who, job))
+
+
+def cancel_view(job: Job) -> discord.ui.View:
+    """The ❌ under a queued or running job's message."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton("cancel", job.id))
+    return view
 
 
 def job_view(job: Job, grid_link: str | None = None) -> discord.ui.View:
@@ -82,12 +104,14 @@ def job_view(job: Job, grid_link: str | None = None) -> discord.ui.View:
         view.add_item(JobButton("strong", job.id))
         if grid_link:
             view.add_item(discord.ui.Button(label="Grid", emoji="↩️", url=grid_link, row=0))
+        view.add_item(ShowButton(job.id))
         return view
     for index in range(1, 5):
         view.add_item(JobButton("upscale", job.id, index))
     view.add_item(JobButton("reroll", job.id))
     for index in range(1, 5):
         view.add_item(JobButton("vary", job.id, index))
+    view.add_item(ShowButton(job.id))
     return view
 
 

@@ -10,7 +10,10 @@ from bot.settings import Settings
 
 
 def is_admin(interaction: discord.Interaction, settings: Settings) -> bool:
-    user = interaction.user
+    return is_admin_user(interaction.user, settings)
+
+
+def is_admin_user(user: discord.User | discord.Member, settings: Settings) -> bool:
     if user.id in settings.admin_user_ids:
         return True
     if isinstance(user, discord.Member):
@@ -26,4 +29,5 @@ def requester(interaction: discord.Interaction) -> Requester:
         name=interaction.user.name,
         guild_id=interaction.guild_id,
         channel_id=interaction.channel_id,
+        role_ids=tuple(role.id for role in getattr(interaction.user, "roles", ())),  # quota tiers
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Awaitable
 
@@ -11,12 +12,16 @@ from discord.ext import commands
 from bot.discord_ui import render
 from bot.discord_ui.buttons import JobButton
 from bot.discord_ui.checks import is_admin, requester
+from bot.discord_ui.guard import GuardedTree
 from bot.discord_ui.job_message import JobMessage
 from bot.service import JobService, Requester, UserError
 from bot.settings import Settings
 from bot.store import Job, Refused
 
 log = logging.getLogger(__name__)
+
+# How long a command may take to decide before it is deferred anyway (Discord drops it after 3 s).
+ACK_BUDGET = 1.0
 
 
 class DreamgridBot(commands.Bot):
@@ -26,14 +31,18 @@ class DreamgridBot(commands.Bot):
             intents=discord.Intents.default(),
             allowed_mentions=render.NO_PINGS,
             help_command=None,
+            tree_cls=GuardedTree,  # banned members are refused every command
         )
         self.settings = settings
         self.service = service
 
     async def setup_hook(self) -> None:
         from bot.discord_ui.cogs import COGS
+        from bot.discord_ui.cogs.settings import SettingButton, SettingSelect
+        from bot.discord_ui.show import ShowButton
 
         self.add_dynamic_items(JobButton)
+        self.add_dynamic_items(ShowButton, SettingSelect, SettingButton)  # 📋 and /settings' controls
         for cog in COGS:
             await self.add_cog(cog(self))
         await self._sync_commands()
@@ -57,31 +66,77 @@ class DreamgridBot(commands.Bot):
     def requester(interaction: discord.Interaction) -> Requester:
         return requester(interaction)
 
-    async def start_job(self, interaction: discord.Interaction, accepting: Awaitable[Job | Refused]) -> None:
-        """Accept a job (validate and charge) and start it, or tell the user why not, privately."""
-        try:
-            job = await accepting
-        except UserError as error:
-            await interaction.response.send_message(str(error), ephemeral=True)
+    async def start_job(self, interaction: discord.Interaction,
+                        accepting: Awaitable[Job | list[Job] | Refused]) -> None:
+        """Accept a job (validate and charge) and start it, or tell the user why not, privately.
+        `--repeat` jobs after the first each get a follow-up message of their own.
+
+        Deciding takes milliseconds, so the answer is normally the first response: an ephemeral refusal or
+        the deferral. When a burst of commands (or a slow disk) makes it take longer than ACK_BUDGET, the
+        interaction is deferred first so Discord's 3-second limit is never missed, and a refusal then
+        replaces the "thinking…" message with an ephemeral one."""
+        deciding = asyncio.ensure_future(self._decide(interaction, accepting))
+        done, _ = await asyncio.wait({deciding}, timeout=ACK_BUDGET)
+        deferred = not done and await self._defer(interaction, private=False)
+        outcome, private = await deciding
+        if isinstance(outcome, str):
+            await self._refuse(interaction, outcome, deferred)
             return
+        jobs = outcome if isinstance(outcome, list) else [outcome]
+        if not deferred and not await self._defer(interaction, private):
+            log.warning("job %s: interaction expired before the defer", jobs[0].id)
+            interaction = None  # the job still runs, in a channel message
+        if interaction is not None and len(jobs) > 1:
+            # A follow-up to a response still "thinking" would replace it: show the first job's state first.
+            await interaction.edit_original_response(content=render.queued(jobs[0], 1),
+                                                     allowed_mentions=render.NO_PINGS)
+        self.service.start(jobs[0], JobMessage(self, jobs[0], interaction))
+        for extra in jobs[1:]:
+            message = JobMessage(self, extra)
+            if interaction is not None:
+                message.channel_message = await interaction.followup.send(
+                    render.queued(extra, 1), ephemeral=private, wait=True, allowed_mentions=render.NO_PINGS)
+            self.service.start(extra, message)
+
+    async def _decide(self, interaction: discord.Interaction,
+                      accepting: Awaitable[Job | list[Job] | Refused]) -> tuple[Job | list[Job] | str, bool]:
+        """The accepted job(s), or the refusal to show; and whether the user wants private replies."""
+        try:
+            outcome = await accepting
+        except UserError as error:
+            return str(error), True
         except Exception:
             log.exception("could not accept a job")
-            await interaction.response.send_message(
-                "Something went wrong on our side before your job started; nothing was charged. "
-                "Please try again, and tell an admin if it keeps happening.", ephemeral=True)
-            return
-        if isinstance(job, Refused):
-            await interaction.response.send_message(quota_refusal(job), ephemeral=True)
-            return
+            return ("Something went wrong on our side before your job started; nothing was charged. "
+                    "Please try again, and tell an admin if it keeps happening."), True
+        if isinstance(outcome, Refused):
+            return quota_refusal(outcome), True
+        return outcome, (await self.service.preferences.get(interaction.user.id)).private  # /settings
+
+    @staticmethod
+    async def _defer(interaction: discord.Interaction, private: bool) -> bool:
         try:
-            await interaction.response.defer(thinking=True)
-        except discord.NotFound:  # too late for this interaction: the job still runs, in a channel message
-            log.warning("job %s: interaction expired before the defer", job.id)
-            interaction = None
-        self.service.start(job, JobMessage(self, job, interaction))
+            await interaction.response.defer(thinking=True, ephemeral=private)
+            return True
+        except discord.NotFound:  # past Discord's 3 seconds: the interaction is gone
+            return False
+
+    @staticmethod
+    async def _refuse(interaction: discord.Interaction, text: str, deferred: bool) -> None:
+        try:
+            if not deferred:
+                await interaction.response.send_message(text, ephemeral=True, allowed_mentions=render.NO_PINGS)
+                return
+            # A deferred public reply cannot turn ephemeral: remove it, then answer privately.
+            await interaction.delete_original_response()
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=render.NO_PINGS)
+        except discord.HTTPException:  # the interaction expired: nothing was charged, nobody to tell
+            log.warning("could not tell %s why their command was refused", interaction.user.id, exc_info=True)
 
 
 def quota_refusal(refused: Refused) -> str:
-    return (f"Not enough allowance left: you have {refused.remaining} image"
-            f"{'s' if refused.remaining != 1 else ''} left today (a grid costs 4, an upscale 1). "
-            f"Your allowance resets {render.when(refused.resets_at)}. Nothing was queued or charged.")
+    relax = (" Or switch to /relax: relax jobs cost nothing and run whenever no fast job waits."
+             if refused.relax_allowed else "")
+    return (f"Not enough fast allowance left: you have {refused.remaining} image"
+            f"{'s' if refused.remaining != 1 else ''} left this period (a grid costs 4, an upscale 1). "
+            f"Your allowance resets {render.when(refused.resets_at)}. Nothing was queued or charged.{relax}")

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.discord_ui import render
-from bot.discord_ui.buttons import job_view
+from bot.discord_ui.buttons import cancel_view, job_view
+from bot.discord_ui.guard import is_spoiler
 from bot.store import Job
 
 if TYPE_CHECKING:
@@ -33,19 +34,21 @@ class JobMessage:
         self._last_progress = 0.0
 
     async def queued(self, job: Job, position: int) -> None:
-        await self._show(content=render.queued(job, position))
+        await self._show(content=render.queued(job, position), view=cancel_view(job))
 
     async def progress(self, job: Job, fraction: float) -> None:
         now = time.monotonic()
         if fraction < 1.0 and now - self._last_progress < self.bot.settings.progress_interval:
             return  # Discord rate-limits edits; the next step will tell the same story
         self._last_progress = now
-        await self._show(content=render.progress(job, fraction))
+        await self._show(content=render.progress(job, fraction), view=cancel_view(job))
 
     async def finished(self, job: Job, image: Path) -> None:
         parent = await self.bot.service.store.get_job(job.parent_job_id) if job.kind == "upscale" else None
         view = job_view(job, grid_link=render.job_link(parent) if parent else None)
-        message = await self._show(content=render.finished(job), attachments=[discord.File(image)], view=view)
+        spoiler = await is_spoiler(self.bot, job)  # flagged by the model's safety checker
+        message = await self._show(content=render.finished(job), attachments=[discord.File(image, spoiler=spoiler)],
+                                   view=view)
         if message is not None:
             await self.bot.service.store.set_message(job.id, message.id)
 

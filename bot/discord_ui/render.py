@@ -7,6 +7,7 @@ from datetime import datetime
 
 import discord
 
+from bot.service.compose import parameters_summary
 from bot.store import Job
 
 NO_PINGS = discord.AllowedMentions.none()
@@ -23,16 +24,20 @@ def prompt_line(job: Job) -> str:
 
 
 def details_line(job: Job) -> str:
-    return f"Model `{job.model}` · seed `{job.seed}` · job #{job.id}"
+    typed = parameters_summary(job.params, job.negative_prompt).replace("`", "'")
+    return f"{f'`{typed}` · ' if typed else ''}Model `{job.model}` · seed `{job.seed}` · job #{job.id}"
 
 
 def queued(job: Job, position: int) -> str:
     state = "Starting…" if position == 0 else f"Queued (#{position} in line)"
+    state += f" · job #{job.id}"  # the number /cancel and /info use
+    if job.lane == "relax":
+        state += " · relax mode: runs when no fast job waits"
     return f"{prompt_line(job)}\n{state}"
 
 
 def progress(job: Job, fraction: float) -> str:
-    return f"{prompt_line(job)}\nGenerating… {round(fraction * 100)}%"
+    return f"{prompt_line(job)}\nGenerating… {round(fraction * 100)}% · job #{job.id}"
 
 
 def finished(job: Job) -> str:
@@ -40,9 +45,11 @@ def finished(job: Job) -> str:
 
 
 def failed(job: Job, reason: str) -> str:
-    verb = "was cancelled" if job.status == "cancelled" else "failed"
-    return (f"{prompt_line(job)}\n❌ Job #{job.id} {verb}: {reason}. "
-            f"The {job.cost} image{'s' if job.cost != 1 else ''} it cost were refunded.")
+    refund = (f"The {job.cost} image{'s' if job.cost != 1 else ''} it cost were refunded." if job.cost
+              else "It cost nothing (relax mode).")
+    if job.status == "cancelled":
+        return f"{prompt_line(job)}\n❌ Job #{job.id} was cancelled. {refund}"
+    return f"{prompt_line(job)}\n❌ Job #{job.id} failed: {reason}. {refund}"
 
 
 def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:

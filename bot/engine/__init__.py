@@ -6,7 +6,7 @@ model, or when one of the names in _LAZY (below) is first used.
 
 from bot.engine.catalog import Catalog, CatalogError, ModelSpec, load_catalog
 from bot.engine.grid import make_grid, png_bytes
-from bot.engine.pool import Ticket, WorkerPool
+from bot.engine.pool import LoadedState, Ticket, WorkerPool
 from bot.engine.requests import (
     Cancelled,
     EngineError,
@@ -44,6 +44,7 @@ __all__ = [
     "GenerateRequest",
     "GenerationResult",
     "LoadedModel",
+    "LoadedState",
     "ModelSpec",
     "Progress",
     "Started",

@@ -5,6 +5,7 @@ Only ever used from the worker thread that owns the device (see pool.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -16,6 +17,7 @@ from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 
 from bot.engine.catalog import ModelSpec
 from bot.engine.requests import EngineError, GenerateRequest, GenerationResult
+from bot.engine.safety import load_safety_checker
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,33 @@ warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated", categor
 
 # on_step(steps_done, steps_total): called after every denoising step; raising from it stops the run.
 StepCallback = Callable[[int, int], None]
+
+
+# scheduler class -> the sampler name AUTOMATIC1111 writes in its `parameters` text.
+A1111_SAMPLERS = {
+    "EulerDiscreteScheduler": "Euler", "EulerAncestralDiscreteScheduler": "Euler a", "DDIMScheduler": "DDIM",
+    "PNDMScheduler": "PLMS", "LMSDiscreteScheduler": "LMS", "HeunDiscreteScheduler": "Heun",
+    "DPMSolverMultistepScheduler": "DPM++ 2M", "UniPCMultistepScheduler": "UniPC", "LCMScheduler": "LCM",
+    "DPMSolverSinglestepScheduler": "DPM++ SDE", "KDPM2DiscreteScheduler": "DPM2",
+}
+
+
+def sampler_name(scheduler: object) -> str:
+    name = type(scheduler).__name__
+    return A1111_SAMPLERS.get(name, name)
+
+
+@contextlib.contextmanager
+def circular_padding(convolutions: list[torch.nn.Conv2d]):
+    """Pad with the opposite edge instead of zeros for one run (--tile), then put every conv back."""
+    saved = [conv.padding_mode for conv in convolutions]
+    try:
+        for conv in convolutions:
+            conv.padding_mode = "circular"
+        yield
+    finally:
+        for conv, mode in zip(convolutions, saved):
+            conv.padding_mode = mode
 
 
 def dtype_for(device: str) -> torch.dtype:
@@ -51,6 +80,7 @@ class LoadedModel:
         self.img2img = StableDiffusionImg2ImgPipeline.from_pipe(self.txt2img, torch_dtype=self.dtype)
         for pipe in (self.txt2img, self.img2img):
             pipe.set_progress_bar_config(disable=True)
+        self.safety = load_safety_checker(source, device, self.dtype)
         log.info("loaded model %s from %s on %s in %.1f s", spec.name, source, device, time.perf_counter() - started)
 
     def prompt_tokens(self, text: str) -> int:
@@ -85,17 +115,8 @@ class LoadedModel:
             output_type="pil",
         )
         started = time.perf_counter()
-        if request.init_image is not None:
-            init = request.init_image.convert("RGB")
-            if init.width % 8 or init.height % 8:
-                # diffusers would silently crop to a multiple of 8; say so instead.
-                raise EngineError(f"the source image is {init.width}x{init.height}; both sides must be multiples of 8")
-            # One copy of the init image per seed, so every image gets its own VAE sample and noise.
-            output = self.img2img(image=[init] * count, strength=request.strength, **common)
-        else:
-            width = spec.width if request.width is None else request.width
-            height = spec.height if request.height is None else request.height
-            output = self.txt2img(width=width, height=height, **common)
+        with circular_padding(self._convolutions() if request.tile else []):
+            output = self._generate(request, spec, common, count)
         seconds = time.perf_counter() - started
 
         images = list(output.images)
@@ -109,7 +130,41 @@ class LoadedModel:
             model=spec.name,
             device=self.device,
             seconds=seconds,
+            sampler=sampler_name(self.txt2img.scheduler),
+            nsfw=self.safety.flags(images) if self.safety else (),
         )
+
+    def _generate(self, request: GenerateRequest, spec: ModelSpec, common: dict, count: int):
+        if request.init_image is not None:
+            init = request.init_image.convert("RGB")
+            if init.width % 8 or init.height % 8:
+                # diffusers would silently crop to a multiple of 8; say so instead.
+                raise EngineError(f"the source image is {init.width}x{init.height}; both sides must be multiples of 8")
+            # One copy of the init image per seed, so every image gets its own VAE sample and noise.
+            return self.img2img(image=[init] * count, strength=request.strength, **common)
+        width = spec.width if request.width is None else request.width
+        height = spec.height if request.height is None else request.height
+        if request.shared_noise > 0:
+            common["latents"] = self._shared_latents(common["generator"], width, height, request.shared_noise)
+        return self.txt2img(width=width, height=height, **common)
+
+    def _shared_latents(self, generators: list, width: int, height: int, share: float) -> torch.Tensor:
+        """The noise the pipeline would draw, with `share` of every image's taken from the first image's:
+        the images start closer together (a lower --chaos). Variance stays 1."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        pipe = self.txt2img
+        shape = (len(generators), pipe.unet.config.in_channels,
+                 height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+        noise = randn_tensor(shape, generator=generators, device=torch.device(self.device), dtype=self.dtype)
+        mixed = noise * (1 - share) ** 0.5 + noise[:1] * share ** 0.5
+        mixed[0] = noise[0]
+        return mixed
+
+    def _convolutions(self) -> list[torch.nn.Conv2d]:
+        # txt2img and img2img share these modules (from_pipe), so one switch covers both.
+        return [m for part in (self.txt2img.unet, self.txt2img.vae) for m in part.modules()
+                if isinstance(m, torch.nn.Conv2d)]
 
     def _steps_for(self, request: GenerateRequest) -> int:
         if request.steps is not None:

@@ -1,4 +1,5 @@
-"""WorkerPool: one worker thread per device, all pulling from one FIFO queue.
+"""WorkerPool: one worker thread per device, all pulling from one FairQueue (bot/engine/queue.py):
+owners take turns, fast before relax.
 
 The event loop only ever touches queue bookkeeping (submit, position, cancel); the workers load models
 and run torch. Workers report back through loop.call_soon_threadsafe, so every Ticket's asyncio objects
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterable, Sequence
 
 from bot.engine.catalog import Catalog, CatalogError
+from bot.engine.queue import LANES, FairQueue
 from bot.engine.requests import (
     Cancelled,
     EngineError,
@@ -38,14 +42,27 @@ _QUEUED, _RUNNING, _FINISHED = "queued", "running", "finished"
 _END = object()  # closes a ticket's event stream
 
 
+@dataclass(frozen=True)
+class LoadedState:
+    """One model loaded on one device: how much its weights take, and how long the load took."""
+    name: str
+    device: str
+    weight_bytes: int
+    seconds: float = 0.0
+
+
 class Ticket:
     """A submitted request: its place in line, its events, its result, and a way to cancel it.
 
     Use it from the event loop thread only (the workers talk to it through the loop).
     """
 
-    def __init__(self, pool: WorkerPool, request: Request, loop: asyncio.AbstractEventLoop):
+    def __init__(self, pool: WorkerPool, request: Request, loop: asyncio.AbstractEventLoop,
+                 owner: object = None, lane: str = "fast"):
         self.request = request
+        # Whose turn it is in the fair queue; no owner: a turn of its own.
+        self.owner = owner if owner is not None else object()
+        self.lane = lane
         self._pool = pool
         self._loop = loop
         self._state = _QUEUED  # written under the pool's lock
@@ -107,6 +124,7 @@ class WorkerPool:
         models_dir: Path,
         devices: Sequence[str] = ("cpu",),
         torch_threads: int | None = None,
+        max_running_per_owner: int | None = None,
     ):
         devices = list(devices)
         if not devices:
@@ -120,13 +138,17 @@ class WorkerPool:
         self.models_dir = Path(models_dir)
         self.devices = tuple(devices)
         self.torch_threads = torch_threads
-        self._queue: collections.deque[Ticket] = collections.deque()
+        self._queue = FairQueue(max_running_per_owner)
         self._lock = threading.Condition()
         self._closing = False
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         # (device, model name) -> LoadedModel; each entry is only touched by that device's worker.
         self._models: dict[tuple[str, str], LoadedModel] = {}
+        # Read from the loop thread too, so written and read under the lock.
+        self._weights: dict[tuple[str, str], int] = {}
+        # device -> model loads/unloads for that device's worker, taken before its next job.
+        self._chores: dict[str, collections.deque] = {device: collections.deque() for device in self.devices}
 
     @property
     def queued(self) -> int:
@@ -160,19 +182,43 @@ class WorkerPool:
             await self.close()
             raise
 
-    def submit(self, request: Request) -> Ticket:
-        """Queue a request (FIFO) and return its Ticket at once. Call from the event loop thread."""
+    def submit(self, request: Request, *, owner: object = None, lane: str = "fast") -> Ticket:
+        """Queue a request and return its Ticket at once. Call from the event loop thread.
+
+        `owner` (a user id) takes turns with the other owners; `lane` is "fast" or "relax" (served only
+        while no fast request waits). No owner: first come, first served among the others without one."""
         if not isinstance(request, (GenerateRequest, UpscaleRequest)):
             raise TypeError(f"expected a GenerateRequest or UpscaleRequest, got {type(request).__name__}")
+        if lane not in LANES:
+            raise ValueError(f"lane must be one of {LANES}, got {lane!r}")
         if self._loop is None:
             raise RuntimeError("call `await pool.start()` before submit()")
-        ticket = Ticket(self, request, self._loop)
+        ticket = Ticket(self, request, self._loop, owner, lane)
         with self._lock:
             if self._closing:
                 raise EngineError("the image engine is shutting down")
             self._queue.append(ticket)
             self._lock.notify()
         return ticket
+
+    async def load(self, name: str) -> list[LoadedState]:
+        """Load a catalog model on every device, in the background: each worker loads it between two jobs,
+        so running jobs finish and the loop keeps serving. Raises CatalogError for an unknown name and
+        EngineError if a device cannot load it (nothing else changes: the models already loaded stay)."""
+        self.catalog.get(name)
+        return await self._on_every_device(self._load_on, name)
+
+    async def unload(self, name: str) -> list[str]:
+        """Free a model on every device (after each worker's current job); returns the devices it was on.
+        A job that still asks for it later loads it again, so no queued job fails."""
+        self.catalog.get(name)
+        freed = await self._on_every_device(self._unload_on, name)
+        return [device for device, was_loaded in zip(self.devices, freed) if was_loaded]
+
+    def loaded(self) -> list[LoadedState]:
+        """What is loaded where, right now."""
+        with self._lock:
+            return [LoadedState(name, device, size) for (device, name), size in self._weights.items()]
 
     async def close(self) -> None:
         """Cancel waiting tasks, let running ones finish, and join the worker threads."""
@@ -182,15 +228,40 @@ class WorkerPool:
             self._queue.clear()
             for ticket in waiting:
                 ticket._state = _FINISHED
+            chores = [chore for queue in self._chores.values() for chore in queue]
+            for queue in self._chores.values():
+                queue.clear()
             self._lock.notify_all()
         for ticket in waiting:
             ticket._finish(error=Cancelled("the image engine is shutting down"))
+        for _, future in chores:
+            _settle(future, error=Cancelled("the image engine is shutting down"))
         # join() blocks; do it off the loop so running tasks can still deliver their results.
         await asyncio.to_thread(self._join)
 
     def _join(self) -> None:
         for thread in self._threads:
             thread.join()
+
+    async def _on_every_device(self, work: Callable, name: str) -> list:
+        """Run work(device, name) on each device's worker; wait for all, then raise the first failure."""
+        chores = [self._chore(device, work, device, name) for device in self.devices]
+        outcomes = await asyncio.gather(*chores, return_exceptions=True)
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failures:
+            raise failures[0]
+        return outcomes
+
+    def _chore(self, device: str, work: Callable, *args) -> asyncio.Future:
+        if self._loop is None:
+            raise RuntimeError("call `await pool.start()` first")
+        future = self._loop.create_future()
+        with self._lock:
+            if self._closing:
+                raise EngineError("the image engine is shutting down")
+            self._chores[device].append((lambda: work(*args), future))
+            self._lock.notify_all()  # the one worker of that device must wake, whichever notify reaches
+        return future
 
     # ---- called from Ticket (loop thread) ----
 
@@ -228,19 +299,27 @@ class WorkerPool:
             return
         self._call_soon(ready.set_result, None)
 
+        chores = self._chores[device]
         while True:
             with self._lock:
-                while not self._queue and not self._closing:
+                while not self._queue and not chores and not self._closing:
                     self._lock.wait()
-                if not self._queue:  # closing, and nothing left
-                    return
-                ticket = self._queue.popleft()
-                ticket._state = _RUNNING
+                chore = chores.popleft() if chores else None
+                if chore is None:
+                    if not self._queue:  # closing, and nothing left
+                        return
+                    ticket = self._queue.popleft()
+                    ticket._state = _RUNNING
+            if chore is not None:
+                self._do_chore(*chore)
+                continue
             try:
                 outcome = self._run(ticket, device)
             finally:
                 with self._lock:
                     ticket._state = _FINISHED
+                    self._queue.done(ticket)
+                    self._lock.notify_all()  # its owner may be under the running limit again
             if isinstance(outcome, EngineError):
                 self._call_soon(ticket._finish, None, outcome)
             else:
@@ -266,6 +345,37 @@ class WorkerPool:
             log.exception("task for model %s on %s failed", request.model, device)
             return EngineError(f"generation failed: {_short(exc)}")
 
+    def _do_chore(self, work: Callable, future: asyncio.Future) -> None:
+        try:
+            outcome = work()
+        except Exception as exc:
+            log.exception("a model load/unload failed")
+            error = exc if isinstance(exc, EngineError) else EngineError(_short(exc))
+            self._call_soon(_settle, future, None, error)
+        else:
+            self._call_soon(_settle, future, outcome)
+
+    def _load_on(self, device: str, name: str) -> LoadedState:
+        started = time.perf_counter()
+        self._model_for(device, name)
+        with self._lock:
+            size = self._weights[(device, name)]
+        return LoadedState(name, device, size, time.perf_counter() - started)
+
+    def _unload_on(self, device: str, name: str) -> bool:
+        model = self._models.pop((device, name), None)
+        with self._lock:
+            self._weights.pop((device, name), None)
+        if model is None:
+            return False
+        del model
+        gc.collect()  # the pipelines hold reference cycles; free the weights now, not at some later GC
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+        return True
+
     def _model_for(self, device: str, name: str) -> LoadedModel:
         key = (device, name)
         model = self._models.get(key)
@@ -278,6 +388,8 @@ class WorkerPool:
             except CatalogError as exc:
                 raise EngineError(str(exc)) from None
             model = self._models[key] = LoadedModel(spec, self.models_dir, device)
+            with self._lock:
+                self._weights[key] = _weight_bytes(model)
         return model
 
     def _upscale(self, request: UpscaleRequest, device: str) -> GenerationResult:
@@ -305,6 +417,28 @@ class WorkerPool:
         except RuntimeError:
             # The loop is closed: nobody is left to tell.
             log.debug("event loop closed; dropped %s", getattr(callback, "__name__", callback))
+
+
+def _settle(future: asyncio.Future, result=None, error: BaseException | None = None) -> None:
+    """Complete a chore's future on the loop thread, unless whoever waited for it gave up."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _weight_bytes(model: LoadedModel) -> int:
+    """Bytes of the weights (parameters and buffers) of a loaded model's modules."""
+    import torch
+
+    total = 0
+    safety = getattr(model, "safety", None)
+    for module in (*model.txt2img.components.values(), safety.model if safety else None):
+        if isinstance(module, torch.nn.Module):
+            total += sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    return total
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

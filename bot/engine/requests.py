@@ -40,6 +40,8 @@ class GenerateRequest:
     guidance: float | None = None
     init_image: Image.Image | None = None
     strength: float = 0.6
+    tile: bool = False  # seamless: the image wraps around at its edges (circular padding in every conv)
+    shared_noise: float = 0.0  # 0..1 share of starting noise all images take from the first (txt2img only)
 
     def __post_init__(self) -> None:
         # These are programming errors in the caller, not user input problems: fail loudly and early.
@@ -50,6 +52,8 @@ class GenerateRequest:
                 raise ValueError(f"each seed must be an int in 0..{MAX_SEED}, got {seed!r}")
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
+        if not 0.0 <= self.shared_noise <= 1.0:
+            raise ValueError(f"shared_noise must be in [0, 1], got {self.shared_noise}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.init_image is not None and (self.width is not None or self.height is not None):
@@ -104,3 +108,5 @@ class GenerationResult:
     model: str
     device: str
     seconds: float  # time spent running the pipeline, model loading excluded
+    sampler: str = ""  # the scheduler, by the name AUTOMATIC1111 gives it ("Euler a"); empty for an upscale
+    nsfw: tuple[bool, ...] = ()  # per image, from the model's safety checker; empty where it has none

@@ -53,6 +53,7 @@ IS_COMPONENTS_V2 = 1 << 15
 # Interaction types.
 APPLICATION_COMMAND = 2
 MESSAGE_COMPONENT = 3
+APPLICATION_COMMAND_AUTOCOMPLETE = 4
 MODAL_SUBMIT = 5
 
 
@@ -155,6 +156,7 @@ class Channel:
     position: int = 0
     recipient: User | None = None
     last_message_id: int | None = None
+    nsfw: bool = False  # age-restricted
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -174,7 +176,7 @@ class Channel:
                 "position": self.position,
                 "parent_id": None,
                 "topic": None,
-                "nsfw": False,
+                "nsfw": self.nsfw,
                 "rate_limit_per_user": 0,
                 "permission_overwrites": [],
                 "last_pin_timestamp": None,
@@ -468,6 +470,7 @@ class Interaction:
     original_message_id: int | None = None
     followup_ids: list[int] = field(default_factory=list)
     modal: dict[str, Any] | None = None
+    choices: list[dict[str, Any]] | None = None  # what the bot offered for an autocomplete (callback 8)
     late_callbacks: int = 0
     _local: LocalDiscord | None = field(default=None, repr=False)
 

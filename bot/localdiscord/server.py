@@ -30,6 +30,7 @@ from .gateway import (
 from .models import (
     ADMINISTRATOR,
     APPLICATION_COMMAND,
+    APPLICATION_COMMAND_AUTOCOMPLETE,
     ATTACH_FILES,
     EMBED_LINKS,
     EPHEMERAL,
@@ -142,6 +143,9 @@ class LocalDiscord:
         self.http_errors: list[tuple[str, str, int, int]] = []
         self.requests: list[tuple[str, str]] = []
         self.presence: Any = None
+        # Commands the server opened to @everyone in Server Settings > Integrations: Discord then ignores
+        # their default_member_permissions, so the bot's own admin check is all that is left.
+        self.open_commands: set[str] = set()
         self.attachment_files: dict[tuple[int, int], Attachment] = {}
 
         self._watched: set[asyncio.Task[Any]] = set()
@@ -198,8 +202,9 @@ class LocalDiscord:
         self.gateway.dispatch("GUILD_ROLE_CREATE", {"guild_id": str(guild.id), "role": role.to_json()}, intent=GUILDS)
         return role.id
 
-    def add_channel(self, name: str) -> int:
-        channel = Channel(self.ids.next(), name, guild_id=self.guild_id, position=len(self.guild.channels))
+    def add_channel(self, name: str, *, nsfw: bool = False) -> int:
+        """A text channel; ``nsfw`` makes it age-restricted."""
+        channel = Channel(self.ids.next(), name, guild_id=self.guild_id, position=len(self.guild.channels), nsfw=nsfw)
         self.guild.channels[channel.id] = channel
         self.channels[channel.id] = channel
         self.gateway.dispatch("CHANNEL_CREATE", channel.to_json(), intent=GUILDS)
@@ -296,6 +301,27 @@ class LocalDiscord:
         self, user: User, name: str, options: dict[str, Any] | None = None, *, channel_id: int | None = None
     ) -> Interaction:
         """Run ``/name`` (``"group sub"`` for subcommands) as ``user``; sends INTERACTION_CREATE."""
+        channel, command, data = self._command_data(user, name, options, channel_id)
+        return await self._send_interaction(APPLICATION_COMMAND, user, channel, data, command=command)
+
+    async def autocomplete(
+        self, user: User, name: str, options: dict[str, Any], focused: str, *, channel_id: int | None = None
+    ) -> Interaction:
+        """Type ``options[focused]`` into an option of ``/name``: the client asks the bot for choices
+        (interaction type 4); they are in ``ix.choices`` once it answers (``await ix.wait_acked()``)."""
+        channel, command, data = self._command_data(user, name, options, channel_id)
+        level = data.get("options", [])
+        while level and level[0]["type"] in (1, 2):  # down through subcommand groups and subcommands
+            level = level[0]["options"]
+        option = next((o for o in level if o["name"] == focused), None)
+        if option is None:
+            raise ClientRefused(f"/{name} has no option {focused!r} in {options}")
+        option["focused"] = True
+        return await self._send_interaction(APPLICATION_COMMAND_AUTOCOMPLETE, user, channel, data, command=command)
+
+    def _command_data(
+        self, user: User, name: str, options: dict[str, Any] | None, channel_id: int | None
+    ) -> tuple[Channel, Command, dict[str, Any]]:
         channel = self._guild_channel(channel_id)
         path = name.split()
         command = next(
@@ -317,7 +343,7 @@ class LocalDiscord:
             data["resolved"] = resolved
         if command.guild_id is not None:
             data["guild_id"] = str(command.guild_id)  # discord.py looks guild commands up by it
-        return await self._send_interaction(APPLICATION_COMMAND, user, channel, data, command=command)
+        return channel, command, data
 
     async def click(self, user: User, message_id: int, custom_id: str) -> Interaction:
         """Press the button ``custom_id`` on a message; raises ClientRefused if it is not there."""
@@ -397,7 +423,7 @@ class LocalDiscord:
         if not perms & USE_APPLICATION_COMMANDS:
             raise ClientRefused(f"{user.username} may not use application commands")
         needed = command.payload.get("default_member_permissions")
-        if needed is not None and (int(needed) & perms) != int(needed):
+        if needed is not None and command.name not in self.open_commands and (int(needed) & perms) != int(needed):
             raise ClientRefused(f"/{command.name} needs permissions {needed}; {user.username} has {perms}")
         contexts = command.payload.get("contexts")
         if contexts is not None and 0 not in contexts:
@@ -483,7 +509,8 @@ class LocalDiscord:
             ix.late_callbacks += 1
             raise E.unknown_interaction()
         kind = body["type"]
-        allowed = {APPLICATION_COMMAND: {4, 5, 9}, MESSAGE_COMPONENT: {4, 5, 6, 7, 9}, MODAL_SUBMIT: {4, 5, 6, 7}}[ix.type]
+        allowed = {APPLICATION_COMMAND: {4, 5, 9}, MESSAGE_COMPONENT: {4, 5, 6, 7, 9}, MODAL_SUBMIT: {4, 5, 6, 7},
+                   APPLICATION_COMMAND_AUTOCOMPLETE: {8}}[ix.type]
         if ix.type == MODAL_SUBMIT and ix.message_id is None:
             allowed = {4, 5}
         if kind not in allowed:
@@ -514,6 +541,8 @@ class LocalDiscord:
             if problems:
                 raise E.invalid_form_body(problems)
             ix.modal = data
+        elif kind == 8:
+            ix.choices = list(data.get("choices") or [])
         ix.ack_type, ix.acked_at = kind, time.monotonic()
         if resource_message is not None:
             ix.ephemeral = resource_message.ephemeral
@@ -683,7 +712,7 @@ class LocalDiscord:
 
     async def followup(self, ix: Interaction, body: dict[str, Any], files: list[UploadedFile]) -> Message:
         original = ix.original
-        if ix.ack_type == 5 and original is not None and original.loading:
+        if ix.ack_type == 5 and original is not None and original.loading and not original.deleted:
             # After a deferred response, the first followup replaces the "thinking..." message.
             ix.followup_ids.append(original.id)
             return await self.edit_message(original, body, files)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,15 @@ from bot.engine import (
     UpscaleRequest,
     WorkerPool,
     make_grid,
+    png_bytes,
 )
+from bot.service.quota import QuotaError, QuotaRules, QuotaService
+from bot.engine.tokens import prompt_tokens
+from bot.service.compose import Defaults, Plan, plan_job, shared_noise
+from bot.service.prompt import PromptError
+from bot.service.provenance import CHUNK, parameters_text, read_parameters
 from bot.store import Job, NewJob, Refused, Store, StoredImage
+from bot.store.preferences import Preferences
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,10 @@ COST = {"imagine": GRID_SIZE, "reroll": GRID_SIZE, "variation": GRID_SIZE, "upsc
 VARIATION_STRENGTH = {"subtle": 0.35, "strong": 0.7}
 UPSCALE_FACTOR = 2
 MAX_SEED = 2**32 - 1
+
+
+NSFW_REFUSED = ("the model's safety checker flagged its images as NSFW, and this server does not post those. "
+                "Try a different prompt")
 
 
 class UserError(Exception):
@@ -50,6 +62,14 @@ class Requester:
     name: str
     guild_id: int | None
     channel_id: int
+    role_ids: tuple[int, ...] = ()  # for role quota tiers
+
+
+class Policy(Protocol):
+    """What admins decide (service/admin.py): who and what may run, and each server's default model."""
+    async def admit(self, who: Requester, prompt: str, negative_prompt: str) -> None: ...  # raises UserError
+    async def server_model(self, guild_id: int | None) -> str | None: ...  # None: the bot-wide default
+    async def allow_nsfw(self, job: Job, flags: tuple[bool, ...]) -> bool: ...  # records the flags too
 
 
 class JobListener(Protocol):
@@ -61,7 +81,8 @@ class JobListener(Protocol):
 
 class JobService:
     def __init__(self, store: Store, pool: WorkerPool, catalog: Catalog, data_dir: Path, *,
-                 daily_images: int, max_prompt_chars: int, default_model: str | None = None) -> None:
+                 daily_images: int, max_prompt_chars: int, default_model: str | None = None,
+                 quota_rules: QuotaRules | None = None) -> None:
         self.store = store
         self.pool = pool
         self.catalog = catalog
@@ -69,8 +90,13 @@ class JobService:
         self.daily_images = daily_images
         self.max_prompt_chars = max_prompt_chars
         self.default_model = default_model or catalog.default
+        self.policy: Policy | None = None
+        self.preferences = Preferences(store)
+        self.quota = QuotaService(store, quota_rules or QuotaRules(fast_images=daily_images))
         self._tickets: dict[int, object] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._job_tasks: dict[int, asyncio.Task] = {}
+        self._cancelled: set[int] = set()  # cancelled before they reached the pool
 
     # --- new jobs -------------------------------------------------------------------------------
 
@@ -85,19 +111,76 @@ class JobService:
             )
         return text
 
-    async def imagine(self, who: Requester, prompt: str) -> Job | Refused:
-        text = self.check_prompt(prompt)
-        spec = self.catalog.get(self.default_model)
-        params = {"width": spec.width, "height": spec.height, "steps": spec.steps, "guidance": spec.guidance}
-        return await self._accept(who, "imagine", text, spec.name, params)
+    async def imagine(self, who: Requester, prompt: str) -> list[Job] | Refused:
+        """One grid, or `--repeat N` grids: all accepted (each charged) or none."""
+        plan = await self.plan(who, prompt)
+        cost = COST["imagine"] * plan.repeat
+        if plan.repeat > 1 and await self.quota.lane_for(who.user_id) == "fast":  # relax jobs are free
+            account = await self.quota.account(who.user_id, who.guild_id, who.role_ids)
+            if account.left < cost:
+                return Refused(remaining=account.left, resets_at=account.resets_at,
+                               relax_allowed=self.quota.rules.relax_allowed)
+        jobs: list[Job] = []
+        for _ in range(plan.repeat):
+            try:
+                job = await self._accept(who, "imagine", plan.prompt, plan.model, plan.params,
+                                         negative_prompt=plan.negative_prompt, seed=plan.seed)
+            except UserError:
+                if jobs:  # a queue limit stopped the rest: the ones accepted (and charged) must still run
+                    return jobs
+                raise
+            if isinstance(job, Refused):  # someone spent the allowance meanwhile: keep what was accepted
+                return jobs or job
+            jobs.append(job)
+        return jobs
 
-    async def reroll(self, who: Requester, parent: Job) -> Job | Refused:
+    async def plan(self, who: Requester, prompt: str, *, remix: bool = False) -> Plan:
+        """The typed prompt with the user's settings and options applied, checked before anything is charged."""
+        self.check_prompt(prompt)
+        prefs = await self.preferences.get(who.user_id)
+        # A remixed prompt is the parent's, which has the suffix in it already.
+        defaults = Defaults(model=prefs.model, stylize=prefs.stylize, quality=prefs.quality,
+                            suffix="" if remix else prefs.suffix, options=prefs.options)
+        try:
+            plan = plan_job(prompt, self.catalog, await self.model_for(who.guild_id), defaults)
+        except PromptError as error:
+            raise UserError(str(error)) from None
+        if remix and plan.repeat > 1:
+            raise UserError("`--repeat` works with /imagine only; remove it from the remixed prompt.")
+        self.check_prompt(plan.prompt)
+        await self._check_tokens(plan)
+        return plan
+
+    async def _check_tokens(self, plan: Plan) -> None:
+        spec = self.catalog.get(plan.model)
+        for what, text in (("prompt", plan.prompt), ("negative prompt (--no)", plan.negative_prompt)):
+            if not text:
+                continue
+            tokens = await asyncio.to_thread(prompt_tokens, spec, self.pool.models_dir, text)
+            if tokens is not None and tokens > spec.max_prompt_tokens:
+                raise UserError(f"The {what} is {tokens} tokens long; model `{spec.name}` reads at most "
+                                f"{spec.max_prompt_tokens} (about {spec.max_prompt_tokens * 3 // 4} words). "
+                                "Shorten it and try again.")
+
+    async def reroll(self, who: Requester, parent: Job, remix: str | None = None) -> Job | Refused:
+        if remix is not None:
+            plan = await self.plan(who, remix, remix=True)
+            return await self._accept(who, "reroll", plan.prompt, plan.model, plan.params, parent=(parent, None),
+                                      negative_prompt=plan.negative_prompt, seed=plan.seed)
         params = _generation_params(parent)
         return await self._accept(who, "reroll", parent.prompt, parent.model, params, parent=(parent, None),
                                   negative_prompt=parent.negative_prompt)
 
-    async def vary(self, who: Requester, parent: Job, index: int, strength: str) -> Job | Refused:
+    async def vary(self, who: Requester, parent: Job, index: int, strength: str | None = None,
+                   remix: str | None = None) -> Job | Refused:
+        """Variations of one image; `strength` None takes the user's /settings (Subtle or Strong)."""
         await self._require_image(parent, index)
+        strength = strength or (await self.preferences.get(who.user_id)).variation
+        if remix is not None:
+            plan = await self.plan(who, remix, remix=True)
+            params = {**plan.params, "strength": VARIATION_STRENGTH[strength]}
+            return await self._accept(who, "variation", plan.prompt, plan.model, params, parent=(parent, index),
+                                      negative_prompt=plan.negative_prompt, seed=plan.seed)
         params = {**_generation_params(parent), "strength": VARIATION_STRENGTH[strength]}
         return await self._accept(who, "variation", parent.prompt, parent.model, params, parent=(parent, index),
                                   negative_prompt=parent.negative_prompt)
@@ -109,9 +192,16 @@ class JobService:
         return await self._accept(who, "upscale", parent.prompt, parent.model, params, parent=(parent, index),
                                   negative_prompt=parent.negative_prompt, seed=source.seed)
 
+    async def model_for(self, guild_id: int | None) -> str:
+        """The model a new /imagine in this server uses."""
+        chosen = await self.policy.server_model(guild_id) if self.policy else None
+        return chosen or self.default_model
+
     async def _accept(self, who: Requester, kind: str, prompt: str, model: str, params: dict, *,
                       parent: tuple[Job, int | None] | None = None, negative_prompt: str = "",
                       seed: int | None = None) -> Job | Refused:
+        if self.policy is not None:  # every new job, buttons included, before anything is charged
+            await self.policy.admit(who, prompt, negative_prompt)
         new = NewJob(
             owner_id=who.user_id, owner_name=who.name, guild_id=who.guild_id, channel_id=who.channel_id,
             kind=kind, prompt=prompt, model=model, cost=COST[kind], params=params,
@@ -119,7 +209,10 @@ class JobService:
             negative_prompt=negative_prompt,
             parent_job_id=parent[0].id if parent else None, parent_index=parent[1] if parent else None,
         )
-        return await self.store.accept_job(new, allowance=self.daily_images)
+        try:
+            return await self.quota.accept(new, who.role_ids)
+        except QuotaError as error:
+            raise UserError(str(error)) from None
 
     async def _require_image(self, job: Job, index: int) -> StoredImage:
         for image in await self.store.images(job.id):
@@ -134,12 +227,28 @@ class JobService:
         """Run an accepted job to its end in the background; the listener hears about it."""
         task = asyncio.create_task(self._run(job, listener), name=f"job-{job.id}")
         self._tasks.add(task)
+        self._job_tasks[job.id] = task
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._job_tasks.pop(job.id, None))
         return task
 
     def position(self, job_id: int) -> int | None:
         ticket = self._tickets.get(job_id)
         return ticket.position() if ticket else None
+
+    async def stop(self, job_id: int) -> Job | None:
+        """Cancel a queued or running job and wait until it has stopped (a running one stops at its next
+        denoising step; an upscale has none and may finish instead). Returns the job as it ended."""
+        task = self._job_tasks.get(job_id)
+        if not self.cancel(job_id):
+            if task is None:  # accepted but not running in this process: nothing else will touch it
+                await self.store.fail_job(job_id, "cancelled", "cancelled")
+                return await self.store.get_job(job_id)
+            self._cancelled.add(job_id)  # not on the pool yet: cancelled the moment it gets there
+        if task is not None:
+            await asyncio.shield(task)
+            self._cancelled.discard(job_id)
+        return await self.store.get_job(job_id)
 
     def cancel(self, job_id: int) -> bool:
         ticket = self._tickets.get(job_id)
@@ -161,12 +270,15 @@ class JobService:
     async def _run(self, job: Job, listener: JobListener) -> None:
         try:
             request = await self._request_for(job)
-            ticket = self.pool.submit(request)
+            ticket = self.pool.submit(request, owner=job.owner_id, lane=job.lane)
         except (EngineError, OSError, KeyError) as error:
             log.exception("job %s could not be queued", job.id)
             await self._fail(job, listener, f"it could not start ({error}); your images were refunded")
             return
         self._tickets[job.id] = ticket
+        if job.id in self._cancelled:
+            self._cancelled.discard(job.id)
+            ticket.cancel()
         try:
             await _quietly(listener.queued(job, ticket.position() or 0))
             async for event in ticket.events():
@@ -175,6 +287,9 @@ class JobService:
                 elif isinstance(event, Progress):
                     await _quietly(listener.progress(job, event.fraction))
             result = await ticket.result()
+            if any(result.nsfw) and self.policy is not None and not await self.policy.allow_nsfw(job, result.nsfw):
+                await self._fail(job, listener, NSFW_REFUSED)  # nothing kept, nothing posted
+                return
             images, posted = await asyncio.to_thread(self._save_images, job, result)
             await self.store.finish_job(job.id, images)
             await _quietly(listener.finished(await self.store.get_job(job.id), posted))
@@ -201,9 +316,10 @@ class JobService:
             return UpscaleRequest(model=job.model, image=image, scale=p["scale"])
         common = dict(model=job.model, prompt=job.prompt, negative_prompt=job.negative_prompt,
                       seeds=tuple((job.seed + i) % (MAX_SEED + 1) for i in range(GRID_SIZE)),
-                      steps=p["steps"], guidance=p["guidance"])
+                      steps=p["steps"], guidance=p["guidance"], tile=bool(p.get("tile")))
         if job.kind != "variation":
-            return GenerateRequest(width=p["width"], height=p["height"], **common)
+            return GenerateRequest(width=p["width"], height=p["height"], shared_noise=shared_noise(p.get("chaos")),
+                                   **common)
         # img2img takes its size from the source image: bring it to the size the job asks for.
         source = await self._load_image(job.parent_job_id, job.parent_index)
         init_image = source.resize((p["width"], p["height"]), Image.Resampling.LANCZOS)
@@ -224,19 +340,40 @@ class JobService:
         stored: list[StoredImage] = []
         for index, (image, seed) in enumerate(zip(result.images, seeds), start=1):
             path = folder / f"{index}.png"
-            image.save(path)
+            path.write_bytes(png_bytes(image, {CHUNK: self._provenance(job, result, seed, image)}))
             stored.append(StoredImage(job.id, index, seed, str(path.relative_to(self.data_dir)),
                                       image.width, image.height))
         if job.kind == "upscale":
             return stored, folder / "1.png"
         grid_path = folder / "grid.png"
-        make_grid(result.images).save(grid_path)
+        grid_text = self._provenance(job, result, result.seeds[0], result.images[0])  # as A1111 labels its grids
+        grid_path.write_bytes(png_bytes(make_grid(result.images), {CHUNK: grid_text}))
         return stored, grid_path
+
+    def _provenance(self, job: Job, result: GenerationResult, seed: int, image: Image.Image) -> str:
+        """The AUTOMATIC1111 `parameters` text of one image (of a grid's first image, for the grid)."""
+        p = job.params
+        extra: dict[str, object] = {"Tiling": True} if p.get("tile") else {}
+        if "chaos" in p:
+            extra["Chaos"] = p["chaos"]
+        if job.kind == "variation":
+            extra["Denoising strength"] = p["strength"]
+        if job.kind == "upscale":  # the source image's own text, and how it was enlarged
+            source = self.data_dir / "images" / str(job.parent_job_id) / f"{job.parent_index}.png"
+            upscaler = self.catalog.get(job.model).upscaler if job.model in self.catalog.models else "lanczos"
+            text = re.sub(r", Dreamgrid job: \d+", "", read_parameters(source) or job.prompt)
+            return text + (
+                f", Postprocess upscaler: {upscaler}, Postprocess upscale by: {p['scale']}, Dreamgrid job: {job.id}")
+        return parameters_text(
+            prompt=job.prompt, negative_prompt=job.negative_prompt, steps=p["steps"], sampler=result.sampler,
+            guidance=p["guidance"], seed=seed, width=image.width, height=image.height, model=job.model,
+            extra={**extra, "Dreamgrid job": job.id})
 
 
 def _generation_params(job: Job) -> dict:
-    """What made a job's pictures: the part of its parameters a reroll or a variation starts from."""
-    return {key: job.params[key] for key in ("width", "height", "steps", "guidance")}
+    """What made a job's pictures (size, steps, guidance, --tile, --chaos...): what a reroll or a variation
+    starts from. The strength and scale belong to the job's own kind."""
+    return {key: value for key, value in job.params.items() if key not in ("strength", "scale")}
 
 
 def _open_rgb(path: Path) -> Image.Image:

@@ -1,8 +1,13 @@
 """The architecture of the `shapes` model: a standard diffusers StableDiffusionPipeline, very small.
 
-- VAE: AutoencoderKL, 8x down-sampling (64x64 pixels <-> 8x8x8 latents), no attention, ~1M parameters.
-- UNet: UNet2DConditionModel at 8x8 with cross-attention at every resolution (8x8, 4x4, 2x2),
-  v-prediction.
+- VAE: an AutoencoderKL whose weights are set by hand, not trained ("pixel" VAE): the encoder is a 2x2
+  box filter (64x64 RGB -> 32x32x3 latents, the picture itself at half size), the decoder a nearest
+  2x up-sampling. Its GroupNorms are made linear by two huge constant channels (+K, -K) that pin each
+  group's mean at 0 and its variance at a constant, and a bias keeps each SiLU in its linear range; so
+  the round trip is exact to ~1e-3 with no training and img2img/inpainting see the real picture.
+  (A learned 8x VAE, `vae_kind="learned"`, is kept as an option: it trained far too slowly on 2 CPUs.)
+- UNet: UNet2DConditionModel at 32x32 with cross-attention at every resolution (32x32: cross-attention
+  only; 16x16 and 8x8: self- and cross-attention), v-prediction.
 - Text encoder: CLIPTextModel, 3 layers of width 128, over the real CLIP BPE vocabulary truncated to
   its first 10,000 merges (prompts padded to 32 tokens).
 - Scheduler: zero-terminal-SNR ("trailing") schedule, v-prediction; DDIM by default.
@@ -50,9 +55,14 @@ DEFAULT_SIZE = 64
 @dataclass
 class ShapesConfig:
     resolution: int = 64
-    vae_channels: tuple[int, ...] = (16, 32, 64, 64)
-    latent_channels: int = 8
-    unet_channels: tuple[int, ...] = (64, 128, 192)
+    vae_kind: str = "pixel"  # "pixel" (hand-set, exact, 2x) or "learned" (trained, 2**(len(vae_channels)-1) x)
+    vae_channels: tuple[int, ...] = (8, 8)
+    latent_channels: int = 4  # the pixel VAE: RGB + a channel that is always 0 (inpainting wants 4)
+    # Few, wide GroupNorm groups: a flat-colour picture normalised per channel loses its colour.
+    vae_groups: int = 1
+    unet_groups: int = 4
+    unet_channels: tuple[int, ...] = (32, 64, 128)
+    unet_only_cross_attention: tuple[bool, ...] = (True, False, False)
     unet_layers_per_block: int = 1
     head_dim: int = 32
     text_width: int = 128
@@ -70,6 +80,7 @@ class ShapesConfig:
         d = asdict(self)
         d["vae_channels"] = list(self.vae_channels)
         d["unet_channels"] = list(self.unet_channels)
+        d["unet_only_cross_attention"] = list(self.unet_only_cross_attention)
         return d
 
     @classmethod
@@ -77,14 +88,15 @@ class ShapesConfig:
         d = dict(d)
         d["vae_channels"] = tuple(d["vae_channels"])
         d["unet_channels"] = tuple(d["unet_channels"])
+        d["unet_only_cross_attention"] = tuple(d["unet_only_cross_attention"])
         return cls(**d)
 
 
 TINY_CONFIG = ShapesConfig(
     resolution=32,
-    vae_channels=(8, 16),
-    latent_channels=4,
+    unet_groups=8,
     unet_channels=(32, 32),
+    unet_only_cross_attention=(True, False),
     head_dim=16,
     text_width=32,
     text_layers=1,
@@ -104,6 +116,8 @@ def build_tokenizer(out_dir: Path, config: ShapesConfig, bpe_path: Path = DEFAUL
 
 
 def build_vae(config: ShapesConfig) -> AutoencoderKL:
+    if config.vae_kind == "pixel":
+        return build_pixel_vae(config.resolution)
     n = len(config.vae_channels)
     return AutoencoderKL(
         in_channels=3,
@@ -113,11 +127,82 @@ def build_vae(config: ShapesConfig) -> AutoencoderKL:
         block_out_channels=tuple(config.vae_channels),
         layers_per_block=1,
         latent_channels=config.latent_channels,
-        norm_num_groups=min(16, min(config.vae_channels)),
+        norm_num_groups=config.vae_groups,
         sample_size=config.resolution,
         mid_block_add_attention=False,
         scaling_factor=1.0,  # set from the data after the VAE is trained
     )
+
+
+PIXEL_VAE_BIG = 1000.0  # the constant channels that make GroupNorm linear
+PIXEL_VAE_BETA = 10.0  # keeps SiLU(x + beta) = x + beta to ~1e-4
+PIXEL_VAE_LOGVAR = -30.0  # the posterior is a point: sample() == mean
+
+
+def build_pixel_vae(resolution: int = 64, channels: int = 8) -> AutoencoderKL:
+    """An exact 2x AutoencoderKL with hand-set weights: encode = 2x2 box filter, decode = nearest 2x.
+
+    Latents have 4 channels (RGB and a constant 0), as StableDiffusionInpaintPipeline requires.
+
+    Channel layout inside encoder and decoder: [x(3), -x(3), +K, -K]. Every ResNet block is the identity
+    (its last conv is zero) and the single-group GroupNorms see mean 0 and a variance dominated by K^2,
+    so they only rescale; the GroupNorm's affine undoes the scale and adds beta, the SiLU is linear there
+    and conv_out removes beta.
+    """
+    c = channels
+    big, beta = PIXEL_VAE_BIG, PIXEL_VAE_BETA
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(c, c),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=1,
+        sample_size=resolution,
+        mid_block_add_attention=False,
+        scaling_factor=1.0,
+    )
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.zero_()
+        for m in vae.modules():
+            if isinstance(m, torch.nn.GroupNorm):
+                m.weight.fill_(1.0)
+
+        def split(conv):  # 3 channels -> [x, -x, K, -K, 0...]
+            for i in range(3):
+                conv.weight[i, i, 1, 1] = 1.0
+                conv.weight[3 + i, i, 1, 1] = -1.0
+            conv.bias[6], conv.bias[7] = big, -big
+
+        def linear_out(norm, conv):
+            norm.weight.fill_((2 * big * big / c) ** 0.5)  # the group's std: undo the normalisation
+            norm.bias[:3] = beta
+            for i in range(3):
+                conv.weight[i, i, 1, 1] = 1.0
+                conv.bias[i] = -beta
+
+        enc, dec = vae.encoder, vae.decoder
+        split(enc.conv_in)
+        down = enc.down_blocks[0].downsamplers[0].conv  # 3x3 stride 2 on rows/cols [2i, 2i+2]: use the 2x2 box
+        for i in range(6):
+            down.weight[i, i, :2, :2] = 0.25
+        down.bias[6], down.bias[7] = big, -big
+        linear_out(enc.conv_norm_out, enc.conv_out)
+        enc.conv_out.bias[4:8] = PIXEL_VAE_LOGVAR  # latent channel 3 is 0, with the same tiny variance
+        for i in range(8):
+            vae.quant_conv.weight[i, i, 0, 0] = 1.0
+        for i in range(4):
+            vae.post_quant_conv.weight[i, i, 0, 0] = 1.0
+        split(dec.conv_in)
+        up = dec.up_blocks[0].upsamplers[0].conv  # after nearest 2x interpolation: keep it
+        for i in range(6):
+            up.weight[i, i, 1, 1] = 1.0
+        up.bias[6], up.bias[7] = big, -big
+        linear_out(dec.conv_norm_out, dec.conv_out)
+    return vae.requires_grad_(False)
 
 
 def build_unet(config: ShapesConfig) -> UNet2DConditionModel:
@@ -133,7 +218,8 @@ def build_unet(config: ShapesConfig) -> UNet2DConditionModel:
         # diffusers' historical naming: this is the number of heads per block.
         attention_head_dim=tuple(max(1, c // config.head_dim) for c in config.unet_channels),
         cross_attention_dim=config.text_width,
-        norm_num_groups=min(32, min(config.unet_channels)),
+        norm_num_groups=config.unet_groups,
+        only_cross_attention=tuple(config.unet_only_cross_attention),
     )
 
 

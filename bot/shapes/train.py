@@ -2,9 +2,10 @@
 
 Two phases, one checkpoint (`.shapes-train/checkpoint.pt`, rewritten atomically every few minutes):
 
-1. VAE: the AutoencoderKL learns to reconstruct world pictures (L1 + MSE + a small KL term). Then every
-   picture of the training set is encoded once (posterior mean and std, cached in `latents.pt`) and the
-   latent scaling factor is set from the data.
+1. VAE: the default "pixel" VAE has hand-set weights (bot/shapes/model.py) and needs no training; the
+   latents of the training set are its 2x2 box filter, computed at start. (With `vae_kind="learned"` the
+   AutoencoderKL first learns to reconstruct world pictures: L1 + MSE + a small KL term; its latents
+   are cached in `latents.pt`.) The latent scaling factor is set from the data.
 2. UNet + text encoder: v-prediction on the zero-terminal-SNR schedule, min-SNR-style weighting (low-noise
    steps down-weighted, the pure-noise step kept at full weight: it is where the background colour is
    decided), captions re-phrased every time a picture is drawn, 10% empty captions for classifier-free
@@ -31,9 +32,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+# On a busy machine spinning OpenMP threads burn the CPU they wait for; must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from bot.shapes import model as shapes_model
 from bot.shapes.model import ShapesConfig
@@ -48,11 +52,11 @@ LATENTS = "latents.pt"
 
 @dataclass
 class TrainOptions:
-    steps: int = 12000  # UNet steps in all
-    vae_steps: int = 1500
-    batch: int = 64
+    steps: int = 30000  # UNet steps in all
+    vae_steps: int = 1500  # only for vae_kind="learned"
+    batch: int = 32
     vae_batch: int = 16
-    lr: float = 8e-4
+    lr: float = 6e-4
     vae_lr: float = 1e-3
     warmup: int = 200
     min_lr_fraction: float = 0.1
@@ -111,6 +115,39 @@ def _duration(seconds: float) -> str:
 
 def _log(message: str) -> None:
     print(time.strftime("%H:%M:%S ") + message, flush=True)
+
+
+class ThreadTuner:
+    """Picks 1 or `max_threads` torch threads by measured step time (a busy machine can make 2 threads
+    slower than 1): after 5 steps, and then every 100, it tries the other setting for 5 steps and keeps
+    the faster."""
+
+    def __init__(self, max_threads: int):
+        self.choices = sorted({1, max(1, max_threads)})
+        self.current = self.choices[-1]
+        self.estimate: dict[int, float] = {}
+        self.count = 0
+        self.exploring = 0
+        torch.set_num_threads(self.current)
+
+    def observe(self, seconds: float) -> None:
+        old = self.estimate.get(self.current)
+        self.estimate[self.current] = seconds if old is None else 0.8 * old + 0.2 * seconds
+        self.count += 1
+        if len(self.choices) < 2:
+            return
+        if self.exploring:
+            self.exploring -= 1
+            if self.exploring == 0:
+                self._set(min(self.estimate, key=self.estimate.get))
+        elif self.count == 5 or self.count % 100 == 0:
+            self.exploring = 5
+            self._set(next(c for c in self.choices if c != self.current))
+
+    def _set(self, threads: int) -> None:
+        if threads != self.current:
+            self.current = threads
+            torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -353,7 +390,7 @@ def _train_unet(state: State, latents: dict, ckpt_path: Path, log, stop_at: int 
     snr = alphas / (1 - alphas).clamp(min=1e-12)
     weights = (torch.clamp(snr + 1, max=o.min_snr_gamma + 1) / (snr + 1)).float()
     tokens = TokenCache(state.tokenizer)
-    mean, std, attrs = latents["mean"], latents["std"], latents["attrs"].numpy()
+    mean, std, attrs = latents["mean"], latents.get("std"), latents["attrs"].numpy()
     count = mean.shape[0]
     sf = state.scaling_factor
     unet, te = state.unet.train(), state.text_encoder.train()
@@ -361,7 +398,9 @@ def _train_unet(state: State, latents: dict, ckpt_path: Path, log, stop_at: int 
     progress = Progress("unet", o.steps, state.step, o.progress_seconds, log)
     last_save = time.time()
     running = None
+    tuner = ThreadTuner(o.threads)
     while state.step < target:
+        t_step = time.perf_counter()
         step = state.step
         lr = _cosine_lr(step, o.steps, o.lr, o.warmup, o.min_lr_fraction)
         for group in state.opt.param_groups:
@@ -369,7 +408,10 @@ def _train_unet(state: State, latents: dict, ckpt_path: Path, log, stop_at: int 
         rng = random.Random(o.seed * 1_000_003 + step)
         gen = torch.Generator().manual_seed(o.seed * 1_000_003 + step)
         index = torch.randint(0, count, (o.batch,), generator=gen)
-        z = (mean[index].float() + std[index].float() * torch.randn(mean[index].shape, generator=gen)) * sf
+        z = mean[index].float()
+        if std is not None:
+            z = z + std[index].float() * torch.randn(z.shape, generator=gen)
+        z = z * sf
         captions = caption_batch(attrs[index.numpy()], rng, o.caption_dropout)
         ids = tokens(captions)
         noise = torch.randn(z.shape, generator=gen)
@@ -385,11 +427,12 @@ def _train_unet(state: State, latents: dict, ckpt_path: Path, log, stop_at: int 
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         state.opt.step()
         state.step += 1
+        tuner.observe(time.perf_counter() - t_step)
         decay = min(o.ema_decay, (1 + state.step) / (10 + state.step))
         _ema_update(state.ema_unet, unet, decay)
         _ema_update(state.ema_text_encoder, te, decay)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        progress.update(state.step, force=state.step == target, loss=running, lr=lr)
+        progress.update(state.step, force=state.step == target, loss=running, lr=lr, threads=tuner.current)
         if o.eval_every and state.step % o.eval_every == 0:
             result = evaluate_state(state, o.eval_prompts, o.eval_steps, o.eval_guidance)
             result["step"] = state.step
@@ -430,6 +473,21 @@ def evaluate_state(state: State, prompts: int, steps: int, guidance: float, samp
 def _latents_for(state: State, work_dir: Path, data_holder: list, log) -> dict:
     path = work_dir / LATENTS
     o = state.options
+    if o.config.vae_kind == "pixel":
+        # The pixel VAE's encoder is exactly a 2x2 box filter: no need to run it over the data set.
+        if not data_holder:
+            t0 = time.time()
+            data_holder.append(Dataset(o.dataset_size, o.seed, state.config.resolution))
+            log(f"[data] rendered {o.dataset_size} pictures in {time.time() - t0:.1f}s")
+        data = data_holder[0]
+        means = []
+        for i in range(0, len(data.images), 1024):
+            rgb = F.avg_pool2d(data.pixels(np.arange(i, min(i + 1024, len(data.images)))), 2)
+            means.append(torch.cat([rgb, torch.zeros_like(rgb[:, :1])], dim=1).half())
+        mean = torch.cat(means)
+        if state.scaling_factor is None:
+            state.scaling_factor = float(1.0 / mean[:4096].float().pow(2).mean().sqrt())
+        return {"mean": mean, "std": None, "attrs": torch.from_numpy(data.attrs)}
     if path.is_file():
         latents = torch.load(path, map_location="cpu", weights_only=False)
         if latents.get("vae_step") == state.vae_step and latents.get("count") == o.dataset_size:
@@ -487,7 +545,10 @@ def train(
     log(f"[model] unet {n_unet / 1e6:.2f}M, text encoder {n_te / 1e6:.2f}M, vae {n_vae / 1e6:.2f}M parameters")
 
     data_holder: list[Dataset] = []
-    if state.vae_step < o.vae_steps:
+    if o.config.vae_kind == "pixel":
+        acc = vae_accuracy(state.vae, count=100, resolution=o.config.resolution)
+        log("[vae] pixel VAE (hand-set); analyser on round trips: " + json.dumps(acc))
+    elif state.vae_step < o.vae_steps:
         t0 = time.time()
         data_holder.append(Dataset(o.dataset_size, o.seed, o.config.resolution))
         log(f"[data] rendered {o.dataset_size} pictures in {time.time() - t0:.1f}s")
@@ -566,6 +627,40 @@ def export(
     return out_dir
 
 
+PREVIEW_PROMPTS = (
+    "a red circle on a blue background",
+    "a yellow square on the left on a black background",
+    "a white triangle at the top on a green background",
+    "a blue circle on the right on a orange background",
+    "a purple square at the bottom on a white background",
+    "a green triangle in the center on a red background",
+)
+
+
+@torch.no_grad()
+def preview(path: Path | str, work_dir: Path | str = WORK_DIR, prompts=PREVIEW_PROMPTS, seeds=(1, 2, 3, 4),
+            steps: int = shapes_model.DEFAULT_STEPS, guidance: float = shapes_model.DEFAULT_GUIDANCE) -> Path:
+    """A PNG of the latest checkpoint's EMA model: one row per prompt, one column per seed."""
+    from PIL import Image
+
+    options = read_checkpoint_options(Path(work_dir))
+    if options is None:
+        raise FileNotFoundError(f"no checkpoint in {work_dir}; train first")
+    state = State(options, Path(work_dir))
+    state.load(Path(work_dir) / CHECKPOINT)
+    pipe = pipeline_from_state(state)
+    pipe.set_progress_bar_config(disable=True)
+    res = options.config.resolution
+    sheet = Image.new("RGB", (res * len(seeds), res * len(prompts)), "white")
+    for row, prompt in enumerate(prompts):
+        images = pipe([prompt] * len(seeds), num_inference_steps=steps, guidance_scale=guidance,
+                      generator=[torch.Generator().manual_seed(s) for s in seeds]).images
+        for col, image in enumerate(images):
+            sheet.paste(image, (col * res, row * res))
+    sheet.save(path)
+    return Path(path)
+
+
 def cli(argv: list[str] | None = None) -> int:
     """`dreamgrid models train-shapes [--steps N] [--resume|--fresh] [--out models/shapes] [--export-only]`"""
     parser = argparse.ArgumentParser(prog="dreamgrid models train-shapes", description=__doc__.split("\n")[0])
@@ -578,6 +673,8 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="where to export (default models/shapes)")
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR)
     parser.add_argument("--export-only", action="store_true", help="export the latest checkpoint and stop")
+    parser.add_argument("--preview", type=Path, default=None, metavar="PNG",
+                        help="draw a few prompts with the latest checkpoint into PNG and stop")
     parser.add_argument("--chunk", type=int, default=None, help="stop after this many more UNet steps")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-every", type=int, default=None)
@@ -585,6 +682,14 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="the tiny test configuration")
     args = parser.parse_args(argv)
 
+    if args.preview is not None:
+        torch.set_num_threads(args.threads)
+        try:
+            preview(args.preview, work_dir=args.work_dir)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
     if args.export_only:
         try:
             export(args.out, work_dir=args.work_dir)

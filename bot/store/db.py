@@ -76,6 +76,8 @@ class Job:
     created_at: str
     started_at: str | None
     finished_at: str | None
+    lane: str = "fast"  # fast | relax (migration 0005)
+    pruned_at: str | None = None  # set when retention removed its image files
 
     @property
     def active(self) -> bool:
@@ -97,6 +99,7 @@ class Refused:
     """A job refused for its cost: how much is left and when the allowance resets."""
     remaining: int
     resets_at: datetime
+    relax_allowed: bool = False  # whether /relax would let the user go on at no cost
 
 
 class Store:

@@ -53,4 +53,89 @@ MIGRATIONS: list[tuple[str, str]] = [
     CREATE INDEX ledger_by_user_period ON ledger(user_id, period);
     CREATE UNIQUE INDEX one_refund_per_job ON ledger(job_id) WHERE reason = 'refund';
     """),
+    ("0006_admin_audit_bans_words", """
+    CREATE TABLE guild_settings (
+        guild_id        INTEGER PRIMARY KEY,      -- 0 for direct messages
+        default_model   TEXT,                     -- /model use; NULL: the catalog's default
+        nsfw            TEXT,                     -- /moderation nsfw: spoiler | refuse; NULL: spoiler
+        nsfw_age_restricted INTEGER NOT NULL DEFAULT 0  -- 1: shown as is in age-restricted channels
+    );
+    CREATE TABLE nsfw_images (                    -- images the model's safety checker flagged
+        job_id  INTEGER NOT NULL REFERENCES jobs(id),
+        idx     INTEGER NOT NULL,
+        PRIMARY KEY (job_id, idx)
+    );
+    CREATE TABLE bans (
+        guild_id    INTEGER NOT NULL,
+        user_id     INTEGER NOT NULL,
+        banned_by   INTEGER NOT NULL,
+        reason      TEXT NOT NULL DEFAULT '',
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (guild_id, user_id)
+    );
+    CREATE TABLE banned_words (
+        guild_id    INTEGER NOT NULL,
+        word        TEXT NOT NULL,                -- lower case; matched on word boundaries
+        added_by    INTEGER NOT NULL,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (guild_id, word)
+    );
+    CREATE TABLE audit (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id    INTEGER NOT NULL,
+        user_id     INTEGER NOT NULL,             -- who
+        user_name   TEXT NOT NULL,
+        action      TEXT NOT NULL,                -- what: the command, e.g. "model use"
+        detail      TEXT NOT NULL,                -- its arguments
+        outcome     TEXT NOT NULL,                -- done | refused | failed, and why
+        created_at  TEXT NOT NULL                 -- when (UTC)
+    );
+    CREATE INDEX audit_by_guild ON audit(guild_id, id);
+    """),
+    ("0004_preferences", """
+    CREATE TABLE preferences (
+        user_id     INTEGER PRIMARY KEY,          -- the Discord user id (may have no job yet)
+        model       TEXT,                         -- NULL: the server's default model
+        stylize     INTEGER,                      -- NULL: 100, the catalog's guidance
+        quality     REAL,                         -- NULL: 1, the catalog's steps
+        variation   TEXT NOT NULL DEFAULT 'strong', -- what V1-V4 do: subtle | strong
+        remix       INTEGER NOT NULL DEFAULT 0,   -- 1: V and reroll open the prompt to edit first
+        private     INTEGER NOT NULL DEFAULT 0,   -- 1: job replies only the user sees
+        suffix      TEXT NOT NULL DEFAULT ''      -- /prefer suffix, appended to every prompt
+    );
+    CREATE TABLE custom_options (
+        user_id     INTEGER NOT NULL,
+        name        TEXT NOT NULL,                -- `--name` in a prompt
+        value       TEXT NOT NULL,                -- the parameters it stands for
+        PRIMARY KEY (user_id, name)
+    );
+    """),
+    ("0005_queue_quotas", """
+    ALTER TABLE users ADD COLUMN mode TEXT NOT NULL DEFAULT 'fast';  -- fast | relax (/fast, /relax)
+    ALTER TABLE users ADD COLUMN allowance INTEGER;                  -- /quota set; NULL: role tier or default
+    ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT 'fast';   -- fast | relax: the queue lane it runs in
+    ALTER TABLE jobs ADD COLUMN pruned_at TEXT;                      -- when retention removed its image files
+    CREATE INDEX jobs_by_owner_status ON jobs(owner_id, status);
+    CREATE TABLE quota_tiers (                                       -- /quota tier: images a period per role
+        guild_id    INTEGER NOT NULL,
+        role_id     INTEGER NOT NULL,
+        images      INTEGER NOT NULL,
+        PRIMARY KEY (guild_id, role_id)
+    );
+    -- The ledger also takes admin grants and resets, which belong to no job: job_id becomes optional.
+    CREATE TABLE ledger_v2 (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id     INTEGER NOT NULL REFERENCES users(id),
+        job_id      INTEGER REFERENCES jobs(id),  -- NULL for grant | reset
+        amount      INTEGER NOT NULL,             -- images: + charged, - refunded, granted or reset
+        reason      TEXT NOT NULL,                -- charge | refund | grant | reset
+        period      TEXT NOT NULL,                -- the quota period it counts against (its first UTC day)
+        created_at  TEXT NOT NULL
+    );
+    INSERT INTO ledger_v2 SELECT id, user_id, job_id, amount, reason, period, created_at FROM ledger;
+    DROP TABLE ledger;
+    ALTER TABLE ledger_v2 RENAME TO ledger;
+    CREATE INDEX ledger_by_user_period ON ledger(user_id, period);
+    CREATE UNIQUE INDEX one_refund_per_job ON ledger(job_id) WHERE reason = 'refund';
+    """),
 ]

@@ -30,7 +30,7 @@ def test_a_malformed_setting_stops_start_up_naming_the_variable(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "dreamgrid: DAILY_IMAGES='many' is not valid: must be a whole number. "
-        "Images each user may make per UTC day (a grid costs 4, an upscale 1)."]
+        "Fast images each user may make per quota period (a grid costs 4, an upscale 1; relax jobs are free)."]
 
 
 def test_generate_writes_one_grid_and_the_same_seed_gives_the_same_grid(tmp_path, models_dir):
@@ -50,3 +50,14 @@ def test_bench_imagine_prints_one_json_object_last(models_dir):
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["bench"] == "imagine" and figures["runs"] == 1
     assert 0 < figures["defer"]["p50_ms"] < figures["grid"]["p50_ms"]
+
+
+def test_bench_ack_and_memory_run_at_tiny_size(models_dir):
+    env = {"MODELS_DIR": str(models_dir)}
+    ack = dreamgrid("bench", "ack", "--queued", "4", "--probes", "2", "--json", env=env)
+    assert ack.returncode == 0, ack.stderr
+    assert json.loads(ack.stdout.strip().splitlines()[-1])["p99_ms"] < 3000  # Discord's limit
+    memory = dreamgrid("bench", "memory", "--json", env=env)
+    assert memory.returncode == 0, memory.stderr
+    figures = json.loads(memory.stdout.strip().splitlines()[-1])
+    assert figures["weights_shared"] and figures["rss_with_pipes_mb"] >= figures["rss_base_mb"] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 
 GRID_BUTTONS = ["upscale:{}:1", "upscale:{}:2", "upscale:{}:3", "upscale:{}:4", "reroll:{}:0",
-                "vary:{}:1", "vary:{}:2", "vary:{}:3", "vary:{}:4"]
+                "vary:{}:1", "vary:{}:2", "vary:{}:3", "vary:{}:4", "show:{}"]
 
 
 def png(message) -> Image.Image:
@@ -68,7 +69,7 @@ async def test_upscale_posts_one_larger_image_with_vary_buttons_and_a_link_back(
     assert upscaled.id != grid_message.id  # its own message
     assert png(upscaled).size == (128, 128)  # 2x the 64x64 image
     up_job = job_id_of(upscaled)
-    assert upscaled.custom_ids() == [f"dg:subtle:{up_job}:0", f"dg:strong:{up_job}:0"]
+    assert upscaled.custom_ids() == [f"dg:subtle:{up_job}:0", f"dg:strong:{up_job}:0", f"dg:show:{up_job}"]
     assert f"/{grid_message.id}" in str(upscaled.components)  # the link button back to the grid
     job = await dreamgrid.app.store.get_job(up_job)
     assert (job.kind, job.parent_job_id, job.parent_index) == ("upscale", grid_job, 2)
@@ -243,3 +244,30 @@ async def test_the_token_never_reaches_the_logs(dreamgrid, capfd):
     logged = capfd.readouterr().err
     assert "discord." in logged and "leaking [redacted]" in logged
     assert token not in logged
+
+
+async def test_a_burst_of_commands_is_acknowledged_in_time(dreamgrid):
+    """Every interaction is answered within Discord's 3 s (the local Discord refuses later answers)."""
+    users = [dreamgrid.discord.add_user(f"user{n}") for n in range(8)]
+    burst = await asyncio.gather(*(dreamgrid.discord.slash(users[n % 8], "imagine", {"prompt": f"burst {n}"})
+                                   for n in range(40)))
+    await asyncio.gather(*(ix.wait_acked(timeout=10) for ix in burst))
+    assert all(ix.late_callbacks == 0 for ix in burst)
+    for job in await dreamgrid.app.store.active_jobs():
+        dreamgrid.app.service.cancel(job.id)
+
+
+@pytest.mark.parametrize("dreamgrid", [{"daily_images": 5}], indirect=True)
+async def test_a_slow_decision_is_deferred_first_and_a_refusal_still_comes_privately(dreamgrid, monkeypatch):
+    from bot.discord_ui import client
+
+    alice = dreamgrid.discord.add_user("alice")
+    await dreamgrid.grid(alice, "a first grid")  # 4 of 5 used
+    monkeypatch.setattr(client, "ACK_BUDGET", 0.0)  # as if a burst made every decision slow
+
+    ix = await dreamgrid.discord.slash(alice, "imagine", {"prompt": "one grid too many"})
+    reply = await ix.wait_followup(lambda m: True, timeout=10)
+
+    assert ix.ack_type == 5 and ix.original.deleted  # deferred at once; the public "thinking…" is gone
+    assert reply.ephemeral and "1 image left" in reply.content
+    assert await dreamgrid.app.store.used(alice.id) == 4

@@ -17,7 +17,7 @@ class ImagineCog(commands.Cog):
         self.bot = bot
 
     @app_commands.command(name="imagine", description="Create four images from a text prompt")
-    @app_commands.describe(prompt="What to draw, e.g. a red fox in the snow")
+    @app_commands.describe(prompt="What to draw, then any parameters, e.g. a red fox in the snow --ar 3:2 --no trees")
     async def imagine(self, interaction: discord.Interaction, prompt: str) -> None:
         who = self.bot.requester(interaction)
         await self.bot.start_job(interaction, self.bot.service.imagine(who, prompt))

@@ -1,0 +1,150 @@
+"""/history (10 jobs a page, ◀ ▶ buttons, a prompt filter) and /show (repost a job's result with working
+buttons, as the 📋 button does; owners and admins only). Also runs the retention task when RETENTION_DAYS
+is set.
+
+The page buttons are DynamicItems whose custom_id carries the owner, the page and the filter
+(`dgh:<owner>:<page>:<text>`), so they keep working after a restart, like the job buttons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord_ui import render
+from bot.discord_ui.show import show_job
+from bot.service.retention import prune_forever
+from bot.store import Job
+
+if TYPE_CHECKING:
+    from bot.discord_ui.client import DreamgridBot
+
+PAGE_SIZE = 10
+MAX_FILTER_CHARS = 60  # the filter travels in the buttons' custom_id (100 characters at most)
+DISCORD_LIMIT = 2000
+
+
+class HistoryCog(commands.Cog):
+    def __init__(self, bot: DreamgridBot) -> None:
+        self.bot = bot
+        self._retention: asyncio.Task | None = None
+
+    async def cog_load(self) -> None:
+        self.bot.add_dynamic_items(PageButton)
+        days = self.bot.settings.retention_days
+        if days:
+            service = self.bot.service
+            self._retention = asyncio.create_task(prune_forever(service.store, service.data_dir, days),
+                                                  name="retention")
+
+    async def cog_unload(self) -> None:
+        if self._retention is not None:
+            self._retention.cancel()
+
+    @app_commands.command(name="history", description="Your jobs, newest first, 10 a page")
+    @app_commands.describe(prompt="Only jobs whose prompt contains this text",
+                           user="(admins) whose jobs to list")
+    async def history(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, MAX_FILTER_CHARS]
+                      | None = None, user: discord.User | None = None) -> None:
+        owner = user or interaction.user
+        if owner.id != interaction.user.id and not self.bot.is_admin(interaction):
+            await interaction.response.send_message(
+                "Only admins can list someone else's jobs. /history without `user` lists yours.", ephemeral=True)
+            return
+        content, view = await history_page(self.bot, owner.id, 0, prompt or "", owner.id == interaction.user.id)
+        await interaction.response.send_message(content, view=view, ephemeral=True,
+                                                allowed_mentions=render.NO_PINGS)
+
+    @app_commands.command(name="show", description="Post a job's images again, with working buttons")
+    @app_commands.describe(job="The job number (see /history)")
+    async def show(self, interaction: discord.Interaction, job: app_commands.Range[int, 1]) -> None:
+        found = await self.bot.service.store.get_job(job)
+        if found is None or (found.owner_id != interaction.user.id and not self.bot.is_admin(interaction)):
+            await interaction.response.send_message(
+                f"You have no job #{job}. /history lists your jobs and their numbers.", ephemeral=True)
+            return
+        if found.status != "done":
+            await interaction.response.send_message(
+                f"Job #{job} is {found.status}, so it has no images to show. /history lists your finished jobs.",
+                ephemeral=True)
+            return
+        image = result_file(self.bot, found)
+        if found.pruned_at or not image.is_file():
+            await interaction.response.send_message(
+                f"The images of job #{job} were deleted after {self.bot.settings.retention_days or 'some'} days "
+                f"(this bot keeps images for a limited time). Its prompt was: {render.prompt_line(found)}. "
+                "Use /imagine to make it again.", ephemeral=True, allowed_mentions=render.NO_PINGS)
+            return
+        await show_job(interaction, found.id)  # the same repost as the 📋 button: parameters, image, buttons
+
+
+class PageButton(discord.ui.DynamicItem[discord.ui.Button],
+                 template=r"dgh:(?P<owner>[0-9]+):(?P<page>[0-9]+):(?P<text>.*)"):
+    def __init__(self, owner_id: int, page: int, text: str, label: str, disabled: bool = False) -> None:
+        self.owner_id, self.page, self.text = owner_id, page, text
+        super().__init__(discord.ui.Button(label=label, disabled=disabled, style=discord.ButtonStyle.secondary,
+                                           custom_id=f"dgh:{owner_id}:{page}:{text}"))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str], /) -> "PageButton":
+        return cls(int(match["owner"]), int(match["page"]), match["text"], item.label or "")
+
+    async def interaction_check(self, interaction: discord.Interaction[DreamgridBot], /) -> bool:
+        if interaction.user.id != self.owner_id and not interaction.client.is_admin(interaction):
+            await interaction.response.send_message("These pages list someone else's jobs. /history lists yours.",
+                                                    ephemeral=True)
+            return False
+        return True
+
+    async def callback(self, interaction: discord.Interaction[DreamgridBot]) -> None:
+        content, view = await history_page(interaction.client, self.owner_id, self.page, self.text,
+                                           self.owner_id == interaction.user.id)
+        await interaction.response.edit_message(content=content, view=view, allowed_mentions=render.NO_PINGS)
+
+
+async def history_page(bot: DreamgridBot, owner_id: int, page: int, text: str,
+                       own: bool) -> tuple[str, discord.ui.View | None]:
+    quotas = bot.service.quota.quotas
+    jobs, total = await quotas.history(owner_id, page, PAGE_SIZE, text)
+    pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+    if page >= pages and total:  # jobs were deleted meanwhile: show the last page there is
+        page = pages - 1
+        jobs, total = await quotas.history(owner_id, page, PAGE_SIZE, text)
+    whose = "Your jobs" if own else f"Jobs of <@{owner_id}>"
+    matching = f' with "{discord.utils.escape_markdown(text)}" in the prompt' if text else ""
+    if not total:
+        hint = "Try another filter, or /history without one." if text else "Start one with /imagine."
+        return f"{whose}: none{matching}. {hint}", None
+    lines = [f"**{whose}**{matching}: {total} job{'s' if total != 1 else ''}, page {page + 1} of {pages}"]
+    lines += [history_line(job) for job in jobs]
+    content = "\n".join(lines)
+    if len(content) > DISCORD_LIMIT:
+        content = content[: DISCORD_LIMIT - 1] + "…"
+    view = discord.ui.View(timeout=None)
+    view.add_item(PageButton(owner_id, max(page - 1, 0), text, "◀ Newer", disabled=page == 0))
+    view.add_item(PageButton(owner_id, page + 1, text, "Older ▶", disabled=page + 1 >= pages))
+    return content, view
+
+
+def history_line(job: Job) -> str:
+    link = render.job_link(job)
+    name = f"[#{job.id}]({link})" if link else f"#{job.id}"
+    status = "done, images deleted" if job.pruned_at else job.status
+    lane = " · relax" if job.lane == "relax" else ""
+    return f"• {name} {job.kind} · {status}{lane} · {_short(job.prompt)}"
+
+
+def result_file(bot: DreamgridBot, job: Job):
+    folder = bot.service.data_dir / "images" / str(job.id)
+    return folder / ("1.png" if job.kind == "upscale" else "grid.png")
+
+
+def _short(prompt: str, limit: int = 60) -> str:
+    text = discord.utils.escape_markdown(" ".join(prompt.split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,130 @@
+"""Two gates in front of commands: banned members are refused every slash command (GuardedTree) and every
+job button (`refuse_banned` in JobButton), and the admin commands refuse anyone who is not an admin
+(AdminCog) — whatever the server's Discord permission settings say — and write every admin action to the
+audit table."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord_ui import render
+from bot.discord_ui.checks import requester
+from bot.service import UserError
+from bot.service.admin import BANNED, AdminService, LoadFailed
+from bot.store import Job
+
+if TYPE_CHECKING:
+    from bot.discord_ui.client import DreamgridBot
+
+log = logging.getLogger(__name__)
+
+NOT_ADMIN = ("Only server admins can use /{command}: members with Manage Server, or those the bot's "
+             "ADMIN_USER_IDS / ADMIN_ROLE_IDS name. Nothing was changed; ask an admin if you need this.")
+MAX_CONTENT = 2000
+
+
+def admin_service(bot: DreamgridBot) -> AdminService | None:
+    policy = bot.service.policy
+    return policy if isinstance(policy, AdminService) else None
+
+
+async def is_spoiler(bot: DreamgridBot, job: Job) -> bool:
+    """Whether a finished job's image is posted hidden: the model's safety checker flagged it."""
+    admin = admin_service(bot)
+    return admin is not None and await admin.spoiler(job)
+
+
+async def refuse_banned(interaction: discord.Interaction) -> bool:
+    """True (after one polite private answer) if a banned member is asking; admins cannot be locked out."""
+    bot: DreamgridBot = interaction.client
+    admin = admin_service(bot)
+    if admin is None or bot.is_admin(interaction):
+        return False
+    if not await admin.is_banned(interaction.guild_id, interaction.user.id):
+        return False
+    if interaction.type is discord.InteractionType.autocomplete:
+        await interaction.response.autocomplete([])
+    else:
+        await interaction.response.send_message(BANNED, ephemeral=True, allowed_mentions=render.NO_PINGS)
+    return True
+
+
+class GuardedTree(app_commands.CommandTree):
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        return not await refuse_banned(interaction)  # banned members are refused every command
+
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError, /) -> None:
+        # Our checks answer the member themselves before failing; nothing is left to report.
+        if isinstance(error, app_commands.CheckFailure) and interaction.response.is_done():
+            return
+        await super().on_error(interaction, error)
+
+
+class AdminCog(commands.Cog):
+    """Base of the admin cogs: every command in it is for admins only and is audited."""
+
+    def __init__(self, bot: DreamgridBot) -> None:
+        self.bot = bot
+
+    @property
+    def admin(self) -> AdminService:
+        admin = admin_service(self.bot)
+        assert admin is not None, "App.open installs the AdminService as the job service's policy"
+        return admin
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        if self.bot.is_admin(interaction):
+            return True
+        command = interaction.command.qualified_name if interaction.command else "this command"
+        await interaction.response.send_message(NOT_ADMIN.format(command=command), ephemeral=True,
+                                                allowed_mentions=render.NO_PINGS)
+        await self.admin.audit(requester(interaction), command, _options(interaction), "refused: not an admin")
+        return False
+
+    async def act(self, interaction: discord.Interaction, work: Callable[[], Awaitable[str]]) -> None:
+        """Run one admin action, answer privately, and audit it (who, what, when, how it went)."""
+        action = interaction.command.qualified_name if interaction.command else "?"
+        try:
+            text, outcome = await work(), "done"
+        except UserError as error:
+            text, outcome = str(error), f"{'failed' if isinstance(error, LoadFailed) else 'refused'}: {error}"
+        except Exception as error:
+            log.exception("admin action %s failed", action)
+            text = "Something went wrong on our side; nothing was changed. The bot's log has the details."
+            outcome = f"failed: {type(error).__name__}"
+        await reply(interaction, text)  # first: Discord's 3 seconds run for the answer, not for the audit
+        await self.admin.audit(requester(interaction), action, _options(interaction), outcome)
+
+
+async def reply(interaction: discord.Interaction, text: str) -> None:
+    """Answer privately, or replace the private answer already given (a "Loading…" note)."""
+    text = fit(text)
+    if interaction.response.is_done():
+        await interaction.edit_original_response(content=text, allowed_mentions=render.NO_PINGS)
+    else:
+        await interaction.response.send_message(text, ephemeral=True, allowed_mentions=render.NO_PINGS)
+
+
+def fit(text: str) -> str:
+    """Discord refuses messages over 2000 characters: cut at a line and say so."""
+    if len(text) <= MAX_CONTENT:
+        return text
+    cut = text[: MAX_CONTENT - 20].rsplit("\n", 1)[0]
+    return cut + "\n… (more not shown)"
+
+
+def _options(interaction: discord.Interaction) -> str:
+    """The command's arguments as the audit's "what": name=value, users by id."""
+    namespace = getattr(interaction, "namespace", None)
+    if namespace is None:
+        return ""
+    parts = []
+    for name, value in namespace:
+        shown = value.id if isinstance(value, (discord.abc.User, discord.Object)) else value
+        parts.append(f"{name}={shown}")
+    return " ".join(parts)

@@ -1,0 +1,36 @@
+"""How many tokens a prompt takes in a model's text encoder, counted without loading the model.
+
+The tokenizer comes from the model's own `tokenizer/` folder (or its hub cache) and is built once per model.
+Counting is CPU work in Python: callers on the event loop run it in a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+from bot.engine.catalog import CatalogError, ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=8)
+def _tokenizer(source: str, local: bool):
+    from transformers import CLIPTokenizer
+
+    try:
+        return CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local)
+    except Exception:  # no tokenizer to be had before the model loads: the engine still checks at run time
+        log.warning("no tokenizer for %s; prompts are checked when the model runs", source, exc_info=True)
+        return None
+
+
+def prompt_tokens(spec: ModelSpec, models_dir: Path, text: str) -> int | None:
+    """Tokens `text` takes, start and end tokens included (as LoadedModel.prompt_tokens); None if unknown."""
+    try:
+        source = spec.resolve(models_dir)
+    except CatalogError:  # the model cannot load either; the job's own failure says why
+        return None
+    tokenizer = _tokenizer(source, Path(source).is_dir())
+    return None if tokenizer is None else len(tokenizer(text, truncation=False).input_ids)

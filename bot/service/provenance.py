@@ -1,0 +1,40 @@
+"""Provenance: the `parameters` text chunk AUTOMATIC1111 writes into its PNGs (and reads back from them,
+as do ComfyUI's loaders and most image sites), so an image says how it was made:
+
+    a red fox in the snow
+    Negative prompt: trees
+    Steps: 4, Sampler: Euler, CFG scale: 5.0, Seed: 1234, Size: 64x64, Model: tiny
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+CHUNK = "parameters"
+
+
+def parameters_text(*, prompt: str, negative_prompt: str, steps: int, sampler: str, guidance: float, seed: int,
+                    width: int, height: int, model: str, extra: dict[str, object] | None = None) -> str:
+    fields = {"Steps": steps, "Sampler": sampler or "unknown", "CFG scale": guidance, "Seed": seed,
+              "Size": f"{width}x{height}", "Model": model, **(extra or {})}
+    lines = [prompt]
+    if negative_prompt:
+        lines.append(f"Negative prompt: {negative_prompt}")
+    lines.append(", ".join(f"{key}: {_value(value)}" for key, value in fields.items()))
+    return "\n".join(lines)
+
+
+def read_parameters(png: bytes | Path) -> str | None:
+    """The `parameters` text of a PNG file or its bytes, or None if it has none."""
+    source = io.BytesIO(png) if isinstance(png, bytes) else png
+    with Image.open(source) as image:
+        return image.info.get(CHUNK)
+
+
+def _value(value: object) -> str:
+    # A1111 quotes values that contain its separators, so one field can never split into two.
+    text = str(value)
+    return f'"{text}"' if any(c in text for c in ',:\n"') else text

@@ -1,0 +1,123 @@
+"""What admins decide, per server: the default model, bans, banned words, NSFW handling; and the audit
+table of every admin action (who, what, when). Direct messages count as server 0."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.store.db import Store, utcnow
+
+
+SETTING_COLUMNS = ("default_model", "nsfw", "nsfw_age_restricted")
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    guild_id: int
+    user_id: int
+    user_name: str
+    action: str
+    detail: str
+    outcome: str
+    created_at: str
+
+
+class AdminStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # --- server settings --------------------------------------------------------------------------
+
+    async def guild_setting(self, guild_id: int, column: str) -> str | int | None:
+        assert column in SETTING_COLUMNS
+        return await self._one(f"SELECT {column} FROM guild_settings WHERE guild_id = ?", (guild_id,))
+
+    async def set_guild_setting(self, guild_id: int, column: str, value: str | int | None) -> None:
+        assert column in SETTING_COLUMNS
+        async with self.store.transaction() as db:
+            await db.execute(
+                f"INSERT INTO guild_settings(guild_id, {column}) VALUES (?, ?) "
+                f"ON CONFLICT(guild_id) DO UPDATE SET {column} = excluded.{column}", (guild_id, value))
+
+    # --- bans -------------------------------------------------------------------------------------
+
+    async def ban(self, guild_id: int, user_id: int, banned_by: int, reason: str) -> bool:
+        """False if the user was banned already."""
+        async with self.store.transaction() as db:
+            cursor = await db.execute(
+                "INSERT OR IGNORE INTO bans(guild_id, user_id, banned_by, reason, created_at) VALUES (?, ?, ?, ?, ?)",
+                (guild_id, user_id, banned_by, reason, utcnow().isoformat()))
+            return bool(cursor.rowcount)
+
+    async def unban(self, guild_id: int, user_id: int) -> bool:
+        async with self.store.transaction() as db:
+            cursor = await db.execute("DELETE FROM bans WHERE guild_id = ? AND user_id = ?", (guild_id, user_id))
+            return bool(cursor.rowcount)
+
+    async def banned_users(self, guild_id: int) -> set[int]:
+        async with self.store._db.execute("SELECT user_id FROM bans WHERE guild_id = ?", (guild_id,)) as cursor:
+            return {row[0] for row in await cursor.fetchall()}
+
+    # --- banned words -----------------------------------------------------------------------------
+
+    async def add_word(self, guild_id: int, word: str, added_by: int) -> bool:
+        async with self.store.transaction() as db:
+            cursor = await db.execute(
+                "INSERT OR IGNORE INTO banned_words(guild_id, word, added_by, created_at) VALUES (?, ?, ?, ?)",
+                (guild_id, word, added_by, utcnow().isoformat()))
+            return bool(cursor.rowcount)
+
+    async def remove_word(self, guild_id: int, word: str) -> bool:
+        async with self.store.transaction() as db:
+            cursor = await db.execute("DELETE FROM banned_words WHERE guild_id = ? AND word = ?", (guild_id, word))
+            return bool(cursor.rowcount)
+
+    async def words(self, guild_id: int) -> list[str]:
+        async with self.store._db.execute(
+                "SELECT word FROM banned_words WHERE guild_id = ? ORDER BY word", (guild_id,)) as cursor:
+            return [row[0] for row in await cursor.fetchall()]
+
+    # --- NSFW flags ---------------------------------------------------------------------------------
+
+    async def flag_images(self, job_id: int, indices: list[int]) -> None:
+        async with self.store.transaction() as db:
+            await db.executemany("INSERT OR IGNORE INTO nsfw_images(job_id, idx) VALUES (?, ?)",
+                                 [(job_id, index) for index in indices])
+
+    async def flagged(self, job_id: int) -> set[int]:
+        async with self.store._db.execute("SELECT idx FROM nsfw_images WHERE job_id = ?", (job_id,)) as cursor:
+            return {row[0] for row in await cursor.fetchall()}
+
+    # --- audit ------------------------------------------------------------------------------------
+
+    async def audit(self, guild_id: int, user_id: int, user_name: str, action: str, detail: str,
+                    outcome: str) -> None:
+        async with self.store.transaction() as db:
+            await db.execute(
+                "INSERT INTO audit(guild_id, user_id, user_name, action, detail, outcome, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (guild_id, user_id, user_name, action, detail, outcome, utcnow().isoformat()))
+
+    async def audit_log(self, guild_id: int, limit: int = 20) -> list[AuditEntry]:
+        async with self.store._db.execute(
+                "SELECT guild_id, user_id, user_name, action, detail, outcome, created_at FROM audit"
+                " WHERE guild_id = ? ORDER BY id DESC LIMIT ?", (guild_id, limit)) as cursor:
+            return [AuditEntry(*row) for row in await cursor.fetchall()]
+
+    # --- statistics -------------------------------------------------------------------------------
+
+    async def job_stats(self, since: str) -> list[dict]:
+        """Per model, jobs finished since `since` (ISO time): count, images, mean seconds from start to end."""
+        async with self.store._db.execute(
+                "SELECT j.model AS model, COUNT(*) AS jobs,"
+                " (SELECT COUNT(*) FROM images i JOIN jobs k ON k.id = i.job_id"
+                "  WHERE k.model = j.model AND k.status = 'done' AND k.finished_at >= ?) AS images,"
+                " AVG((julianday(j.finished_at) - julianday(j.started_at)) * 86400.0) AS mean_seconds"
+                " FROM jobs j WHERE j.status = 'done' AND j.finished_at >= ? GROUP BY j.model ORDER BY j.model",
+                (since, since)) as cursor:
+            return [dict(row) for row in await cursor.fetchall()]
+
+    async def _one(self, sql: str, args: tuple):
+        async with self.store._db.execute(sql, args) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
