@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shlex
 from pathlib import Path
 
 from bot.local import local_bot, settings_for

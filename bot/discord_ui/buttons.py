@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 import discord
 from discord import ButtonStyle
 
-from bot.discord_ui import render
 from bot.discord_ui.guard import refuse_banned
 from bot.discord_ui.remix import RemixModal
 from bot.discord_ui.show import ShowButton
@@ -113,7 +112,3 @@ def job_view(job: Job, grid_link: str | None = None) -> discord.ui.View:
         view.add_item(JobButton("vary", job.id, index))
     view.add_item(ShowButton(job.id))
     return view
-
-
-def parent_grid_link(parent: Job | None) -> str | None:
-    return render.job_link(parent) if parent else None

@@ -26,8 +26,3 @@ def use_discord_endpoints(api_base: str | None, gateway_url: str | None) -> None
     if gateway_url is not None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
 
-
-def use_real_discord() -> None:
-    """Undo ``use_discord_endpoints``."""
-    discord.http.Route.BASE = REAL_API_BASE
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(REAL_GATEWAY)

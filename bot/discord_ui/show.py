@@ -28,6 +28,11 @@ class ShowButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:show:(
                              match: re.Match[str], /) -> "ShowButton":
         return cls(int(match["job"]))
 
+    async def interaction_check(self, interaction: discord.Interaction[DreamgridBot], /) -> bool:
+        from bot.discord_ui.guard import refuse_banned
+
+        return not await refuse_banned(interaction)
+
     async def callback(self, interaction: discord.Interaction[DreamgridBot]) -> None:
         await show_job(interaction, self.job_id)
 
@@ -36,6 +41,7 @@ async def show_job(interaction: discord.Interaction[DreamgridBot], job_id: int) 
     """Anyone may look; the repost is public for the job's owner and admins (unless they chose private
     replies in /settings), private for everyone else."""
     from bot.discord_ui.buttons import job_view
+    from bot.discord_ui.guard import is_spoiler
 
     bot = interaction.client
     store = bot.service.store
@@ -60,5 +66,5 @@ async def show_job(interaction: discord.Interaction[DreamgridBot], job_id: int) 
     private = not owner or (await bot.service.preferences.get(interaction.user.id)).private
     parent = await store.get_job(job.parent_job_id) if job.kind == "upscale" and job.parent_job_id else None
     await interaction.response.send_message(
-        body, file=discord.File(path), view=job_view(job, grid_link=render.job_link(parent) if parent else None),
+        body, file=discord.File(path, spoiler=await is_spoiler(bot, job)), view=job_view(job, grid_link=render.job_link(parent) if parent else None),
         ephemeral=private, allowed_mentions=render.NO_PINGS)

@@ -30,11 +30,11 @@ from bot.engine import (
     make_grid,
     png_bytes,
 )
-from bot.service.quota import QuotaError, QuotaRules, QuotaService
 from bot.engine.tokens import prompt_tokens
 from bot.service.compose import Defaults, Plan, plan_job, shared_noise
 from bot.service.prompt import PromptError
 from bot.service.provenance import CHUNK, parameters_text, read_parameters
+from bot.service.quota import QuotaError, QuotaRules, QuotaService
 from bot.store import Job, NewJob, Refused, Store, StoredImage
 from bot.store.preferences import Preferences
 
@@ -87,7 +87,6 @@ class JobService:
         self.pool = pool
         self.catalog = catalog
         self.data_dir = data_dir
-        self.daily_images = daily_images
         self.max_prompt_chars = max_prompt_chars
         self.default_model = default_model or catalog.default
         self.policy: Policy | None = None

@@ -344,6 +344,9 @@ async def test_images_the_safety_checker_flags_are_spoilered_or_refused_as_the_a
     assert is_spoiler(grid)
     _, upscaled = await dreamgrid.click(alice, grid, f"dg:upscale:{job_id_of(grid)}:2")
     assert is_spoiler(upscaled)  # an enlarged flagged image is still hidden
+    shown = await (await discord.click(alice, grid.id, f"dg:show:{job_id_of(grid)}")).wait_original(
+        lambda m: bool(m.attachments), timeout=30)
+    assert is_spoiler(shown)  # and so is its repost by 📋
 
     reply = await answer(discord, boss, "moderation nsfw", {"mode": "refuse"})
     assert "refused (nothing posted, the images refunded), in every channel" in reply.content
