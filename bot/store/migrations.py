@@ -53,45 +53,6 @@ MIGRATIONS: list[tuple[str, str]] = [
     CREATE INDEX ledger_by_user_period ON ledger(user_id, period);
     CREATE UNIQUE INDEX one_refund_per_job ON ledger(job_id) WHERE reason = 'refund';
     """),
-    ("0006_admin_audit_bans_words", """
-    CREATE TABLE guild_settings (
-        guild_id        INTEGER PRIMARY KEY,      -- 0 for direct messages
-        default_model   TEXT,                     -- /model use; NULL: the catalog's default
-        nsfw            TEXT,                     -- /moderation nsfw: spoiler | refuse; NULL: spoiler
-        nsfw_age_restricted INTEGER NOT NULL DEFAULT 0  -- 1: shown as is in age-restricted channels
-    );
-    CREATE TABLE nsfw_images (                    -- images the model's safety checker flagged
-        job_id  INTEGER NOT NULL REFERENCES jobs(id),
-        idx     INTEGER NOT NULL,
-        PRIMARY KEY (job_id, idx)
-    );
-    CREATE TABLE bans (
-        guild_id    INTEGER NOT NULL,
-        user_id     INTEGER NOT NULL,
-        banned_by   INTEGER NOT NULL,
-        reason      TEXT NOT NULL DEFAULT '',
-        created_at  TEXT NOT NULL,
-        PRIMARY KEY (guild_id, user_id)
-    );
-    CREATE TABLE banned_words (
-        guild_id    INTEGER NOT NULL,
-        word        TEXT NOT NULL,                -- lower case; matched on word boundaries
-        added_by    INTEGER NOT NULL,
-        created_at  TEXT NOT NULL,
-        PRIMARY KEY (guild_id, word)
-    );
-    CREATE TABLE audit (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
-        guild_id    INTEGER NOT NULL,
-        user_id     INTEGER NOT NULL,             -- who
-        user_name   TEXT NOT NULL,
-        action      TEXT NOT NULL,                -- what: the command, e.g. "model use"
-        detail      TEXT NOT NULL,                -- its arguments
-        outcome     TEXT NOT NULL,                -- done | refused | failed, and why
-        created_at  TEXT NOT NULL                 -- when (UTC)
-    );
-    CREATE INDEX audit_by_guild ON audit(guild_id, id);
-    """),
     ("0004_preferences", """
     CREATE TABLE preferences (
         user_id     INTEGER PRIMARY KEY,          -- the Discord user id (may have no job yet)
@@ -137,5 +98,44 @@ MIGRATIONS: list[tuple[str, str]] = [
     ALTER TABLE ledger_v2 RENAME TO ledger;
     CREATE INDEX ledger_by_user_period ON ledger(user_id, period);
     CREATE UNIQUE INDEX one_refund_per_job ON ledger(job_id) WHERE reason = 'refund';
+    """),
+    ("0006_admin_audit_bans_words", """
+    CREATE TABLE guild_settings (
+        guild_id        INTEGER PRIMARY KEY,      -- 0 for direct messages
+        default_model   TEXT,                     -- /model use; NULL: the catalog's default
+        nsfw            TEXT,                     -- /moderation nsfw: spoiler | refuse; NULL: spoiler
+        nsfw_age_restricted INTEGER NOT NULL DEFAULT 0  -- 1: shown as is in age-restricted channels
+    );
+    CREATE TABLE nsfw_images (                    -- images the model's safety checker flagged
+        job_id  INTEGER NOT NULL REFERENCES jobs(id),
+        idx     INTEGER NOT NULL,
+        PRIMARY KEY (job_id, idx)
+    );
+    CREATE TABLE bans (
+        guild_id    INTEGER NOT NULL,
+        user_id     INTEGER NOT NULL,
+        banned_by   INTEGER NOT NULL,
+        reason      TEXT NOT NULL DEFAULT '',
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (guild_id, user_id)
+    );
+    CREATE TABLE banned_words (
+        guild_id    INTEGER NOT NULL,
+        word        TEXT NOT NULL,                -- lower case; matched on word boundaries
+        added_by    INTEGER NOT NULL,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (guild_id, word)
+    );
+    CREATE TABLE audit (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        guild_id    INTEGER NOT NULL,
+        user_id     INTEGER NOT NULL,             -- who
+        user_name   TEXT NOT NULL,
+        action      TEXT NOT NULL,                -- what: the command, e.g. "model use"
+        detail      TEXT NOT NULL,                -- its arguments
+        outcome     TEXT NOT NULL,                -- done | refused | failed, and why
+        created_at  TEXT NOT NULL                 -- when (UTC)
+    );
+    CREATE INDEX audit_by_guild ON audit(guild_id, id);
     """),
 ]
