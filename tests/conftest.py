@@ -22,6 +22,7 @@ width = 64
 height = 64
 steps = 4
 guidance = 5.0
+upscaler = "realesr-animevideov3"
 description = "Random weights: its images are noise."
 
 [models.broken]
@@ -49,5 +50,6 @@ def models_dir(tmp_path_factory) -> Path:
     shutil.copytree(folder / "tiny-sd", folder / "broken-sd")
     for weights in (folder / "broken-sd" / "unet").glob("*.safetensors"):
         weights.write_bytes(b"not a safetensors file")
+    shutil.copytree(ROOT / "models" / "upscalers", folder / "upscalers")
     (folder / "catalog.toml").write_text(TEST_CATALOG)
     return folder

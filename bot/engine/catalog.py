@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from bot.engine.upscale import UPSCALERS
+from bot.engine.upscale import available_upscalers
 
 SUPPORTED_PIPELINES = ("stable-diffusion",)
 
@@ -111,7 +111,7 @@ def load_catalog(path: Path | str) -> Catalog:
         if not enabled:
             disabled.add(name)
             continue
-        models[name] = _parse_entry(name, entry, where)
+        models[name] = _parse_entry(name, entry, where, Path(path).parent)  # the catalog sits in the models dir
 
     if default not in models:
         state = "disabled" if default in disabled else "not defined"
@@ -134,7 +134,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
 }
 
 
-def _parse_entry(name: str, entry: dict, where: str) -> ModelSpec:
+def _parse_entry(name: str, entry: dict, where: str, models_dir: Path) -> ModelSpec:
     for key in entry:
         if key not in _FIELDS:
             raise CatalogError(f"{where}: unknown field `{key}`; known fields: {', '.join(_FIELDS)}")
@@ -178,8 +178,10 @@ def _parse_entry(name: str, entry: dict, where: str) -> ModelSpec:
         raise CatalogError(f"{where}: field `guidance` must be 0 or more, got {spec.guidance}")
     if spec.max_prompt_tokens < 1:
         raise CatalogError(f"{where}: field `max_prompt_tokens` must be at least 1")
-    if spec.upscaler not in UPSCALERS:
-        raise CatalogError(f"{where}: field `upscaler` must be one of {', '.join(UPSCALERS)}, got {spec.upscaler!r}")
+    upscalers = available_upscalers(models_dir)
+    if spec.upscaler not in upscalers:
+        raise CatalogError(f"{where}: field `upscaler` must be one of {', '.join(upscalers)} (files in "
+                           f"{Path(models_dir) / 'upscalers'}), got {spec.upscaler!r}")
     return spec
 
 

@@ -31,7 +31,7 @@ from bot.engine.requests import (
     Started,
     UpscaleRequest,
 )
-from bot.engine.upscale import upscale
+from bot.engine.upscale import Upscalers
 
 if TYPE_CHECKING:
     from bot.engine.pipelines import LoadedModel
@@ -136,6 +136,7 @@ class WorkerPool:
             raise ValueError(f"torch_threads must be at least 1, got {torch_threads}")
         self.catalog = catalog
         self.models_dir = Path(models_dir)
+        self._upscalers = Upscalers(self.models_dir)  # super-resolution networks, per device
         self.devices = tuple(devices)
         self.torch_threads = torch_threads
         self._queue = FairQueue(max_running_per_owner)
@@ -398,7 +399,7 @@ class WorkerPool:
         except CatalogError as exc:
             raise EngineError(str(exc)) from None
         started = time.perf_counter()
-        image = upscale(request.image, request.scale, spec.upscaler)
+        image = self._upscalers.upscale(request.image, request.scale, spec.upscaler, device)
         return GenerationResult(
             images=[image],
             seeds=(),

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,11 @@ guidance = 5.0
 
 
 def write(tmp_path: Path, text: str) -> Path:
+    """A catalog in a models dir of its own, with the shipped upscalers its entries may name."""
     path = tmp_path / "catalog.toml"
     path.write_text(text)
+    if not (tmp_path / "upscalers").exists():
+        shutil.copytree(SHIPPED_CATALOG.parent / "upscalers", tmp_path / "upscalers")
     return path
 
 
@@ -33,7 +37,7 @@ def test_shipped_catalog_offers_the_tiny_model_by_default():
     assert catalog.default == "tiny"
     tiny = catalog.get("tiny")
     assert (tiny.source, tiny.width, tiny.height, tiny.steps, tiny.guidance) == ("tiny-sd", 64, 64, 4, 5.0)
-    assert (tiny.pipeline, tiny.max_prompt_tokens, tiny.upscaler) == ("stable-diffusion", 77, "lanczos")
+    assert (tiny.pipeline, tiny.max_prompt_tokens, tiny.upscaler) == ("stable-diffusion", 77, "realesr-animevideov3")
     assert "noise" in tiny.description
     assert {"sd-turbo", "sdxl-turbo", "sd15"} <= catalog.disabled
     assert list(catalog.models) == ["tiny"]
