@@ -50,7 +50,7 @@ async def test_every_png_carries_its_parameters_for_automatic1111(dreamgrid):
     _, upscaled = await dreamgrid.click(alice, message, f"dg:upscale:{job_id}:2")
     assert read_parameters(upscaled.attachments[0].data) == (
         "a glass apple\nNegative prompt: worms\nSteps: 4, Sampler: Euler, CFG scale: 5.0, Seed: 43, Size: 48x88, "
-        f"Model: tiny, Postprocess upscaler: lanczos, Postprocess upscale by: 2, Dreamgrid job: {job_id_of(upscaled)}")
+        f"Model: tiny, Postprocess upscaler: realesr-animevideov3, Postprocess upscale by: 2, Dreamgrid job: {job_id_of(upscaled)}")
 
 
 async def test_the_clipboard_button_shows_the_parameters_and_reposts_a_working_grid(dreamgrid):
