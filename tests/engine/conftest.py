@@ -25,11 +25,12 @@ torch.set_num_threads(TORCH_THREADS)
 
 @pytest.fixture(scope="session")
 def engine_models_dir(tmp_path_factory) -> Path:
-    """A models dir with the tiny model at tiny-sd/, where the shipped catalog expects it."""
+    """A models dir with the tiny model at tiny-sd/ and the upscalers, where the shipped catalog expects them."""
     from bot.engine.tiny import create_tiny_model
 
     root = tmp_path_factory.mktemp("engine-models")
     create_tiny_model(root / "tiny-sd", seed=0)
+    (root / "upscalers").symlink_to(REPO_ROOT / "models" / "upscalers")  # the shipped catalog's upscaler
     return root
 
 
