@@ -106,6 +106,7 @@ def bench(
     size: int | None = None,
     threads: int = 2,
     variations: int = 32,
+    upscaler_name: str | None = None,
     log=lambda msg: print(msg, file=sys.stderr, flush=True),
 ) -> dict:
     from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
@@ -148,12 +149,21 @@ def bench(
     upscale_kept = upscale_seconds = None
     upscaler = None
     try:
-        from bot.engine.upscale import upscale as engine_upscale
+        from bot.engine.upscale import Upscalers, available_upscalers
 
-        upscaler = engine_upscale
+        models_root = Path(model_dir).resolve().parent
+        names = available_upscalers(models_root)
+        if upscaler_name is None:  # the learned one where there is one
+            upscaler_name = next((n for n in names if n != "lanczos"), "lanczos")
+        if upscaler_name in names:
+            upscalers = Upscalers(models_root)
+
+            def upscaler(image, scale):
+                return upscalers.upscale(image, scale, upscaler_name, "cpu")
     except ImportError:  # pragma: no cover - the engine is part of the project
         pass
     if upscaler is not None:
+        upscaler(pipe("warm-up", num_inference_steps=1, width=64, height=64).images[0], 4)
         kept_up, secs = [], []
         for prompt, seed in pairs[:16]:
             img = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, width=64, height=64,
@@ -172,6 +182,7 @@ def bench(
         variation_kept=None if variation_kept is None else round(variation_kept, 4),
         upscale_kept=upscale_kept,
         upscale_seconds=None if upscale_seconds is None else round(upscale_seconds, 3),
+        upscaler=upscaler_name if upscaler is not None else None,
         model=str(model_dir),
         steps=steps,
         guidance=guidance,
@@ -193,12 +204,14 @@ def bench_cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--upscaler", default=None, help="upscaler to check (default: a learned one if any)")
     parser.add_argument("--json", action="store_true", help="print only the JSON object (on one line)")
     args = parser.parse_args(argv)
     if not (args.model / "model_index.json").is_file():
         print(f"error: no model at {args.model}; train it with `dreamgrid models train-shapes`", file=sys.stderr)
         return 1
-    result = bench(args.model, prompts=args.prompts, steps=args.steps, guidance=args.guidance, threads=args.threads)
+    result = bench(args.model, prompts=args.prompts, steps=args.steps, guidance=args.guidance, threads=args.threads,
+                   upscaler_name=args.upscaler)
     if not args.json:
         for key in (*ATTRIBUTES, "all"):
             print(f"{key:>18}: {result[key]:.1%}  (chance {result['chance'][key]:.1%})")

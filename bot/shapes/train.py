@@ -726,6 +726,13 @@ def cli(argv: list[str] | None = None) -> int:
     return 0
 
 
+def bench_cli(argv: list[str] | None = None) -> int:
+    """`dreamgrid bench shapes` (lives in bot/shapes/bench.py; here too for one import in bot/cli.py)."""
+    from bot.shapes.bench import bench_cli as run
+
+    return run(argv)
+
+
 def _checkpoint_step(work_dir: Path) -> int:
     payload = torch.load(Path(work_dir) / CHECKPOINT, map_location="cpu", weights_only=False)
     return int(payload["step"])
