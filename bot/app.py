@@ -6,7 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from bot.engine import Catalog, WorkerPool, load_catalog
+from bot.engine import Catalog, DeviceOptions, WorkerPool, load_catalog
 from bot.engine.tokens import prompt_tokens
 from bot.service import JobService
 from bot.service.quota import QuotaRules
@@ -15,6 +15,12 @@ from bot.settings import Settings
 from bot.store import Store
 
 log = logging.getLogger(__name__)
+
+
+def device_options(settings: Settings) -> DeviceOptions:
+    return DeviceOptions(dtype=settings.torch_dtype, attention=settings.attention,
+                         channels_last=settings.channels_last, compile_unet=settings.compile_unet,
+                         vae_tiling=settings.vae_tiling, cpu_offload=settings.cpu_offload)
 
 
 @dataclass
@@ -32,7 +38,9 @@ class App:
         default_model = settings.default_model or catalog.default
         catalog.get(default_model)  # an unknown DEFAULT_MODEL stops start-up with the catalog's names
         pool = WorkerPool(catalog, settings.models_dir, devices=settings.devices, torch_threads=settings.torch_threads,
-                          max_running_per_owner=settings.max_running_per_user)
+                          max_running_per_owner=settings.max_running_per_user,
+                          max_batch_jobs=settings.max_batch_jobs, preview_interval=settings.preview_interval,
+                          device_options=device_options(settings))
         await pool.start(preload=[default_model])
         # Build the default model's tokenizer now (~2 s, once per process), not in a user's first /imagine.
         await asyncio.to_thread(prompt_tokens, catalog.get(default_model), settings.models_dir, "")

@@ -16,6 +16,9 @@ BENCHES = {
     "imagine": "bot.bench.imagine:cli",
     "ack": "bot.bench.ack:cli",
     "memory": "bot.bench.memory:cli",
+    "pool": "bot.bench.pool:cli",
+    "previews": "bot.bench.previews:cli",
+    "overhead": "bot.bench.overhead:cli",
     "shapes": "bot.shapes.bench:bench_cli",
 }
 

@@ -66,6 +66,14 @@ def _bool(text: str) -> bool:
     return text.lower() in {"true", "1", "yes"}
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return text.lower()
+    return parse
+
+
 def _level(text: str) -> str:
     level = text.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -117,6 +125,38 @@ SETTINGS: dict[str, Variable] = {
         "TORCH_THREADS", "auto",
         "CPU threads torch may use (auto: all cores but one, so the event loop always has a core).", _threads,
     ),
+    "max_batch_jobs": Variable(
+        "MAX_BATCH_JOBS", "4",
+        "Most jobs (of any users) that share one pipeline call when their size, steps and model match; the pool "
+        "measures and uses fewer where batching is not faster (1: no batching).", _positive_int,
+    ),
+    "torch_dtype": Variable(
+        "TORCH_DTYPE", "auto",
+        "Weights' precision: auto (fp16 on CUDA, fp32 elsewhere), fp32, fp16 or bf16 (bf16 for recent GPUs).",
+        _choice("auto", "fp32", "fp16", "bf16"),
+    ),
+    "attention": Variable(
+        "ATTENTION", "sdpa", "Attention kernels: sdpa (torch's fused attention; fastest) or classic (plain matmuls).",
+        _choice("sdpa", "classic"),
+    ),
+    "channels_last": Variable(
+        "CHANNELS_LAST", "false", "UNet in channels-last memory layout (often faster convolutions on NVIDIA GPUs).",
+        _bool,
+    ),
+    "compile_unet": Variable(
+        "COMPILE_UNET", "false",
+        "torch.compile the UNet: the first job of each size is slow, later ones faster (GPU; needs a C++ compiler).",
+        _bool,
+    ),
+    "vae_tiling": Variable(
+        "VAE_TILING", "false", "Decode images tile by tile: large images fit in less GPU memory (faint seams possible).",
+        _bool,
+    ),
+    "cpu_offload": Variable(
+        "CPU_OFFLOAD", "false",
+        "Keep weights in RAM and move each model to the GPU only while it runs: small cards, slower (needs accelerate).",
+        _bool,
+    ),
     "daily_images": Variable(
         "DAILY_IMAGES", "200",
         "Fast images each user may make per quota period (a grid costs 4, an upscale 1; relax jobs are free).",
@@ -151,6 +191,11 @@ SETTINGS: dict[str, Variable] = {
     "progress_interval": Variable(
         "PROGRESS_INTERVAL", "1.5",
         "Seconds between progress edits of a job's message (Discord rate-limits edits).", _non_negative_float,
+    ),
+    "preview_interval": Variable(
+        "PREVIEW_INTERVAL", "3",
+        "Seconds between live previews of a grid while it is generated (a cheap decode of the latents; 0: off).",
+        _non_negative_float,
     ),
     "discord_api_base": Variable(
         "DISCORD_API_BASE", "", "Discord REST base URL (empty: real Discord; tests point it at the local one).",
@@ -187,6 +232,14 @@ class Settings:
     max_waiting_per_user: int = 10
     queue_limit: int = 100
     retention_days: int = 0
+    max_batch_jobs: int = 4
+    preview_interval: float = 3.0
+    torch_dtype: str = "auto"
+    attention: str = "sdpa"
+    channels_last: bool = False
+    compile_unet: bool = False
+    vae_tiling: bool = False
+    cpu_offload: bool = False
 
     @property
     def database_path(self) -> Path:

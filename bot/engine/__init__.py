@@ -9,10 +9,12 @@ from bot.engine.grid import make_grid, png_bytes
 from bot.engine.pool import LoadedState, Ticket, WorkerPool
 from bot.engine.requests import (
     Cancelled,
+    DeviceOptions,
     EngineError,
     Event,
     GenerateRequest,
     GenerationResult,
+    Preview,
     Progress,
     Started,
     UpscaleRequest,
@@ -39,6 +41,7 @@ __all__ = [
     "Cancelled",
     "Catalog",
     "CatalogError",
+    "DeviceOptions",
     "EngineError",
     "Event",
     "GenerateRequest",
@@ -46,6 +49,7 @@ __all__ = [
     "LoadedModel",
     "LoadedState",
     "ModelSpec",
+    "Preview",
     "Progress",
     "Started",
     "Ticket",

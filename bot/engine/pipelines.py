@@ -16,7 +16,7 @@ import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 
 from bot.engine.catalog import ModelSpec
-from bot.engine.requests import EngineError, GenerateRequest, GenerationResult
+from bot.engine.requests import DeviceOptions, EngineError, GenerateRequest, GenerationResult
 from bot.engine.safety import load_safety_checker
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ warnings.filterwarnings("ignore", message="`torch_dtype` is deprecated", categor
 
 # on_step(steps_done, steps_total): called after every denoising step; raising from it stops the run.
 StepCallback = Callable[[int, int], None]
+# on_latents(steps_done, steps_total, latents): the batch's latents after a step (for live previews).
+LatentsCallback = Callable[[int, int, "torch.Tensor"], None]
 
 
 # scheduler class -> the sampler name AUTOMATIC1111 writes in its `parameters` text.
@@ -56,16 +58,22 @@ def circular_padding(convolutions: list[torch.nn.Conv2d]):
             conv.padding_mode = mode
 
 
-def dtype_for(device: str) -> torch.dtype:
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def dtype_for(device: str, choice: str = "auto") -> torch.dtype:
+    if choice != "auto":
+        return _DTYPES[choice]
     # Half precision halves memory and doubles speed on CUDA; CPUs have no fast float16 kernels.
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32
 
 
 class LoadedModel:
-    def __init__(self, spec: ModelSpec, models_dir: Path, device: str):
+    def __init__(self, spec: ModelSpec, models_dir: Path, device: str, options: DeviceOptions | None = None):
         self.spec = spec
         self.device = device
-        self.dtype = dtype_for(device)
+        self.options = options = options or DeviceOptions()
+        self.dtype = dtype_for(device, options.dtype)
         source = spec.resolve(models_dir)
         started = time.perf_counter()
         txt2img = StableDiffusionPipeline.from_pretrained(
@@ -74,7 +82,13 @@ class LoadedModel:
             torch_dtype=self.dtype,
             safety_checker=None,
         )
-        self.txt2img = txt2img.to(device)
+        if options.cpu_offload and torch.device(device).type != "cpu":
+            # Weights stay in RAM; each model moves to the GPU while it runs (diffusers + accelerate).
+            txt2img.enable_model_cpu_offload(device=device)
+            self.txt2img = txt2img
+        else:
+            self.txt2img = txt2img.to(device)
+        self._apply(options)
         # from_pipe reuses the same modules (no second copy of the weights). It casts to float32 unless
         # told otherwise, which would also cast the shared txt2img modules: pass our dtype.
         self.img2img = StableDiffusionImg2ImgPipeline.from_pipe(self.txt2img, torch_dtype=self.dtype)
@@ -83,31 +97,69 @@ class LoadedModel:
         self.safety = load_safety_checker(source, device, self.dtype)
         log.info("loaded model %s from %s on %s in %.1f s", spec.name, source, device, time.perf_counter() - started)
 
+    def _apply(self, options: DeviceOptions) -> None:
+        """The device options that change modules in place (shared by img2img through from_pipe)."""
+        pipe = self.txt2img
+        if options.attention == "classic":
+            from diffusers.models.attention_processor import AttnProcessor
+
+            pipe.unet.set_attn_processor(AttnProcessor())
+            pipe.vae.set_attn_processor(AttnProcessor())
+        else:  # diffusers' default on torch 2: F.scaled_dot_product_attention
+            from diffusers.models.attention_processor import AttnProcessor2_0
+
+            pipe.unet.set_attn_processor(AttnProcessor2_0())
+        if options.channels_last:
+            pipe.unet.to(memory_format=torch.channels_last)
+        if options.vae_tiling:
+            pipe.vae.enable_tiling()
+        if options.compile_unet:
+            pipe.unet = torch.compile(pipe.unet)
+
     def prompt_tokens(self, text: str) -> int:
         """Tokens `text` takes in the text encoder, start and end tokens included."""
         return len(self.txt2img.tokenizer(text, truncation=False).input_ids)
 
-    def run(self, request: GenerateRequest, on_step: StepCallback) -> GenerationResult:
-        spec = self.spec
-        guidance = spec.guidance if request.guidance is None else float(request.guidance)
-        steps = self._steps_for(request)
-        count = len(request.seeds)
+    def run(self, request: GenerateRequest, on_step: StepCallback,
+            on_latents: LatentsCallback | None = None) -> GenerationResult:
+        return self.run_batch([request], on_step, on_latents)[0]
+
+    def check(self, request: GenerateRequest) -> None:
+        """Raise EngineError (a user-safe message) for a request this model cannot run, before running it."""
+        self._steps_for(request)
         self._check_prompt_length(request.prompt, "prompt")
         self._check_prompt_length(request.negative_prompt, "negative prompt")
+        if request.init_image is not None and (request.init_image.width % 8 or request.init_image.height % 8):
+            # diffusers would silently crop to a multiple of 8; say so instead.
+            raise EngineError(f"the source image is {request.init_image.width}x{request.init_image.height}; "
+                              "both sides must be multiples of 8")
+
+    def run_batch(self, requests: list[GenerateRequest], on_step: StepCallback,
+                  on_latents: LatentsCallback | None = None) -> list[GenerationResult]:
+        """Several requests with the same batch key (bot/engine/batching.py) in one pipeline call: prompts,
+        negative prompts and seeds may differ. Returns one result per request, in order."""
+        first = requests[0]
+        spec = self.spec
+        guidance = spec.guidance if first.guidance is None else float(first.guidance)
+        steps = self._steps_for(first)
+        for request in requests:
+            self.check(request)
 
         # One generator per image, each seeded with its own seed: image i depends only on seeds[i], so it
         # is the same alone or in a batch. CPU generators give the same noise on every device (a reroll
         # may run on another GPU than the original); diffusers moves the noise to the device.
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in request.seeds]
+        generators = [torch.Generator("cpu").manual_seed(seed) for request in requests for seed in request.seeds]
 
         def step_end(pipe, step_index, timestep, tensors):
             # num_timesteps counts the steps this call really runs (fewer for img2img).
             on_step(step_index + 1, pipe.num_timesteps)
+            if on_latents is not None:
+                on_latents(step_index + 1, pipe.num_timesteps, tensors["latents"])
             return tensors
 
         common = dict(
-            prompt=[request.prompt] * count,
-            negative_prompt=[request.negative_prompt] * count,
+            prompt=[request.prompt for request in requests for _ in request.seeds],
+            negative_prompt=[request.negative_prompt for request in requests for _ in request.seeds],
             num_inference_steps=steps,
             guidance_scale=guidance,
             generator=generators,
@@ -115,37 +167,49 @@ class LoadedModel:
             output_type="pil",
         )
         started = time.perf_counter()
-        with circular_padding(self._convolutions() if request.tile else []):
-            output = self._generate(request, spec, common, count)
+        with circular_padding(self._convolutions() if first.tile else []):
+            output = self._generate(requests, spec, common)
         seconds = time.perf_counter() - started
 
         images = list(output.images)
-        return GenerationResult(
-            images=images,
-            seeds=request.seeds,
-            width=images[0].width,
-            height=images[0].height,
-            steps=steps,
-            guidance=guidance,
-            model=spec.name,
-            device=self.device,
-            seconds=seconds,
-            sampler=sampler_name(self.txt2img.scheduler),
-            nsfw=self.safety.flags(images) if self.safety else (),
-        )
+        flags = tuple(self.safety.flags(images)) if self.safety else ()
+        results, at = [], 0
+        for request in requests:
+            count = len(request.seeds)
+            mine = images[at:at + count]
+            results.append(GenerationResult(
+                images=mine,
+                seeds=request.seeds,
+                width=mine[0].width,
+                height=mine[0].height,
+                steps=steps,
+                guidance=guidance,
+                model=spec.name,
+                device=self.device,
+                seconds=seconds,
+                sampler=sampler_name(self.txt2img.scheduler),
+                nsfw=flags[at:at + count],
+                batched=len(requests),
+            ))
+            at += count
+        return results
 
-    def _generate(self, request: GenerateRequest, spec: ModelSpec, common: dict, count: int):
-        if request.init_image is not None:
-            init = request.init_image.convert("RGB")
-            if init.width % 8 or init.height % 8:
-                # diffusers would silently crop to a multiple of 8; say so instead.
-                raise EngineError(f"the source image is {init.width}x{init.height}; both sides must be multiples of 8")
-            # One copy of the init image per seed, so every image gets its own VAE sample and noise.
-            return self.img2img(image=[init] * count, strength=request.strength, **common)
-        width = spec.width if request.width is None else request.width
-        height = spec.height if request.height is None else request.height
-        if request.shared_noise > 0:
-            common["latents"] = self._shared_latents(common["generator"], width, height, request.shared_noise)
+    def _generate(self, requests: list[GenerateRequest], spec: ModelSpec, common: dict):
+        first = requests[0]
+        if first.init_image is not None:
+            # One copy of each init image per seed, so every image gets its own VAE sample and noise.
+            images = [request.init_image.convert("RGB") for request in requests for _ in request.seeds]
+            return self.img2img(image=images, strength=first.strength, **common)
+        width = spec.width if first.width is None else first.width
+        height = spec.height if first.height is None else first.height
+        if len(requests) > 1 or first.shared_noise > 0:
+            # The noise the pipeline would draw (one generator per image), each request's own --chaos applied.
+            generators, parts, at = common["generator"], [], 0
+            for request in requests:
+                count = len(request.seeds)
+                parts.append(self._shared_latents(generators[at:at + count], width, height, request.shared_noise))
+                at += count
+            common["latents"] = torch.cat(parts)
         return self.txt2img(width=width, height=height, **common)
 
     def _shared_latents(self, generators: list, width: int, height: int, share: float) -> torch.Tensor:
@@ -157,6 +221,8 @@ class LoadedModel:
         shape = (len(generators), pipe.unet.config.in_channels,
                  height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
         noise = randn_tensor(shape, generator=generators, device=torch.device(self.device), dtype=self.dtype)
+        if share <= 0:
+            return noise
         mixed = noise * (1 - share) ** 0.5 + noise[:1] * share ** 0.5
         mixed[0] = noise[0]
         return mixed

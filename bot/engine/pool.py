@@ -18,14 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterable, Sequence
 
+from bot.engine.batching import BatchTuner, batch_key
 from bot.engine.catalog import Catalog, CatalogError
 from bot.engine.queue import LANES, FairQueue
 from bot.engine.requests import (
     Cancelled,
+    DeviceOptions,
     EngineError,
     Event,
     GenerateRequest,
     GenerationResult,
+    Preview,
     Progress,
     Request,
     Started,
@@ -67,6 +70,7 @@ class Ticket:
         self._loop = loop
         self._state = _QUEUED  # written under the pool's lock
         self._cancel_requested = threading.Event()  # read by the worker between denoising steps
+        self._batch: list[Ticket] = [self]  # the tickets sharing its pipeline call; written under the lock
         self._events: asyncio.Queue = asyncio.Queue()
         self._result: asyncio.Future = loop.create_future()
         # Nobody may await a cancelled task's result; don't let asyncio log "exception never retrieved".
@@ -77,8 +81,9 @@ class Ticket:
         return self._pool._position(self)
 
     def cancel(self) -> bool:
-        """Cancel the task. Queued: removed at once. Running: stops after its current denoising step
-        (an upscale has no steps and simply completes).
+        """Cancel the task. Queued: removed at once. Running alone: stops after its current denoising step
+        (an upscale has no steps and simply completes). Running in a batch with others: finished as
+        Cancelled at once; the others go on (the call stops once every ticket in it is cancelled).
 
         Returns False if it had already finished.
         """
@@ -125,6 +130,10 @@ class WorkerPool:
         devices: Sequence[str] = ("cpu",),
         torch_threads: int | None = None,
         max_running_per_owner: int | None = None,
+        max_batch_jobs: int = 4,
+        adaptive_batching: bool = True,
+        preview_interval: float = 0.0,
+        device_options: DeviceOptions | None = None,
     ):
         devices = list(devices)
         if not devices:
@@ -132,6 +141,8 @@ class WorkerPool:
         if len(set(devices)) != len(devices):
             # Two workers on one device would load two copies of every model and fight over its memory.
             raise ValueError(f"each device may appear once, got {devices}")
+        if max_batch_jobs < 1:
+            raise ValueError(f"max_batch_jobs must be at least 1, got {max_batch_jobs}")
         if torch_threads is not None and torch_threads < 1:
             raise ValueError(f"torch_threads must be at least 1, got {torch_threads}")
         self.catalog = catalog
@@ -140,6 +151,14 @@ class WorkerPool:
         self.devices = tuple(devices)
         self.torch_threads = torch_threads
         self._queue = FairQueue(max_running_per_owner)
+        # Per device: how many jobs of one shape share a pipeline call (measured; 1 = no batching).
+        self.max_batch_jobs = max_batch_jobs
+        # Seconds between Preview events of a running call (0: none); the first comes after one interval.
+        self.preview_interval = preview_interval
+        self.device_options = device_options or DeviceOptions()
+        # Pipeline seconds of the latest calls, newest last (what `bench overhead` subtracts).
+        self.call_seconds: collections.deque = collections.deque(maxlen=256)
+        self._tuners = {device: BatchTuner(max_batch_jobs, adaptive=adaptive_batching) for device in devices}
         self._lock = threading.Condition()
         self._closing = False
         self._threads: list[threading.Thread] = []
@@ -273,6 +292,7 @@ class WorkerPool:
             return 0 if ticket._state == _RUNNING else None
 
     def _cancel(self, ticket: Ticket) -> bool:
+        at_once = False
         with self._lock:
             state = ticket._state
             if state == _QUEUED:
@@ -280,9 +300,19 @@ class WorkerPool:
                 ticket._state = _FINISHED
             elif state == _RUNNING:
                 ticket._cancel_requested.set()
-        if state == _QUEUED:
+                # In a batch others still need the call: this one ends now, the call goes on for them.
+                at_once = any(not other._cancel_requested.is_set() for other in ticket._batch)
+                if at_once:
+                    ticket._state = _FINISHED
+        if state == _QUEUED or at_once:
             ticket._finish(error=Cancelled("cancelled"))
         return state != _FINISHED
+
+    def batching(self) -> dict:
+        """What each device's tuner measured: {device: {shape: {jobs per call: images/s}}}."""
+        with self._lock:
+            return {device: {shape: tuner.images_per_second(shape) for shape in tuner._seconds}
+                    for device, tuner in self._tuners.items()}
 
     # ---- worker threads ----
 
@@ -309,37 +339,104 @@ class WorkerPool:
                 if chore is None:
                     if not self._queue:  # closing, and nothing left
                         return
-                    ticket = self._queue.popleft()
-                    ticket._state = _RUNNING
+                    tuner = self._tuners[device]
+                    batch = self._queue.popbatch(lambda t: batch_key(t.request, self.catalog),
+                                                 lambda key: tuner.jobs_for(key.shape))
+                    for ticket in batch:
+                        ticket._state = _RUNNING
+                        ticket._batch = batch
             if chore is not None:
                 self._do_chore(*chore)
                 continue
+            outcomes: list = []
             try:
-                outcome = self._run(ticket, device)
+                outcomes = self._run(batch, device)
             finally:
                 with self._lock:
-                    ticket._state = _FINISHED
-                    self._queue.done(ticket)
-                    self._lock.notify_all()  # its owner may be under the running limit again
-            if isinstance(outcome, EngineError):
-                self._call_soon(ticket._finish, None, outcome)
-            else:
-                self._call_soon(ticket._finish, outcome)
+                    for ticket in batch:
+                        ticket._state = _FINISHED
+                        self._queue.done(ticket)
+                    self._lock.notify_all()  # their owners may be under the running limit again
+            for ticket, outcome in zip(batch, outcomes):
+                if isinstance(outcome, EngineError):
+                    self._call_soon(ticket._finish, None, outcome)
+                else:
+                    self._call_soon(ticket._finish, outcome)
 
-    def _run(self, ticket: Ticket, device: str) -> GenerationResult | EngineError:
-        request = ticket.request
-        self._call_soon(ticket._emit, Started(device))
+    def _run(self, batch: list[Ticket], device: str) -> list[GenerationResult | EngineError]:
+        """Run a batch (one ticket, or several with the same batch key); one outcome per ticket."""
+        for ticket in batch:
+            self._call_soon(ticket._emit, Started(device))
+        request = batch[0].request
+        if isinstance(request, UpscaleRequest):
+            return [self._guarded(lambda: self._upscale(request, device), request, device)]
+        try:
+            model = self._model_for(device, request.model)
+        except EngineError as exc:
+            return [exc] * len(batch)
+        except Exception as exc:
+            log.exception("loading model %s on %s failed", request.model, device)
+            return [EngineError(f"generation failed: {_short(exc)}")] * len(batch)
+        # A request this model refuses (a prompt too long...) fails alone; the others run.
+        outcomes: list = [self._guarded(lambda t=ticket: model.check(t.request), ticket.request, device)
+                          for ticket in batch]
+        runnable = [ticket for ticket, outcome in zip(batch, outcomes) if outcome is None]
+        if not runnable:
+            return outcomes
 
         def on_step(done: int, total: int) -> None:
-            if ticket._cancel_requested.is_set():
+            live = [ticket for ticket in runnable if not ticket._cancel_requested.is_set()]
+            if not live:
                 # Raised inside the pipeline's step callback: the denoising loop stops right here.
                 raise Cancelled("cancelled")
-            self._call_soon(ticket._emit, Progress(done / total))
+            for ticket in live:
+                self._call_soon(ticket._emit, Progress(done / total))
 
+        results = self._guarded(
+            lambda: model.run_batch([t.request for t in runnable], on_step, self._previewer(model, runnable)),
+            request, device)
+        if isinstance(results, EngineError):
+            results = [results] * len(runnable)
+        elif not any(ticket._cancel_requested.is_set() for ticket in runnable):
+            images = sum(len(result.images) for result in results)
+            with self._lock:
+                self.call_seconds.append(results[0].seconds)
+                self._tuners[device].record(batch_key(request, self.catalog).shape, len(runnable), images,
+                                            results[0].seconds)
+        delivered = iter(results)
+        return [next(delivered) if outcome is None else outcome for outcome in outcomes]
+
+    def _previewer(self, model: LoadedModel, batch: list[Ticket]) -> Callable | None:
+        """A latents callback that sends each ticket a preview of its own images, every preview_interval."""
+        if not self.preview_interval:
+            return None
+        from bot.engine.previews import latents_to_images, preview_grid, projection_for
+
+        projection = projection_for(model.txt2img.vae)
+        if projection is None:
+            return None
+        scale = max(1, model.txt2img.vae_scale_factor // 2)  # half the size of the real images
+        last = [time.monotonic()]
+
+        def on_latents(done: int, total: int, latents) -> None:
+            now = time.monotonic()
+            if done >= total or now - last[0] < self.preview_interval:
+                return  # the last step is followed by the real images
+            images = latents_to_images(latents, projection, scale)
+            at = 0
+            for ticket in batch:
+                count = len(ticket.request.seeds)
+                if not ticket._cancel_requested.is_set():
+                    self._call_soon(ticket._emit, Preview(preview_grid(images[at:at + count]), done / total))
+                at += count
+            last[0] = time.monotonic()  # the interval counts from the end of this preview's work
+
+        return on_latents
+
+    def _guarded(self, work: Callable, request: Request, device: str):
+        """work(), with any failure turned into an EngineError whose message is safe to show."""
         try:
-            if isinstance(request, UpscaleRequest):
-                return self._upscale(request, device)
-            return self._model_for(device, request.model).run(request, on_step)
+            return work()
         except EngineError as exc:  # Cancelled included; messages are already user-safe
             return exc
         except Exception as exc:
@@ -388,7 +485,7 @@ class WorkerPool:
                 spec = self.catalog.get(name)
             except CatalogError as exc:
                 raise EngineError(str(exc)) from None
-            model = self._models[key] = LoadedModel(spec, self.models_dir, device)
+            model = self._models[key] = LoadedModel(spec, self.models_dir, device, self.device_options)
             with self._lock:
                 self._weights[key] = _weight_bytes(model)
         return model

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import itertools
-from typing import Any, Hashable, Iterator
+from typing import Any, Callable, Hashable, Iterator
 
 LANES = ("fast", "relax")
 
@@ -54,6 +54,41 @@ class FairQueue:
         self._running[owner] += 1
         self._forget_idle_owners()
         return ticket
+
+    def popbatch(self, key_of: Callable[[Any], Hashable | None],
+                 jobs_for: Callable[[Hashable], int]) -> list[Any]:
+        """The next ticket (as popleft), plus waiting tickets of the same lane with the same key, up to
+        `jobs_for(key)` in all, taken by the same rule: owners take turns, each owner's tickets in order
+        (only an owner's oldest waiting ticket can join), owners at the running limit skipped. So a batch
+        only ever moves tickets forward, and relax tickets never ride along with fast ones."""
+        first = self.popleft()
+        batch = [first]
+        key = key_of(first)
+        if key is None:
+            return batch
+        room = jobs_for(key) - 1
+        lane = self._lanes[first.lane]
+        while room > 0:
+            best, best_rank = None, None
+            for owner, waiting in lane.items():
+                if self.max_running_per_owner is not None and self._running[owner] >= self.max_running_per_owner:
+                    continue
+                if key_of(waiting[0]) != key:
+                    continue
+                rank = (self._served.get(owner, -1), self._arrival[id(waiting[0])])
+                if best_rank is None or rank < best_rank:
+                    best, best_rank = owner, rank
+            if best is None:
+                break
+            ticket = lane[best].popleft()
+            if not lane[best]:
+                del lane[best]
+            del self._arrival[id(ticket)]
+            self._served[best] = next(self._pops)
+            self._running[best] += 1
+            batch.append(ticket)
+            room -= 1
+        return batch
 
     def done(self, ticket: Any) -> None:
         """A ticket taken with popleft() stopped running: its owner may run another."""

@@ -64,6 +64,29 @@ class GenerateRequest:
         return self.init_image is not None
 
 
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+ATTENTION = ("sdpa", "classic")
+
+
+@dataclass(frozen=True)
+class DeviceOptions:
+    """How models are loaded and run on a device (settings TORCH_DTYPE ... CPU_OFFLOAD). The defaults are
+    right for a CPU and a sane start on a GPU; see docs/performance.md for what each one does."""
+
+    dtype: str = "auto"  # auto: fp16 on CUDA, fp32 elsewhere (CPUs have no fast half kernels)
+    attention: str = "sdpa"  # torch's scaled_dot_product_attention (flash/memory-efficient kernels on GPUs)
+    channels_last: bool = False  # UNet weights in NHWC: faster convolutions on recent NVIDIA GPUs
+    compile_unet: bool = False  # torch.compile the UNet: slow first job, then faster; needs a C++ toolchain
+    vae_tiling: bool = False  # decode large images tile by tile: less memory, faint seams possible
+    cpu_offload: bool = False  # keep weights in RAM, move each model to the GPU when used (needs accelerate)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
+
+
 @dataclass(frozen=True)
 class UpscaleRequest:
     """Enlarge one image with the upscaler the model's catalog entry names."""
@@ -94,7 +117,16 @@ class Progress:
     fraction: float
 
 
-Event = Union[Started, Progress]
+@dataclass(frozen=True)
+class Preview:
+    """A cheap picture of the job's images partway through (decoded linearly from the latents): a 2x2
+    grid for four images, at half the size of the real grid. At most one per `preview_interval`."""
+
+    image: Image.Image
+    fraction: float
+
+
+Event = Union[Started, Progress, Preview]
 
 
 @dataclass(frozen=True)
@@ -110,3 +142,4 @@ class GenerationResult:
     seconds: float  # time spent running the pipeline, model loading excluded
     sampler: str = ""  # the scheduler, by the name AUTOMATIC1111 gives it ("Euler a"); empty for an upscale
     nsfw: tuple[bool, ...] = ()  # per image, from the model's safety checker; empty where it has none
+    batched: int = 1  # jobs that shared the pipeline call (cross-user batching); `seconds` is the call's

@@ -1,0 +1,129 @@
+"""`dreamgrid bench pool`: images/s of the worker pool against a naive bot, on the same jobs.
+
+The naive bot is what most open-source Discord bots do: one pipeline call per job, in the order the jobs
+came. The pool serves the same jobs (4 users, each job a grid of 4 images) with its fair queue, cross-user
+batching and batch-size tuner. Both run on one worker thread with the same torch threads, in this
+process, on the default device. Before each size is measured the pool serves one warm-up round of the same
+jobs, so its tuner has measured the batch sizes it tries, as in a bot that has been running a while (the
+JSON also gives the warm-up round, `pool_first_round_images_per_s`); the naive bot warms up with one job."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import threading
+import time
+
+from bot.engine import GenerateRequest, WorkerPool, load_catalog
+from bot.settings import Settings
+
+IMAGES_PER_JOB = 4
+
+
+def jobs(model: str, count: int, users: int, size: int, steps: int, round_: int) -> list[tuple[str, GenerateRequest]]:
+    """`count` jobs from `users` users, interleaved as they arrive on a busy server; every prompt differs."""
+    out = []
+    for n in range(count):
+        user = f"user{n % users}"
+        seed = 1000 * round_ + n * IMAGES_PER_JOB
+        out.append((user, GenerateRequest(model=model, prompt=f"{user}'s picture number {n}, a lighthouse at dusk",
+                                          seeds=tuple(range(seed, seed + IMAGES_PER_JOB)), width=size,
+                                          height=size, steps=steps)))
+    return out
+
+
+def naive(model, batch: list[tuple[str, GenerateRequest]], threads: int) -> float:
+    """Seconds to run every job one pipeline call at a time, in order, on one thread (like the pool's)."""
+    import torch
+
+    seconds: list[float] = []
+
+    def work():
+        torch.set_num_threads(threads)
+        started = time.perf_counter()
+        for _, request in batch:
+            model.run(request, lambda done, total: None)
+        seconds.append(time.perf_counter() - started)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    return seconds[0]
+
+
+async def pooled(pool: WorkerPool, batch: list[tuple[str, GenerateRequest]]) -> tuple[float, list[int]]:
+    """Seconds for the pool to serve every job submitted at once; and how many jobs each call took."""
+    started = time.perf_counter()
+    tickets = [pool.submit(request, owner=user) for user, request in batch]
+    results = await asyncio.gather(*(ticket.result() for ticket in tickets))
+    return time.perf_counter() - started, [result.batched for result in results]
+
+
+async def measure(settings: Settings, model_name: str | None, configs: list[tuple[int, int]], count: int,
+                  users: int, max_batch_jobs: int) -> dict:
+    from bot.engine.pipelines import LoadedModel
+
+    catalog = load_catalog(settings.catalog_path)
+    spec = catalog.get(model_name or settings.default_model or catalog.default)
+    device = settings.devices[0]
+    threads = settings.torch_threads
+    naive_model = await asyncio.to_thread(LoadedModel, spec, settings.models_dir, device)
+    results = []
+    for round_, (size, steps) in enumerate(configs):
+        naive(naive_model, jobs(spec.name, 1, 1, size, steps, 99), threads)  # warm-up
+        naive_seconds = naive(naive_model, jobs(spec.name, count, users, size, steps, round_), threads)
+        pool = WorkerPool(catalog, settings.models_dir, devices=[device], torch_threads=threads,
+                          max_batch_jobs=max_batch_jobs, max_running_per_owner=settings.max_running_per_user)
+        await pool.start(preload=[spec.name])
+        try:
+            first_seconds, _ = await pooled(pool, jobs(spec.name, count, users, size, steps, 50 + round_))
+            pool_seconds, batched = await pooled(pool, jobs(spec.name, count, users, size, steps, round_))
+            tuned = pool.batching()[device]
+        finally:
+            await pool.close()
+        images = count * IMAGES_PER_JOB
+        naive_rate, pool_rate = images / naive_seconds, images / pool_seconds
+        results.append({
+            "size": size, "steps": steps, "jobs": count, "users": users,
+            "naive_images_per_s": round(naive_rate, 3), "pool_images_per_s": round(pool_rate, 3),
+            "ratio": round(pool_rate / naive_rate, 3),
+            "pool_first_round_images_per_s": round(images / first_seconds, 3),
+            "jobs_per_call": sorted(set(batched)),
+            "measured_images_per_s": {str(jobs): rate for shape, rates in tuned.items() for jobs, rate in rates.items()},
+        })
+        print(f"pool bench: {json.dumps(results[-1])}", file=sys.stderr, flush=True)
+    return {"bench": "pool", "model": spec.name, "device": device, "max_batch_jobs": max_batch_jobs,
+            "images_per_job": IMAGES_PER_JOB,
+            "machine": {"cores": os.cpu_count(), "torch_threads": threads, "python": platform.python_version()},
+            "results": results}
+
+
+def _config(text: str) -> tuple[int, int]:
+    size, _, steps = text.partition("/")
+    return int(size), int(steps)
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="dreamgrid bench pool", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="+", type=_config, default=[(64, 4), (64, 20), (128, 20), (256, 4)],
+                        metavar="SIZE/STEPS", help="image sizes and steps to measure (default: 64/4 64/20 128/20 256/4)")
+    parser.add_argument("--jobs", type=int, default=16, help="concurrent jobs (grids of 4) per size")
+    parser.add_argument("--users", type=int, default=4, help="users the jobs come from")
+    parser.add_argument("--model", default=None, help="a catalog model (default: the default model)")
+    parser.add_argument("--max-batch-jobs", type=int, default=None, help="default: MAX_BATCH_JOBS")
+    parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    settings = Settings.load()
+    result = asyncio.run(measure(settings, args.model, args.configs, args.jobs, args.users,
+                                 args.max_batch_jobs or settings.max_batch_jobs))
+    if not args.json:
+        for row in result["results"]:
+            print(f"{row['size']} px / {row['steps']} steps: naive {row['naive_images_per_s']} images/s, "
+                  f"pool {row['pool_images_per_s']} images/s ({row['ratio']}x; jobs per call {row['jobs_per_call']})")
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,122 @@
+"""Cross-user batching: which requests may share one pipeline call, and how many jobs to put in one.
+
+Two requests can run in one diffusers call when everything the call takes as a single value is equal:
+the model, txt2img or img2img, the size, the steps, the guidance scale, the img2img strength and --tile.
+Prompts, negative prompts and seeds may differ (diffusers takes lists; every image has its own generator).
+
+Batching is not always faster (on a CPU a batch of 4 jobs was 1.67x at 64 px but 0.87x at 256 px), so a
+BatchTuner measures images/s per (model, kind, size, steps) for the batch sizes it tries and keeps the
+fastest. Plain Python, no torch: the pool calls it under its lock.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Hashable
+
+from bot.engine.catalog import Catalog, CatalogError
+from bot.engine.requests import GenerateRequest, Request
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    model: str
+    kind: str  # "txt2img" | "img2img"
+    width: int
+    height: int
+    steps: int | None  # None: the model's default (the same for every request of this key)
+    guidance: float | None
+    strength: float
+    tile: bool
+
+    @property
+    def shape(self) -> tuple:
+        """What the speed depends on: the tuner keeps its measurements per shape."""
+        return (self.model, self.kind, self.width, self.height, self.steps)
+
+
+def batch_key(request: Request, catalog: Catalog) -> BatchKey | None:
+    """The key two requests must share to run in one pipeline call; None: this one always runs alone."""
+    if not isinstance(request, GenerateRequest):
+        return None
+    try:
+        spec = catalog.get(request.model)
+    except CatalogError:
+        return None  # fails on its own, with the catalog's message
+    if request.init_image is not None:
+        width, height = request.init_image.size
+        kind, strength = "img2img", request.strength
+    else:
+        width = spec.width if request.width is None else request.width
+        height = spec.height if request.height is None else request.height
+        kind, strength = "txt2img", 1.0
+    steps = spec.steps if request.steps is None else request.steps
+    guidance = spec.guidance if request.guidance is None else float(request.guidance)
+    # Explicit steps equal to the default still differ for img2img (the default may be raised): keep None.
+    return BatchKey(request.model, kind, width, height, request.steps if kind == "img2img" else steps,
+                    guidance, strength, request.tile)
+
+
+class BatchTuner:
+    """Picks how many jobs go in one call, per shape, from the images/s it measured.
+
+    Candidates are 1, 2, 4, 8... up to `max_jobs`. It measures one job at a time first, then tries the
+    next size up only while the biggest size tried so far is the fastest (hill climbing: at 256 px on a
+    CPU it stops after one try of 2). A bigger batch must beat one job at a time by `margin` to be chosen,
+    so it never does worse than one job at a time by more than noise. Each size keeps its last `window`
+    measurements and is judged by the best of them (noise on a shared machine only ever adds time).
+    """
+
+    def __init__(self, max_jobs: int = 4, *, adaptive: bool = True, samples: int = 2, window: int = 5,
+                 margin: float = 0.05) -> None:
+        if max_jobs < 1:
+            raise ValueError(f"max_jobs must be at least 1, got {max_jobs}")
+        self.max_jobs = max_jobs
+        self.adaptive = adaptive  # False: always up to max_jobs (benchmarks of one size, tests)
+        self.samples = samples
+        self.margin = margin
+        self.candidates = [1]
+        while self.candidates[-1] * 2 <= max_jobs:
+            self.candidates.append(self.candidates[-1] * 2)
+        if self.candidates[-1] != max_jobs:
+            self.candidates.append(max_jobs)
+        self._window = window
+        # shape -> jobs per call -> seconds per image, latest last
+        self._seconds: dict[Hashable, dict[int, collections.deque]] = {}
+
+    def jobs_for(self, shape: Hashable) -> int:
+        """How many jobs the next call of this shape may take (fewer run if fewer wait)."""
+        if self.max_jobs == 1 or not self.adaptive:
+            return self.max_jobs
+        measured = self._seconds.get(shape, {})
+        for previous, size in zip([None, *self.candidates], self.candidates):
+            if len(measured.get(size, ())) < self.samples:
+                # Sizes are learnt in order; the next one is tried only while the biggest so far is best.
+                if previous is None or self._best(measured) == previous:
+                    return size
+                break
+        return self._best(measured)
+
+    def record(self, shape: Hashable, jobs: int, images: int, seconds: float) -> None:
+        """A call of `jobs` jobs made `images` images in `seconds` (pipeline time)."""
+        if images < 1 or seconds <= 0:
+            return
+        sizes = self._seconds.setdefault(shape, {})
+        sizes.setdefault(jobs, collections.deque(maxlen=self._window)).append(seconds / images)
+
+    def images_per_second(self, shape: Hashable) -> dict[int, float]:
+        """What it knows: jobs per call -> the best images/s measured."""
+        return {jobs: round(1 / min(times), 3) for jobs, times in sorted(self._seconds.get(shape, {}).items())}
+
+    def _best(self, measured: dict[int, collections.deque]) -> int:
+        """The fastest size measured enough; a batch must beat one job at a time by the margin."""
+        ready = {jobs: min(times) for jobs, times in measured.items()
+                 if len(times) >= self.samples and jobs in self.candidates}
+        if 1 not in ready:
+            return 1
+        best, best_time = 1, ready[1] / (1 + self.margin)
+        for jobs, per_image in sorted(ready.items()):
+            if jobs > 1 and per_image < best_time:
+                best, best_time = jobs, per_image
+        return best
