@@ -7,9 +7,15 @@ from dataclasses import replace
 from typing import AsyncIterator
 
 from bot.app import App
+from bot.discord_ui.job_message import PREVIEW_NAME
 from bot.localdiscord import LocalDiscord
 from bot.localdiscord.harness import running_client
 from bot.settings import Settings
+
+
+def shows_result(message) -> bool:
+    """Whether a job's message (in the local Discord) carries its result, not just a live preview."""
+    return any(attachment.filename != PREVIEW_NAME for attachment in message.attachments)
 
 
 def settings_for(discord: LocalDiscord, settings: Settings, **overrides: object) -> Settings:

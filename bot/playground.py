@@ -15,7 +15,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from bot.local import local_bot, settings_for
+from bot.local import local_bot, settings_for, shows_result
 from bot.localdiscord import LocalDiscord
 from bot.settings import Settings
 
@@ -58,13 +58,13 @@ class Playground:
     async def _show(self, ix) -> str:
         seen = ""
         while True:  # print the message as it changes: queued, progress, result
-            message = await ix.wait_original(lambda m: m.content != seen or m.attachments, timeout=600)
+            message = await ix.wait_original(lambda m: m.content != seen or shows_result(m), timeout=600)
             if message.ephemeral:
                 return message.content
             if message.content != seen:
                 print(f"  {message.content.splitlines()[-1]}")
                 seen = message.content
-            if message.attachments or "❌" in message.content:
+            if shows_result(message) or "❌" in message.content:
                 break
         for attachment in message.attachments:
             path = self.out_dir / f"{message.id}-{attachment.filename}"

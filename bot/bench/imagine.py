@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.local import local_bot, settings_for
+from bot.local import local_bot, settings_for, shows_result
 from bot.localdiscord import LocalDiscord
 from bot.settings import Settings
 
@@ -40,7 +40,7 @@ async def measure(runs: int, settings: Settings) -> dict:
                 for run in range(runs + 1):  # the first run warms up and is not counted
                     started = time.monotonic()
                     ix = await discord.slash(user, "imagine", {"prompt": f"a red circle, run {run}"})
-                    await ix.wait_original(lambda m: bool(m.attachments), timeout=300)
+                    await ix.wait_original(shows_result, timeout=300)
                     if run:
                         acks.append(ix.ack_seconds * 1000)
                         grids.append((time.monotonic() - started) * 1000)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bot.bench.imagine import machine
-from bot.local import local_bot, settings_for
+from bot.local import local_bot, settings_for, shows_result
 from bot.localdiscord import LocalDiscord
 from bot.settings import Settings
 
@@ -33,7 +33,7 @@ async def measure(settings: Settings, runs: int) -> dict:
                     calls = len(app.pool.call_seconds)
                     started = time.monotonic()
                     ix = await discord.slash(user, "imagine", {"prompt": f"a lighthouse, run {run}"})
-                    await ix.wait_original(lambda m: bool(m.attachments), timeout=300)
+                    await ix.wait_original(shows_result, timeout=300)
                     total = time.monotonic() - started
                     if run and len(app.pool.call_seconds) == calls + 1:
                         seconds = app.pool.call_seconds[-1]

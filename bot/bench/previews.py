@@ -17,15 +17,11 @@ import time
 from pathlib import Path
 
 from bot.bench.imagine import machine
-from bot.local import local_bot, settings_for
+from bot.discord_ui.job_message import PREVIEW_NAME
+from bot.local import local_bot, settings_for, shows_result
 from bot.localdiscord import LocalDiscord
 from bot.settings import Settings
 
-PREVIEW_NAME = "preview.png"
-
-
-def _is_grid(message) -> bool:
-    return any(attachment.filename != PREVIEW_NAME for attachment in message.attachments)
 
 
 async def run(settings: Settings, interval: float, runs: int, steps: int) -> tuple[list[float], list[int]]:
@@ -35,12 +31,12 @@ async def run(settings: Settings, interval: float, runs: int, steps: int) -> tup
         with tempfile.TemporaryDirectory() as data_dir:
             bot_settings = settings_for(discord, settings, data_dir=Path(data_dir), daily_images=4 * (runs + 1),
                                         preview_interval=interval)
-            async with local_bot(discord, bot_settings) as app:
+            async with local_bot(discord, bot_settings):
                 user = discord.add_user("bench")
                 for run_ in range(runs + 1):
                     started = time.monotonic()
                     ix = await discord.slash(user, "imagine", {"prompt": f"a lighthouse, run {run_} --steps {steps}"})
-                    await ix.wait_original(_is_grid, timeout=600)
+                    await ix.wait_original(shows_result, timeout=600)
                     if run_:
                         times.append((time.monotonic() - started) * 1000)
                         previews.append(len({a.id for version in ix.original.history
