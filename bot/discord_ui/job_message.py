@@ -7,7 +7,6 @@ edits that one instead. Every edit is sent from the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import time
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
-from PIL import Image
 
 from bot.discord_ui import render
 from bot.discord_ui.buttons import cancel_view, job_view
@@ -37,7 +35,6 @@ class JobMessage:
         self.interaction = interaction
         self.channel_message: discord.Message | None = None
         self._last_progress = 0.0
-        self.finishing = False
 
     async def queued(self, job: Job, position: int) -> None:
         await self._show(content=render.queued(job, position), view=cancel_view(job))
@@ -49,18 +46,14 @@ class JobMessage:
         self._last_progress = now
         await self._show(content=render.progress(job, fraction), view=cancel_view(job))
 
-    async def preview(self, job: Job, image: Image.Image, fraction: float) -> None:
+    async def preview(self, job: Job, png: bytes, fraction: float) -> None:
         """A cheap picture of the grid partway through (the engine sends one every PREVIEW_INTERVAL at most),
-        with the progress text. PNG-encoded off the loop; the finished grid replaces it."""
-        data = await asyncio.to_thread(_png, image)
-        if self.finishing:
-            return  # the result overtook the preview while it was being encoded
+        with the progress text; the finished grid replaces it."""
         self._last_progress = time.monotonic()
         await self._show(content=render.progress(job, fraction), view=cancel_view(job),
-                         attachments=[discord.File(io.BytesIO(data), filename=PREVIEW_NAME)])
+                         attachments=[discord.File(io.BytesIO(png), filename=PREVIEW_NAME)])
 
     async def finished(self, job: Job, image: Path) -> None:
-        self.finishing = True
         parent = await self.bot.service.store.get_job(job.parent_job_id) if job.kind == "upscale" else None
         view = job_view(job, grid_link=render.job_link(parent) if parent else None)
         spoiler = await is_spoiler(self.bot, job)  # flagged by the model's safety checker
@@ -70,7 +63,6 @@ class JobMessage:
             await self.bot.service.store.set_message(job.id, message.id)
 
     async def failed(self, job: Job, reason: str) -> None:
-        self.finishing = True
         await self._show(content=render.failed(job, reason), attachments=[], view=None)
 
     async def _show(self, **fields) -> discord.Message | None:
@@ -93,8 +85,3 @@ class JobMessage:
         self.channel_message = await channel.send(**fields)
         return self.channel_message
 
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()

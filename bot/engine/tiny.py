@@ -8,8 +8,6 @@ weights are random, so its images are coloured noise; it exists to exercise the 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,6 +16,7 @@ import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from bot.engine.folders import replaced_on_success
 from bot.engine.tokenizer import build_clip_tokenizer
 
 DEFAULT_PATH = Path("models") / "tiny-sd"
@@ -50,18 +49,8 @@ def create_tiny_model(path: Path = DEFAULT_PATH, seed: int = 0, force: bool = Fa
     if path.exists() and not force and any(path.iterdir()):
         raise FileExistsError(f"{path} exists but is not a complete tiny model; pass force=True to replace it")
 
-    # Write next to the target and rename at the end, so an interrupted run never leaves a folder that
-    # looks complete.
-    staging = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with replaced_on_success(path) as staging:
         _build_pipeline(staging, seed).save_pretrained(staging, safe_serialization=True)
-        if path.exists():
-            shutil.rmtree(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 

@@ -76,7 +76,7 @@ class Policy(Protocol):
 class JobListener(Protocol):
     async def queued(self, job: Job, position: int) -> None: ...
     async def progress(self, job: Job, fraction: float) -> None: ...
-    # Optional: `async def preview(self, job, image, fraction)`, a cheap picture of the grid partway through.
+    async def preview(self, job: Job, png: bytes, fraction: float) -> None: ...  # the grid partway through
     async def finished(self, job: Job, image: Path) -> None: ...
     async def failed(self, job: Job, reason: str) -> None: ...
 
@@ -287,8 +287,9 @@ class JobService:
                     await self.store.mark_running(job.id)
                 elif isinstance(event, Progress):
                     await _quietly(listener.progress(job, event.fraction))
-                elif isinstance(event, Preview) and hasattr(listener, "preview"):
-                    await _quietly(listener.preview(job, event.image, event.fraction))
+                elif isinstance(event, Preview):
+                    png = await asyncio.to_thread(png_bytes, event.image)  # encoding is CPU work: off the loop
+                    await _quietly(listener.preview(job, png, event.fraction))
             result = await ticket.result()
             if any(result.nsfw) and self.policy is not None and not await self.policy.allow_nsfw(job, result.nsfw):
                 await self._fail(job, listener, NSFW_REFUSED)  # nothing kept, nothing posted

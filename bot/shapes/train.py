@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from bot.engine.folders import replaced_on_success
 from bot.shapes import model as shapes_model
 from bot.shapes.model import ShapesConfig
 from bot.shapes.world import COLOUR_NAMES, POSITION_NAMES, SHAPES, make_caption, render_dataset
@@ -592,10 +593,7 @@ def export(
         _dreamgrid_default_steps=shapes_model.DEFAULT_STEPS,
         _dreamgrid_default_guidance=shapes_model.DEFAULT_GUIDANCE,
     )
-    staging = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with replaced_on_success(out_dir) as staging:
         pipe.save_pretrained(staging, safe_serialization=True)
         last_eval = state.history[-1] if state.history else None
         meta = {
@@ -616,12 +614,6 @@ def export(
         bpe_licence = REPO_ROOT / "models" / "clip-bpe" / "LICENSE"
         if bpe_licence.is_file():
             shutil.copyfile(bpe_licence, staging / "tokenizer" / "LICENSE-clip-bpe")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     size = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
     log(f"[export] {out_dir}: unet step {state.step}, vae step {state.vae_step}, {size / 1e6:.1f} MB")
     return out_dir
