@@ -1,5 +1,5 @@
 """Two gates in front of commands: banned members are refused every slash command (GuardedTree) and every
-job button (`refuse_banned` in JobButton), and the admin commands refuse anyone who is not an admin
+button, select and modal (`refuse_banned` in each item's interaction_check), and the admin commands refuse anyone who is not an admin
 (AdminCog) — whatever the server's Discord permission settings say — and write every admin action to the
 audit table."""
 

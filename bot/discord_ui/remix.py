@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from bot.discord_ui.guard import refuse_banned
 from bot.service.compose import parameters_of
 from bot.store import Job
 
@@ -29,6 +30,9 @@ class RemixModal(discord.ui.Modal):
             label="Prompt and parameters", style=discord.TextStyle.paragraph, default=remix_text(job)[:4000],
             max_length=4000, custom_id=PROMPT_FIELD)
         self.add_item(self.prompt)
+
+    async def interaction_check(self, interaction: discord.Interaction[DreamgridBot], /) -> bool:
+        return not await refuse_banned(interaction)  # banned while the modal was open
 
     async def on_submit(self, interaction: discord.Interaction[DreamgridBot]) -> None:
         bot = interaction.client

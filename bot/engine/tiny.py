@@ -8,6 +8,7 @@ weights are random, so its images are coloured noise; it exists to exercise the 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -37,16 +38,29 @@ REQUIRED_FILES = (
 )
 
 
+# The VAE's blocks: four, an 8x down-sampling as in every SD model (so a 64 px picture is 8x8 latents and the
+# tiny model's speed behaves like a real model's at 8x the size). Earlier versions had a 2x VAE.
+VAE_BLOCKS = (32, 64, 64, 64)
+
+
 def is_complete(path: Path) -> bool:
     return all((Path(path) / name).is_file() for name in REQUIRED_FILES)
 
 
+def is_current(path: Path) -> bool:
+    """Complete and built by this version (an older 2x-VAE tiny model is rebuilt, not reused)."""
+    if not is_complete(path):
+        return False
+    config = json.loads((Path(path) / "vae" / "config.json").read_text())
+    return tuple(config.get("block_out_channels", ())) == VAE_BLOCKS
+
+
 def create_tiny_model(path: Path = DEFAULT_PATH, seed: int = 0, force: bool = False) -> Path:
-    """Build the tiny model into `path` (deterministic from `seed`) unless a complete one is already there."""
+    """Build the tiny model into `path` (deterministic from `seed`) unless a current one is already there."""
     path = Path(path)
-    if is_complete(path) and not force:
+    if is_current(path) and not force:
         return path
-    if path.exists() and not force and any(path.iterdir()):
+    if path.exists() and not force and any(path.iterdir()) and not is_complete(path):
         raise FileExistsError(f"{path} exists but is not a complete tiny model; pass force=True to replace it")
 
     with replaced_on_success(path) as staging:
@@ -60,7 +74,7 @@ def _build_pipeline(work_dir: Path, seed: int) -> StableDiffusionPipeline:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
-            sample_size=32,
+            sample_size=64 // 8,
             in_channels=4,
             out_channels=4,
             block_out_channels=(32, 64),
@@ -70,13 +84,12 @@ def _build_pipeline(work_dir: Path, seed: int) -> StableDiffusionPipeline:
             cross_attention_dim=32,
             attention_head_dim=4,
         )
-        # Two blocks = one 2x downsample: 32x32 latents <-> 64x64 images.
         vae = AutoencoderKL(
             in_channels=3,
             out_channels=3,
-            block_out_channels=(32, 64),
-            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            block_out_channels=VAE_BLOCKS,
+            down_block_types=("DownEncoderBlock2D",) * len(VAE_BLOCKS),
+            up_block_types=("UpDecoderBlock2D",) * len(VAE_BLOCKS),
             latent_channels=4,
             sample_size=64,
         )
@@ -125,7 +138,7 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete model is there")
     args = parser.parse_args(argv)
 
-    if is_complete(args.path) and not args.force:
+    if is_current(args.path) and not args.force:
         print(f"{args.path}: already complete (use --force to rebuild)")
         return 0
     started = time.perf_counter()

@@ -6,8 +6,9 @@
   group's mean at 0 and its variance at a constant, and a bias keeps each SiLU in its linear range; so
   the round trip is exact to ~1e-3 with no training and img2img/inpainting see the real picture.
   (A learned 8x VAE, `vae_kind="learned"`, is kept as an option: it trained far too slowly on 2 CPUs.)
-- UNet: UNet2DConditionModel at 32x32 with cross-attention at every resolution (32x32: cross-attention
-  only; 16x16 and 8x8: self- and cross-attention), v-prediction.
+- UNet: UNet2DConditionModel at 32x32, v-prediction. The 32x32 level is narrow (16 channels) and has no
+  attention: it only turns pixels into features and back, and costs half of a wide one. The 16x16 and
+  8x8 levels have self- and cross-attention, where the prompt places and colours the shape.
 - Text encoder: CLIPTextModel, 3 layers of width 128, over the real CLIP BPE vocabulary truncated to
   its first 10,000 merges (prompts padded to 32 tokens).
 - Scheduler: zero-terminal-SNR ("trailing") schedule, v-prediction; DDIM by default.
@@ -61,8 +62,9 @@ class ShapesConfig:
     # Few, wide GroupNorm groups: a flat-colour picture normalised per channel loses its colour.
     vae_groups: int = 1
     unet_groups: int = 4
-    unet_channels: tuple[int, ...] = (32, 64, 128)
-    unet_only_cross_attention: tuple[bool, ...] = (True, False, False)
+    unet_channels: tuple[int, ...] = (16, 64, 128)
+    unet_attention: tuple[bool, ...] = (False, True, True)  # per level: a transformer block or plain ResNets
+    unet_only_cross_attention: tuple[bool, ...] = (False, False, False)
     unet_layers_per_block: int = 1
     head_dim: int = 32
     text_width: int = 128
@@ -80,6 +82,7 @@ class ShapesConfig:
         d = asdict(self)
         d["vae_channels"] = list(self.vae_channels)
         d["unet_channels"] = list(self.unet_channels)
+        d["unet_attention"] = list(self.unet_attention)
         d["unet_only_cross_attention"] = list(self.unet_only_cross_attention)
         return d
 
@@ -89,6 +92,7 @@ class ShapesConfig:
         d["vae_channels"] = tuple(d["vae_channels"])
         d["unet_channels"] = tuple(d["unet_channels"])
         d["unet_only_cross_attention"] = tuple(d["unet_only_cross_attention"])
+        d["unet_attention"] = tuple(d.get("unet_attention", (True,) * len(d["unet_channels"])))
         return cls(**d)
 
 
@@ -96,6 +100,7 @@ TINY_CONFIG = ShapesConfig(
     resolution=32,
     unet_groups=8,
     unet_channels=(32, 32),
+    unet_attention=(True, True),
     unet_only_cross_attention=(True, False),
     head_dim=16,
     text_width=32,
@@ -206,15 +211,14 @@ def build_pixel_vae(resolution: int = 64, channels: int = 8) -> AutoencoderKL:
 
 
 def build_unet(config: ShapesConfig) -> UNet2DConditionModel:
-    n = len(config.unet_channels)
     return UNet2DConditionModel(
         sample_size=config.latent_size,
         in_channels=config.latent_channels,
         out_channels=config.latent_channels,
         block_out_channels=tuple(config.unet_channels),
         layers_per_block=config.unet_layers_per_block,
-        down_block_types=("CrossAttnDownBlock2D",) * n,
-        up_block_types=("CrossAttnUpBlock2D",) * n,
+        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.unet_attention),
+        up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.unet_attention)),
         # diffusers' historical naming: this is the number of heads per block.
         attention_head_dim=tuple(max(1, c // config.head_dim) for c in config.unet_channels),
         cross_attention_dim=config.text_width,

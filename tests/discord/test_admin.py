@@ -395,3 +395,27 @@ async def test_a_remix_that_adds_a_banned_word_is_refused(dreamgrid):
     assert refusal.flags & EPHEMERAL and "contains a word this server does not allow" in refusal.content
     assert "kraken" not in refusal.content.lower()
     assert await dreamgrid.app.store.used(alice.id) == used
+
+
+async def test_panels_and_a_remix_opened_before_a_ban_are_refused_after_it(dreamgrid):
+    """Buttons, selects and modals are gated like commands: a /settings panel, /history pages or a Remix
+    modal that was open when the ban came changes nothing and starts nothing."""
+    discord = dreamgrid.discord
+    bob, boss = discord.add_user("bob"), discord.add_user("boss", manage_guild=True)
+    _, grid = await dreamgrid.grid(bob, "a quiet harbour")
+    settings = await answer(discord, bob, "settings")
+    await (await discord.click(bob, settings.id, "dg:set:remix:on")).wait_acked()
+    shown = await discord.click(bob, grid.id, f"dg:vary:{job_id_of(grid)}:1")
+    await shown.wait_modal()
+    store = dreamgrid.app.store
+    used, prefs = await store.used(bob.id), await dreamgrid.app.service.preferences.get(bob.id)
+
+    await answer(discord, boss, "ban", {"user": bob, "reason": "spam"})
+
+    for ix in (await discord.click(bob, settings.id, "dg:set:private:on"),
+               await discord.select(bob, settings.id, "dg:set:stylize", ["750"]),
+               await discord.submit_modal(bob, shown, {"prompt": "a quiet harbour at night"})):
+        refusal = await ix.wait_original(timeout=10)
+        assert refusal.flags & EPHEMERAL and "You are banned" in refusal.content
+    assert await dreamgrid.app.service.preferences.get(bob.id) == prefs
+    assert await store.used(bob.id) == used and len(await store.recent_jobs(bob.id)) == 1

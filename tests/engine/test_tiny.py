@@ -1,6 +1,6 @@
 import json
 
-from bot.engine.tiny import REQUIRED_FILES, cli, create_tiny_model, is_complete
+from bot.engine.tiny import REQUIRED_FILES, VAE_BLOCKS, cli, create_tiny_model, is_complete, is_current
 
 
 def test_tiny_model_folder_is_complete(engine_models_dir):
@@ -32,3 +32,18 @@ def test_cli_creates_then_skips(tmp_path, capsys):
     assert cli(["--path", str(target)]) == 0
     assert "already complete" in capsys.readouterr().out
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_an_outdated_tiny_model_is_rebuilt_with_the_8x_vae(tmp_path):
+    """A checkout that built the old 2x-VAE tiny model gets the current one from `make models`, not the stale one."""
+    target = create_tiny_model(tmp_path / "tiny", seed=0)
+    config_path = target / "vae" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["block_out_channels"] = [32, 64]
+    config_path.write_text(json.dumps(config))
+    assert is_complete(target) and not is_current(target)
+
+    create_tiny_model(target, seed=0)
+
+    assert is_current(target)
+    assert tuple(json.loads(config_path.read_text())["block_out_channels"]) == VAE_BLOCKS

@@ -17,6 +17,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_ui import render
+from bot.discord_ui.guard import refuse_banned
 from bot.discord_ui.show import show_job
 from bot.service.retention import prune_forever
 from bot.store import Job
@@ -96,6 +97,8 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button],
         return cls(int(match["owner"]), int(match["page"]), match["text"], item.label or "")
 
     async def interaction_check(self, interaction: discord.Interaction[DreamgridBot], /) -> bool:
+        if await refuse_banned(interaction):
+            return False
         if interaction.user.id != self.owner_id and not interaction.client.is_admin(interaction):
             await interaction.response.send_message("These pages list someone else's jobs. /history lists yours.",
                                                     ephemeral=True)

@@ -12,6 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_ui import render
+from bot.discord_ui.guard import refuse_banned
 from bot.service.prompt import PromptError, check_option_name, parse_option_value, parse_prompt
 from bot.store.preferences import MAX_OPTIONS, UserPreferences
 
@@ -79,6 +80,9 @@ class SettingSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"dg:set
                              match: re.Match[str], /) -> "SettingSelect":
         return cls(match["field"])
 
+    async def interaction_check(self, interaction: discord.Interaction[DreamgridBot], /) -> bool:
+        return not await refuse_banned(interaction)  # a panel opened before a ban does not outlive it
+
     async def callback(self, interaction: discord.Interaction[DreamgridBot]) -> None:
         (value,) = interaction.data.get("values") or [DEFAULT]
         bot = interaction.client
@@ -109,6 +113,9 @@ class SettingButton(discord.ui.DynamicItem[discord.ui.Button],
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
                              match: re.Match[str], /) -> "SettingButton":
         return cls(match["field"], match["value"])
+
+    async def interaction_check(self, interaction: discord.Interaction[DreamgridBot], /) -> bool:
+        return not await refuse_banned(interaction)  # a panel opened before a ban does not outlive it
 
     async def callback(self, interaction: discord.Interaction[DreamgridBot]) -> None:
         preferences = interaction.client.service.preferences
