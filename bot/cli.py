@@ -17,6 +17,7 @@ BENCHES = {
     "ack": "bot.bench.ack:cli",
     "memory": "bot.bench.memory:cli",
     "pool": "bot.bench.pool:cli",
+    "gpu": "bot.bench.gpu:cli",
     "previews": "bot.bench.previews:cli",
     "overhead": "bot.bench.overhead:cli",
     "shapes": "bot.shapes.bench:bench_cli",

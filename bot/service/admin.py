@@ -5,6 +5,7 @@ Discord."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from bot.engine import Catalog, CatalogError, EngineError, LoadedState, ModelSpec, WorkerPool
+from bot.engine.tokens import prompt_tokens
 from bot.service.jobs import JobService, Requester, UserError
 from bot.store import Job, Store, utcnow
 from bot.store.admin import AdminStore, AuditEntry
@@ -187,11 +189,14 @@ class AdminService:
 
     async def _load(self, spec: ModelSpec, serving: str) -> list[LoadedState]:
         try:
-            return await self.pool.load(spec.name)
+            states = await self.pool.load(spec.name)
         except (EngineError, CatalogError) as error:
             raise LoadFailed(f"Model `{spec.name}` could not be loaded: {error}. Nothing changed: "
                             f"`{serving}` is still the default. Check the model's files and its catalog "
                             "entry, then try again.") from None
+        # Its tokenizer too (~2 s once), so the first /imagine on it does not wait for it.
+        await asyncio.to_thread(prompt_tokens, spec, self.models_dir, "")
+        return states
 
     # --- bans and banned words --------------------------------------------------------------------
 
