@@ -4,7 +4,7 @@ Two requests can run in one diffusers call when everything the call takes as a s
 the model, txt2img or img2img, the size, the steps, the guidance scale, the img2img strength and --tile.
 Prompts, negative prompts and seeds may differ (diffusers takes lists; every image has its own generator).
 
-Batching is not always faster (on a CPU a batch of 4 jobs was 1.67x at 64 px but 0.87x at 256 px), so a
+Batching is not always faster (on a CPU a batch of 4 jobs was 1.51x at 64 px but 0.69x at 256 px), so a
 BatchTuner measures images/s per (model, kind, size, steps) for the batch sizes it tries and keeps the
 fastest. Plain Python, no torch: the pool calls it under its lock.
 """

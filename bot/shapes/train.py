@@ -27,8 +27,11 @@ import math
 import os
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -105,6 +108,28 @@ class Progress:
         extra = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
         eta = "?" if math.isnan(left) else _duration(left)
         self.log(f"[{self.label}] [{bar}] {step}/{self.total} {rate:.2f} s/step eta {eta} {extra}".rstrip())
+
+
+@contextmanager
+def _stop_on_signal(log):
+    """Yields a list that becomes non-empty on SIGTERM or Ctrl-C: the loop then saves a checkpoint and
+    returns, so stopping a run (to change its threads, or at the end of a session) loses no steps."""
+    stop: list = []
+
+    def request(signum, frame) -> None:
+        if not stop:
+            log(f"[stop] signal {signum}: saving a checkpoint after this step")
+        stop.append(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _duration(seconds: float) -> str:
@@ -400,50 +425,51 @@ def _train_unet(state: State, latents: dict, ckpt_path: Path, log, stop_at: int 
     last_save = time.time()
     running = None
     tuner = ThreadTuner(o.threads)
-    while state.step < target:
-        t_step = time.perf_counter()
-        step = state.step
-        lr = _cosine_lr(step, o.steps, o.lr, o.warmup, o.min_lr_fraction)
-        for group in state.opt.param_groups:
-            group["lr"] = lr
-        rng = random.Random(o.seed * 1_000_003 + step)
-        gen = torch.Generator().manual_seed(o.seed * 1_000_003 + step)
-        index = torch.randint(0, count, (o.batch,), generator=gen)
-        z = mean[index].float()
-        if std is not None:
-            z = z + std[index].float() * torch.randn(z.shape, generator=gen)
-        z = z * sf
-        captions = caption_batch(attrs[index.numpy()], rng, o.caption_dropout)
-        ids = tokens(captions)
-        noise = torch.randn(z.shape, generator=gen)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (o.batch,), generator=gen)
-        noisy = scheduler.add_noise(z, noise, t)
-        v = scheduler.get_velocity(z, noise, t)
-        enc = te(ids)[0]
-        pred = unet(noisy, t, enc).sample
-        per_sample = ((pred - v) ** 2).mean(dim=(1, 2, 3))
-        loss = (per_sample * weights[t]).mean()
-        state.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        state.opt.step()
-        state.step += 1
-        tuner.observe(time.perf_counter() - t_step)
-        decay = min(o.ema_decay, (1 + state.step) / (10 + state.step))
-        _ema_update(state.ema_unet, unet, decay)
-        _ema_update(state.ema_text_encoder, te, decay)
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        progress.update(state.step, force=state.step == target, loss=running, lr=lr, threads=tuner.current)
-        if o.eval_every and state.step % o.eval_every == 0:
-            result = evaluate_state(state, o.eval_prompts, o.eval_steps, o.eval_guidance)
-            result["step"] = state.step
-            state.history.append(result)
-            log("[eval] " + json.dumps(result))
-            unet.train()
-            te.train()
-        if time.time() - last_save > o.checkpoint_seconds or state.step == target:
-            state.save(ckpt_path)
-            last_save = time.time()
+    with _stop_on_signal(log) as stop:
+        while state.step < target and not stop:
+            t_step = time.perf_counter()
+            step = state.step
+            lr = _cosine_lr(step, o.steps, o.lr, o.warmup, o.min_lr_fraction)
+            for group in state.opt.param_groups:
+                group["lr"] = lr
+            rng = random.Random(o.seed * 1_000_003 + step)
+            gen = torch.Generator().manual_seed(o.seed * 1_000_003 + step)
+            index = torch.randint(0, count, (o.batch,), generator=gen)
+            z = mean[index].float()
+            if std is not None:
+                z = z + std[index].float() * torch.randn(z.shape, generator=gen)
+            z = z * sf
+            captions = caption_batch(attrs[index.numpy()], rng, o.caption_dropout)
+            ids = tokens(captions)
+            noise = torch.randn(z.shape, generator=gen)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (o.batch,), generator=gen)
+            noisy = scheduler.add_noise(z, noise, t)
+            v = scheduler.get_velocity(z, noise, t)
+            enc = te(ids)[0]
+            pred = unet(noisy, t, enc).sample
+            per_sample = ((pred - v) ** 2).mean(dim=(1, 2, 3))
+            loss = (per_sample * weights[t]).mean()
+            state.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            state.opt.step()
+            state.step += 1
+            tuner.observe(time.perf_counter() - t_step)
+            decay = min(o.ema_decay, (1 + state.step) / (10 + state.step))
+            _ema_update(state.ema_unet, unet, decay)
+            _ema_update(state.ema_text_encoder, te, decay)
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            progress.update(state.step, force=state.step == target, loss=running, lr=lr, threads=tuner.current)
+            if o.eval_every and state.step % o.eval_every == 0:
+                result = evaluate_state(state, o.eval_prompts, o.eval_steps, o.eval_guidance)
+                result["step"] = state.step
+                state.history.append(result)
+                log("[eval] " + json.dumps(result))
+                unet.train()
+                te.train()
+            if time.time() - last_save > o.checkpoint_seconds or state.step == target or stop:
+                state.save(ckpt_path)
+                last_save = time.time()
 
 
 def pipeline_from_state(state: State, use_ema: bool = True, sampler: str = "ddim"):

@@ -104,3 +104,30 @@ def test_export_without_checkpoint_is_an_error(tmp_path, capsys):
 
     assert cli(["--export-only", "--work-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_a_stop_signal_saves_the_steps_done_and_resume_goes_on_from_them(tmp_path):
+    import os
+    import signal
+
+    work, out = tmp_path / "work", tmp_path / "shapes"
+    lines = []
+
+    def log(line):
+        lines.append(line)
+        if line.startswith("[unet]") and " 2/6 " in line:  # as `kill` (or Ctrl-C) would, mid-run
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    options = tiny_options()
+    options.eval_every = 0
+    train(out, resume=True, work_dir=work, options=options, log=log)
+
+    assert any(line.startswith("[stop]") for line in lines)
+    assert torch.load(work / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert not out.exists()  # stopped early: nothing exported
+    assert signal.getsignal(signal.SIGTERM) is before
+    lines.clear()
+    train(out, resume=True, work_dir=work, options=options, log=lines.append)
+    assert any("[resume]" in line and "unet step 2/6" in line for line in lines)
+    assert (out / "model_index.json").is_file()
