@@ -47,7 +47,7 @@ class App:
         store = await Store.open(settings.database_path)
         service = JobService(store, pool, catalog, settings.data_dir, daily_images=settings.daily_images,
                              max_prompt_chars=settings.max_prompt_chars, default_model=default_model,
-                             quota_rules=quota_rules(settings))
+                             quota_rules=quota_rules(settings), position_interval=settings.position_interval)
         admin = service.policy = AdminService(service, settings.models_dir)  # bans, banned words, server defaults
         return cls(settings, catalog, pool, store, service, admin=admin)
 

@@ -192,6 +192,11 @@ SETTINGS: dict[str, Variable] = {
         "PROGRESS_INTERVAL", "1.5",
         "Seconds between progress edits of a job's message (Discord rate-limits edits).", _non_negative_float,
     ),
+    "position_interval": Variable(
+        "POSITION_INTERVAL", "5",
+        "Seconds between updates of a waiting job's place in line on its message (0: shown once, when queued).",
+        _non_negative_float,
+    ),
     "preview_interval": Variable(
         "PREVIEW_INTERVAL", "3",
         "Seconds between live previews of a grid while it is generated (a cheap decode of the latents; 0: off).",
@@ -223,6 +228,7 @@ class Settings:
     daily_images: int
     max_prompt_chars: int
     progress_interval: float
+    position_interval: float
     discord_api_base: str
     discord_gateway_url: str
     log_level: str

@@ -8,6 +8,7 @@ listener that fails does not fail the job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import secrets
@@ -84,8 +85,9 @@ class JobListener(Protocol):
 class JobService:
     def __init__(self, store: Store, pool: WorkerPool, catalog: Catalog, data_dir: Path, *,
                  daily_images: int, max_prompt_chars: int, default_model: str | None = None,
-                 quota_rules: QuotaRules | None = None) -> None:
+                 quota_rules: QuotaRules | None = None, position_interval: float = 0.0) -> None:
         self.store = store
+        self.position_interval = position_interval  # 0: a waiting job's place in line is shown once
         self.pool = pool
         self.catalog = catalog
         self.data_dir = data_dir
@@ -281,15 +283,18 @@ class JobService:
             self._cancelled.discard(job.id)
             ticket.cancel()
         try:
-            await _quietly(listener.queued(job, ticket.position() or 0))
-            async for event in ticket.events():
-                if isinstance(event, Started):
-                    await self.store.mark_running(job.id)
-                elif isinstance(event, Progress):
-                    await _quietly(listener.progress(job, event.fraction))
-                elif isinstance(event, Preview):
-                    png = await asyncio.to_thread(png_bytes, event.image)  # encoding is CPU work: off the loop
-                    await _quietly(listener.preview(job, png, event.fraction))
+            position = ticket.position() or 0
+            await _quietly(listener.queued(job, position))
+            async with self._following_position(job, ticket, listener, position) as stop_following:
+                async for event in ticket.events():
+                    if isinstance(event, Started):
+                        await stop_following()  # from here on the message shows progress
+                        await self.store.mark_running(job.id)
+                    elif isinstance(event, Progress):
+                        await _quietly(listener.progress(job, event.fraction))
+                    elif isinstance(event, Preview):
+                        png = await asyncio.to_thread(png_bytes, event.image)  # encoding is CPU work: off the loop
+                        await _quietly(listener.preview(job, png, event.fraction))
             result = await ticket.result()
             if any(result.nsfw) and self.policy is not None and not await self.policy.allow_nsfw(job, result.nsfw):
                 await self._fail(job, listener, NSFW_REFUSED)  # nothing kept, nothing posted
@@ -308,6 +313,41 @@ class JobService:
             await self._fail(job, listener, f"an internal error ({type(error).__name__})")
         finally:
             self._tickets.pop(job.id, None)
+
+    @contextlib.asynccontextmanager
+    async def _following_position(self, job: Job, ticket, listener: JobListener, shown: int):
+        """While the job waits, tell the listener its new place in line every `position_interval` seconds
+        when it changed. Yields `stop()`, which returns once no update is in flight (so none lands after the
+        job's progress or result); leaving the block stops it too."""
+        stop = asyncio.Event()
+
+        async def follow(shown: int) -> None:
+            while True:
+                try:
+                    await asyncio.wait_for(stop.wait(), self.position_interval)
+                    return
+                except asyncio.TimeoutError:
+                    pass
+                position = ticket.position()
+                if position and position != shown:  # 0: running, None: done
+                    shown = position
+                    await _quietly(listener.queued(job, position))
+
+        follower = asyncio.create_task(follow(shown)) if self.position_interval > 0 and shown else None
+
+        async def stop_following() -> None:
+            stop.set()
+            if follower is not None:
+                try:
+                    await follower  # at once, unless an update is on its way to Discord
+                except asyncio.CancelledError:
+                    follower.cancel()
+                    raise
+
+        try:
+            yield stop_following
+        finally:
+            await stop_following()
 
     async def _fail(self, job: Job, listener: JobListener, reason: str, status: str = "failed") -> None:
         if await self.store.fail_job(job.id, reason, status):

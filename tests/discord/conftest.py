@@ -52,7 +52,7 @@ class Dreamgrid:
 def settings_for(discord: LocalDiscord, data_dir: Path, models_dir: Path, **overrides) -> Settings:
     # No live previews unless a test asks: a preview is an attachment, and tests wait for the grid's.
     values = dict(data_dir=data_dir, models_dir=models_dir, progress_interval=0.0, daily_images=40,
-                  preview_interval=0.0)
+                  preview_interval=0.0, position_interval=0.2)
     values.update(overrides)
     return local_settings(discord, Settings.load(env={}, env_file=None), **values)
 

@@ -172,3 +172,19 @@ async def test_200_concurrent_imagines_never_pass_a_limit(dreamgrid, accepted, r
     allowance = dreamgrid.settings.daily_images
     assert f"{allowance - sum(row['amount'] for row in ledger)} of {allowance} images left" in info.content
     assert info.content.count("queued, #") == accepted
+
+
+async def test_a_waiting_jobs_place_in_line_is_kept_up_to_date(dreamgrid):
+    d = dreamgrid.discord
+    alice, bob, carol = (d.add_user(name) for name in ("alice", "bob", "carol"))
+    await hold_the_worker(dreamgrid, carol)
+    _, alices = await queue_job(dreamgrid, alice, "alice goes first", "Queued (#1 in line)")
+    bobs_ix, bobs = await queue_job(dreamgrid, bob, "bob's turn", "Queued (#2 in line)")
+
+    await (await d.click(alice, alices.id, f"dg:cancel:{job_id_of(alices)}:0")).wait_acked()
+
+    moved = await bobs_ix.wait_original(lambda m: "Queued (#1 in line)" in m.content, timeout=10)
+    assert moved.custom_ids() == [f"dg:cancel:{job_id_of(bobs)}:0"]  # still cancellable while it waits
+    await reply(dreamgrid, carol, "cancel")  # the worker is free: bob's job runs and shows its grid
+    done = await bobs_ix.wait_original(lambda m: m.attachments, timeout=60)
+    assert "Queued" not in done.content
