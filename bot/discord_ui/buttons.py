@@ -14,7 +14,7 @@ import discord
 from discord import ButtonStyle
 
 from bot.discord_ui.guard import refuse_banned
-from bot.discord_ui.remix import RemixModal
+from bot.discord_ui.remix import show_remix
 from bot.discord_ui.show import ShowButton
 from bot.store import Job
 
@@ -72,7 +72,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:(?P<act
         service = bot.service
         who = bot.requester(interaction)
         if self.action in REMIXABLE and (await service.preferences.get(interaction.user.id)).remix:
-            await interaction.response.send_modal(RemixModal(job, self.action, self.index))
+            await show_remix(interaction, job, self.action, self.index)
             return
         if self.action == "cancel":
             from bot.discord_ui.cancel import cancel_jobs  # it needs the bot, which imports this module

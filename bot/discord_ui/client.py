@@ -39,10 +39,12 @@ class DreamgridBot(commands.Bot):
     async def setup_hook(self) -> None:
         from bot.discord_ui.cogs import COGS
         from bot.discord_ui.cogs.settings import SettingButton, SettingSelect
+        from bot.discord_ui.remix import on_remix_submitted
         from bot.discord_ui.show import ShowButton
 
         self.add_dynamic_items(JobButton)
         self.add_dynamic_items(ShowButton, SettingSelect, SettingButton)  # 📋 and /settings' controls
+        self.add_listener(on_remix_submitted, "on_interaction")  # Remix modals, from their custom_id
         for cog in COGS:
             await self.add_cog(cog(self))
         await self._sync_commands()

@@ -1,8 +1,14 @@
 """Remix: with Remix on in /settings, V1–V4, 🔄 and Vary (Subtle/Strong) first open the prompt, parameters
-included, in a modal; what the user submits is what the new job runs."""
+included, in a modal; what the user submits is what the new job runs.
+
+Like the buttons, the modal keeps its state in its custom_id (`dg:remix:<action>:<job>:<index>`), and its
+submission is handled from there (`on_remix_submitted`, a listener), never by an object in memory: a modal
+opened before a restart still works after it.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import discord
@@ -15,31 +21,63 @@ if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
 
 PROMPT_FIELD = "prompt"
+CUSTOM_ID = re.compile(r"dg:remix:(?P<action>reroll|vary|subtle|strong):(?P<job>[0-9]+):(?P<index>[0-4])")
 
 
 def remix_text(job: Job) -> str:
     return f"{job.prompt} {parameters_of(job.params, job.negative_prompt, job.model)}"
 
 
-class RemixModal(discord.ui.Modal):
-    def __init__(self, job: Job, action: str, index: int) -> None:
-        title = "Remix: reroll" if action == "reroll" else f"Remix: variations of image {index or 1}"
-        super().__init__(title=title, timeout=15 * 60)
-        self.job, self.action, self.index = job, action, index
-        self.prompt = discord.ui.TextInput(
-            label="Prompt and parameters", style=discord.TextStyle.paragraph, default=remix_text(job)[:4000],
-            max_length=4000, custom_id=PROMPT_FIELD)
-        self.add_item(self.prompt)
+def remix_modal(job: Job, action: str, index: int) -> discord.ui.Modal:
+    title = "Remix: reroll" if action == "reroll" else f"Remix: variations of image {index or 1}"
+    modal = discord.ui.Modal(title=title, custom_id=f"dg:remix:{action}:{job.id}:{index}")
+    modal.add_item(discord.ui.TextInput(
+        label="Prompt and parameters", style=discord.TextStyle.paragraph, default=remix_text(job)[:4000],
+        max_length=4000, custom_id=PROMPT_FIELD))
+    return modal
 
-    async def interaction_check(self, interaction: discord.Interaction[DreamgridBot], /) -> bool:
-        return not await refuse_banned(interaction)  # banned while the modal was open
 
-    async def on_submit(self, interaction: discord.Interaction[DreamgridBot]) -> None:
-        bot = interaction.client
-        who, text = bot.requester(interaction), self.prompt.value
-        if self.action == "reroll":
-            await bot.start_job(interaction, bot.service.reroll(who, self.job, remix=text))
-        elif self.action == "vary":
-            await bot.start_job(interaction, bot.service.vary(who, self.job, self.index, remix=text))
-        else:  # Vary (Subtle/Strong) under an upscale
-            await bot.start_job(interaction, bot.service.vary(who, self.job, 1, self.action, remix=text))
+async def show_remix(interaction: discord.Interaction, job: Job, action: str, index: int) -> None:
+    modal = remix_modal(job, action, index)
+    await interaction.response.send_modal(modal)
+    modal.stop()  # discord.py would keep it in memory; the submission is handled from its custom_id instead
+
+
+async def on_remix_submitted(interaction: discord.Interaction[DreamgridBot]) -> None:
+    """The listener for every Remix submission, before or after a restart."""
+    if interaction.type is not discord.InteractionType.modal_submit:
+        return
+    match = CUSTOM_ID.fullmatch(interaction.data.get("custom_id", ""))
+    if match is None or await refuse_banned(interaction):  # banned while the modal was open
+        return
+    bot = interaction.client
+    job = await bot.service.store.get_job(int(match["job"]))
+    if job is None:
+        await interaction.response.send_message(
+            f"Job #{match['job']} no longer exists, so it cannot be remixed. Start a new one with /imagine.",
+            ephemeral=True)
+        return
+    if job.owner_id != interaction.user.id and not bot.is_admin(interaction):  # as its buttons check
+        await interaction.response.send_message("This is not your job. Make your own with /imagine.", ephemeral=True)
+        return
+    action, index = match["action"], int(match["index"])
+    who, text = bot.requester(interaction), _submitted_text(interaction.data)
+    if action == "reroll":
+        await bot.start_job(interaction, bot.service.reroll(who, job, remix=text))
+    elif action == "vary":
+        await bot.start_job(interaction, bot.service.vary(who, job, index, remix=text))
+    else:  # Vary (Subtle/Strong) under an upscale
+        await bot.start_job(interaction, bot.service.vary(who, job, 1, action, remix=text))
+
+
+def _submitted_text(data: dict) -> str:
+    """The prompt field's value, wherever Discord nests it (action rows or labels)."""
+    stack = list(data.get("components", []))
+    while stack:
+        component = stack.pop()
+        if component.get("custom_id") == PROMPT_FIELD:
+            return component.get("value", "")
+        stack.extend(component.get("components", []))
+        if "component" in component:
+            stack.append(component["component"])
+    return ""

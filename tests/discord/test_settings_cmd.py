@@ -90,6 +90,23 @@ async def test_remix_opens_the_prompt_and_the_edit_reaches_the_new_job(dreamgrid
     assert await dreamgrid.app.store.used(alice.id) == 8
 
 
+async def test_a_remix_opened_before_a_restart_is_submitted_after_it(dreamgrid):
+    """The modal's state is its custom_id, like the buttons': a restart between opening and submitting
+    loses nothing."""
+    alice = dreamgrid.discord.add_user("alice")
+    _, grid = await dreamgrid.grid(alice, "a paper boat")
+    await _choose(dreamgrid, alice, await _settings(dreamgrid, alice), "dg:set:remix:on")
+    shown = await _reroll_modal(dreamgrid, alice, grid, job_id_of(grid))
+
+    await dreamgrid.restart()
+
+    submit = await dreamgrid.discord.submit_modal(alice, shown, {"prompt": "a paper boat on a pond --seed 5"})
+    rerolled = await submit.wait_original(lambda m: bool(m.attachments), timeout=60)
+    job = await dreamgrid.app.store.get_job(job_id_of(rerolled))
+    assert (job.kind, job.prompt, job.seed) == ("reroll", "a paper boat on a pond", 5)
+    assert await dreamgrid.app.store.used(alice.id) == 8
+
+
 async def _reroll_modal(dreamgrid, user, grid, job_id):
     click = await dreamgrid.discord.click(user, grid.id, f"dg:reroll:{job_id}:0")
     await click.wait_modal()
