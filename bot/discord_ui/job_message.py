@@ -1,12 +1,15 @@
 """One job's message in Discord, kept up to date as the job runs: queued, progress, grid and buttons.
 
-The message is the interaction's original response while its token lives (15 minutes). After that, or for
-a job recovered after a restart (its interaction is gone), the bot posts a message in the job's channel and
-edits that one instead. Every edit is sent from the event loop.
+The message is the interaction's original response, edited through the interaction's token while it lives
+(15 minutes). The message's id is stored with the job, so after that, or for a job recovered after a
+restart, the bot edits the same message as a channel message. Only if it is gone (or was private) does the
+bot post a new one: in the job's channel, or by direct message to a member who wants private replies — a
+private job is never posted in public. Every edit is sent from the event loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import time
@@ -33,11 +36,15 @@ class JobMessage:
         self.bot = bot
         self.job = job
         self.interaction = interaction
-        self.channel_message: discord.Message | None = None
+        self.channel_message: discord.Message | discord.PartialMessage | None = None
         self._last_progress = 0.0
 
     async def queued(self, job: Job, position: int) -> None:
-        await self._show(content=render.queued(job, position), view=cancel_view(job))
+        message = await self._show(content=render.queued(job, position), view=cancel_view(job))
+        if message is not None and self.job.message_id is None and not message.flags.ephemeral:
+            # Remember the message, so the job can edit it after its token expires or the bot restarts.
+            await self.bot.service.store.set_message(job.id, message.id)
+            self.job = dataclasses.replace(self.job, message_id=message.id)
 
     async def progress(self, job: Job, fraction: float) -> None:
         now = time.monotonic()
@@ -74,14 +81,37 @@ class JobMessage:
             except discord.NotFound:
                 log.info("job %s: the interaction is gone; posting in the channel instead", self.job.id)
                 self.interaction = None
+        if self.channel_message is None and self.job.message_id is not None:  # its message, by id
+            channel = self.bot.get_partial_messageable(self.job.channel_id, guild_id=self.job.guild_id)
+            self.channel_message = channel.get_partial_message(self.job.message_id)
         if self.channel_message is not None:
-            return await self.channel_message.edit(**fields)
-        channel = self.bot.get_partial_messageable(self.job.channel_id, guild_id=self.job.guild_id)
+            try:
+                return await self.channel_message.edit(**fields)
+            except discord.NotFound:  # deleted meanwhile
+                log.info("job %s: its message is gone; posting a new one", self.job.id)
+                self.channel_message, self.job = None, dataclasses.replace(self.job, message_id=None)
+        channel = await self._channel_for_new_message()
+        if channel is None:
+            return None
         files = fields.pop("attachments", None)
         if files:
             fields["files"] = files
         if fields.get("view") is None:
             fields.pop("view", None)
-        self.channel_message = await channel.send(**fields)
+        try:
+            self.channel_message = await channel.send(**fields)
+        except discord.Forbidden:  # DMs closed: the job is still in /history and /show
+            log.info("job %s: its owner does not accept direct messages", self.job.id)
+            return None
         return self.channel_message
+
+    async def _channel_for_new_message(self) -> discord.abc.Messageable | None:
+        """The job's channel, or the owner's DMs if they want private replies (never post a private job)."""
+        if (await self.bot.service.preferences.get(self.job.owner_id)).private:
+            try:
+                return await (await self.bot.fetch_user(self.job.owner_id)).create_dm()
+            except discord.HTTPException:
+                log.info("job %s: no direct message channel to its owner", self.job.id)
+                return None
+        return self.bot.get_partial_messageable(self.job.channel_id, guild_id=self.job.guild_id)
 

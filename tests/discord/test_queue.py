@@ -188,3 +188,27 @@ async def test_a_waiting_jobs_place_in_line_is_kept_up_to_date(dreamgrid):
     await reply(dreamgrid, carol, "cancel")  # the worker is free: bob's job runs and shows its grid
     done = await bobs_ix.wait_original(lambda m: m.attachments, timeout=60)
     assert "Queued" not in done.content
+
+
+async def test_after_a_restart_a_job_finishes_in_its_own_message_and_a_private_one_by_direct_message(dreamgrid):
+    """A stop loses no job, and recovery keeps the conversation tidy: the job's original message gets the
+    grid (no second message), and a job whose owner wants private replies is never posted in public."""
+    d = dreamgrid.discord
+    alice, bob, carol = (d.add_user(name) for name in ("alice", "bob", "carol"))
+    await dreamgrid.app.service.preferences.update(bob.id, private=True)
+    await hold_the_worker(dreamgrid, carol)
+    alices_ix, alices = await queue_job(dreamgrid, alice, "alice waits through a restart", "Queued (#1 in line)")
+    _, bobs = await queue_job(dreamgrid, bob, "bob waits privately", "Queued (#2 in line)")
+    assert bobs.flags & 64
+
+    await dreamgrid.restart()
+    await reply(dreamgrid, carol, "cancel")  # the recovered job that holds the worker
+
+    done = await alices_ix.wait_original(lambda m: bool(m.attachments), timeout=60)
+    assert done.id == alices.id and f"job #{job_id_of(alices)}" in done.content
+    assert not [m for m in d.channel_messages() if f"job #{job_id_of(alices)}" in m.content and m.id != alices.id]
+    direct = await d.wait_for_message(
+        lambda m: m.attachments and m.guild_id is None and f"job #{job_id_of(bobs)}" in m.content, timeout=60)
+    assert d.channels[direct.channel_id].recipient.id == bob.id
+    assert not [m for m in d.channel_messages() if f"job #{job_id_of(bobs)}" in m.content and not m.flags & 64]
+    assert (await dreamgrid.app.store.get_job(job_id_of(bobs))).status == "done"
