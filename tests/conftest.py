@@ -39,11 +39,11 @@ description = "A copy of tiny whose UNet weights are corrupt: loading it fails."
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """A models folder with the tiny random model, a broken copy of it, and a catalog naming both."""
-    from bot.engine.tiny import create_tiny_model
+    from bot.engine.tiny import create_tiny_model, is_current
 
     folder = tmp_path_factory.mktemp("models")
     shared_tiny = ROOT / "models" / "tiny-sd"
-    if (shared_tiny / "model_index.json").is_file():  # `make test` built it already
+    if is_current(shared_tiny):  # `make test` built it already
         shutil.copytree(shared_tiny, folder / "tiny-sd")
     else:
         create_tiny_model(folder / "tiny-sd")
