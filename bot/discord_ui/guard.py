@@ -125,6 +125,6 @@ def _options(interaction: discord.Interaction) -> str:
         return ""
     parts = []
     for name, value in namespace:
-        shown = value.id if isinstance(value, (discord.abc.User, discord.Object)) else value
+        shown = value.id if isinstance(value, (discord.abc.User, discord.Role, discord.Object)) else value
         parts.append(f"{name}={shown}")
     return " ".join(parts)

@@ -71,43 +71,27 @@ def refusal_text(refused: QueueRefused) -> str:
 
 
 class QuotaAdmin:
-    """/quota set|grant|reset|tier: each change goes to the ledger or the quota tables, and to the audit table."""
+    """/quota set|grant|reset|tier: each change goes to the ledger or the quota tables (the Discord layer's
+    AdminCog audits it, as every admin command)."""
 
     def __init__(self, store: Store, rules: QuotaRules) -> None:
-        from bot.store.admin import AdminStore  # the audit table, shared with the other admin commands
-
         self.rules = rules
         self.quotas = Quotas(store)
-        self.audit = AdminStore(store)
 
-    async def set_images(self, admin: Actor, user_id: int, name: str, images: int) -> str:
+    async def set_images(self, user_id: int, name: str, images: int) -> str:
         await self.quotas.set_allowance(user_id, name, images)
-        return await self._done(admin, "quota set", f"user={user_id} images={images}",
-                                f"{name} now has {images} fast images a period.")
+        return f"{name} now has {images} fast images a period."
 
-    async def grant(self, admin: Actor, user_id: int, name: str, images: int) -> str:
+    async def grant(self, user_id: int, name: str, images: int) -> str:
         await self.quotas.grant(user_id, name, images, self.rules.period_days)
-        return await self._done(admin, "quota grant", f"user={user_id} images={images}",
-                                f"{name} got {images} extra fast images for this period.")
+        return f"{name} got {images} extra fast images for this period."
 
-    async def reset(self, admin: Actor, user_id: int, name: str) -> str:
+    async def reset(self, user_id: int, name: str) -> str:
         used = await self.quotas.reset(user_id, name, self.rules.period_days)
-        return await self._done(admin, "quota reset", f"user={user_id}",
-                                f"{name}'s usage this period is back to 0 (it was {used}).")
+        return f"{name}'s usage this period is back to 0 (it was {used})."
 
-    async def tier(self, admin: Actor, role_id: int, role_name: str, images: int) -> str:
-        await self.quotas.set_tier(admin.guild_id, role_id, images or None)
-        text = (f"Members with the role {role_name} now have {images} fast images a period (unless set per user)."
-                if images else f"The tier of {role_name} is removed; its members get the default allowance.")
-        return await self._done(admin, "quota tier", f"role={role_id} images={images}", text)
-
-    async def _done(self, admin: Actor, action: str, detail: str, text: str) -> str:
-        await self.audit.audit(admin.guild_id or 0, admin.user_id, admin.name, action, detail, "done")
-        return text
-
-
-@dataclass(frozen=True)
-class Actor:
-    user_id: int
-    name: str
-    guild_id: int | None
+    async def tier(self, guild_id: int | None, role_id: int, role_name: str, images: int) -> str:
+        await self.quotas.set_tier(guild_id, role_id, images or None)
+        if images:
+            return f"Members with the role {role_name} now have {images} fast images a period (unless set per user)."
+        return f"The tier of {role_name} is removed; its members get the default allowance."

@@ -70,7 +70,7 @@ async def test_non_admins_are_refused_and_the_attempt_is_audited(dreamgrid):
 
     refused = await reply(dreamgrid, alice, "quota grant", {"user": alice, "images": 1000})
 
-    assert refused.flags & 64 and "Only admins" in refused.content and "Nothing was changed" in refused.content
+    assert refused.flags & 64 and "Only server admins" in refused.content and "Nothing was changed" in refused.content
     assert await store.ledger(alice.id) == []
     (entry,) = await AdminStore(store).audit_log(d.guild_id)
     assert (entry.action, entry.user_name, entry.outcome) == ("quota grant", "alice", "refused: not an admin")
