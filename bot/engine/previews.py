@@ -22,6 +22,8 @@ _SDXL = (((0.3651, 0.4232, 0.4341), (-0.2533, -0.0042, 0.1068), (0.1076, 0.1111,
 
 # A VAE's scaling factor names its latent space: SD 1.x/2.x (and the tiny test model), SDXL.
 _BY_SCALING = {0.18215: _SD, 0.13025: _SDXL}
+# A VAE may state its own factors in its config.json (the shapes model's latents are RGB: the identity).
+DECLARED = "_dreamgrid_latent_rgb"
 
 
 def projection_for(vae) -> tuple | None:
@@ -29,6 +31,9 @@ def projection_for(vae) -> tuple | None:
     config = vae.config
     if getattr(config, "latent_channels", None) != 4:
         return None
+    declared = getattr(config, DECLARED, None)
+    if declared is not None:
+        return tuple(tuple(row) for row in declared), (0.0, 0.0, 0.0)
     return _BY_SCALING.get(round(float(getattr(config, "scaling_factor", 0.0)), 5))
 
 

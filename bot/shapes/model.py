@@ -207,6 +207,8 @@ def build_pixel_vae(resolution: int = 64, channels: int = 8) -> AutoencoderKL:
             up.weight[i, i, 1, 1] = 1.0
         up.bias[6], up.bias[7] = big, -big
         linear_out(dec.conv_norm_out, dec.conv_out)
+    # Its latents are the picture at half size: live previews project them with the identity.
+    vae.register_to_config(_dreamgrid_latent_rgb=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
     return vae.requires_grad_(False)
 
 
