@@ -32,8 +32,9 @@ def projection_for(vae) -> tuple | None:
     if getattr(config, "latent_channels", None) != 4:
         return None
     declared = getattr(config, DECLARED, None)
-    if declared is not None:
-        return tuple(tuple(row) for row in declared), (0.0, 0.0, 0.0)
+    if declared is not None:  # stated for the VAE's own latents; the sampler's are times scaling_factor
+        scale = float(getattr(config, "scaling_factor", 1.0) or 1.0)
+        return tuple(tuple(value / scale for value in row) for row in declared), (0.0, 0.0, 0.0)
     return _BY_SCALING.get(round(float(getattr(config, "scaling_factor", 0.0)), 5))
 
 

@@ -28,6 +28,7 @@ def test_a_live_preview_of_its_latents_shows_the_picture():
     """Previews project latents to RGB without the VAE; this VAE says its projection is the identity, so a
     preview is the picture at half size and the analyser reads it like the picture itself."""
     vae = build_pixel_vae(64)
+    vae.register_to_config(scaling_factor=1.6)  # as the export sets it, from the training data
     projection = projection_for(vae)
     assert projection is not None
     for seed in range(8):
