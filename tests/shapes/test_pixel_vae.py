@@ -37,4 +37,5 @@ def test_a_live_preview_of_its_latents_shows_the_picture():
             latents = vae.encode(_tensor(image)).latent_dist.sample() * vae.config.scaling_factor
         (preview,) = latents_to_images(latents, projection, scale=2)
         assert preview.size == (64, 64)
+        assert np.abs(np.asarray(preview, dtype=np.float32) - np.asarray(image, dtype=np.float32)).mean() < 8
         assert analyse(preview).attributes() == scene.attributes()
