@@ -19,21 +19,21 @@ from pathlib import Path
 
 from bot.bench.imagine import machine
 from bot.discord_ui.job_message import PREVIEW_NAME
-from bot.engine import load_catalog
+from bot.engine import ModelSpec, load_catalog
 from bot.local import local_bot, settings_for, shows_result
 from bot.localdiscord import LocalDiscord
 from bot.service.prompt import MAX_STEPS
 from bot.settings import Settings
 
 
-def default_model(settings: Settings) -> str:
-    return settings.default_model or load_catalog(settings.catalog_path).default
+def default_spec(settings: Settings) -> ModelSpec:
+    catalog = load_catalog(settings.catalog_path)
+    return catalog.get(settings.default_model or catalog.default)
 
 
-def models_at_size(settings: Settings, size: int, folder: Path) -> Path:
-    """A models dir holding a one-model catalog: the default model at `size` x `size` (a bigger picture, a
-    longer job), its files linked from the real models dir."""
-    spec = load_catalog(settings.catalog_path).get(default_model(settings))
+def models_at_size(settings: Settings, spec: ModelSpec, size: int, folder: Path) -> Path:
+    """A models dir holding a one-model catalog: `spec` at `size` x `size` (a bigger picture, a longer
+    job), its files linked from the real models dir."""
     models = folder / "models"
     models.mkdir()
     if (settings.models_dir / spec.source).is_dir():
@@ -46,12 +46,13 @@ def models_at_size(settings: Settings, size: int, folder: Path) -> Path:
     return models
 
 
-async def run(settings: Settings, interval: float, runs: int, steps: int, size: int) -> tuple[list[float], list[int]]:
+async def run(settings: Settings, spec: ModelSpec, interval: float, runs: int, steps: int,
+              size: int) -> tuple[list[float], list[int]]:
     """Milliseconds from /imagine to the grid, per run (after one warm-up run), and previews shown per run."""
     times, previews = [], []
     async with LocalDiscord() as discord:
         with tempfile.TemporaryDirectory() as data_dir:
-            models = models_at_size(settings, size, Path(data_dir))
+            models = models_at_size(settings, spec, size, Path(data_dir))
             bot_settings = settings_for(discord, settings, data_dir=Path(data_dir), daily_images=4 * (runs + 1),
                                         preview_interval=interval, models_dir=models, default_model="")
             async with local_bot(discord, bot_settings):
@@ -70,11 +71,12 @@ async def run(settings: Settings, interval: float, runs: int, steps: int, size: 
 
 
 async def measure(settings: Settings, runs: int, steps: int, interval: float, size: int) -> dict:
-    off, _ = await run(settings, 0.0, runs, steps, size)
-    on, shown = await run(settings, interval, runs, steps, size)
+    spec = default_spec(settings)
+    off, _ = await run(settings, spec, 0.0, runs, steps, size)
+    on, shown = await run(settings, spec, interval, runs, steps, size)
     off_ms, on_ms = statistics.median(off), statistics.median(on)
     return {"bench": "previews", "runs": runs, "steps": steps, "size": size, "preview_interval_s": interval,
-            "model": default_model(settings), "machine": machine(settings),
+            "model": spec.name, "machine": machine(settings),
             "off_median_ms": round(off_ms, 1), "on_median_ms": round(on_ms, 1),
             "previews_per_job": round(statistics.mean(shown), 1), "ratio": round(on_ms / off_ms, 3)}
 
