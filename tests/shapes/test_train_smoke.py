@@ -131,3 +131,42 @@ def test_a_stop_signal_saves_the_steps_done_and_resume_goes_on_from_them(tmp_pat
     train(out, resume=True, work_dir=work, options=options, log=lines.append)
     assert any("[resume]" in line and "unet step 2/6" in line for line in lines)
     assert (out / "model_index.json").is_file()
+
+
+def test_a_checkpoint_of_an_older_trainer_is_refused_with_what_to_do(tmp_path, capsys):
+    from bot.shapes.train import cli
+
+    torch.save({"format": 1, "options": {}}, tmp_path / "checkpoint.pt")
+    assert cli(["--resume", "--work-dir", str(tmp_path), "--tiny"]) == 1
+    assert "--fresh" in capsys.readouterr().err
+
+
+def test_caption_labels_say_what_each_caption_names():
+    """The text encoder's attribute loss learns from these labels: a wrong one teaches it a wrong word."""
+    import random
+
+    from bot.shapes.analyser import parse_prompt
+    from bot.shapes.train import IGNORE, NOT_NAMED, caption_batch
+    from bot.shapes.world import COLOUR_NAMES, POSITION_NAMES, SHAPES
+
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 8, 400)
+    background = (colour + rng.integers(1, 8, 400)) % 8  # never the shape's colour, as in the world
+    attrs = np.stack([colour, rng.integers(0, 3, 400), background, rng.integers(0, 5, 400)], axis=1)
+    captions, labels = caption_batch(attrs, random.Random(0), dropout=0.1)
+    kinds = {"empty": 0, "placed": 0, "unplaced": 0}
+    for caption, (c, s, b, p) in zip(captions, labels.tolist()):
+        if not caption:
+            assert (c, s, b, p) == (IGNORE,) * 4
+            kinds["empty"] += 1
+            continue
+        said = parse_prompt(caption).attributes()
+        assert (said["shape_colour"], said["shape"], said["background_colour"]) == (
+            COLOUR_NAMES[c], SHAPES[s], COLOUR_NAMES[b])
+        if p == NOT_NAMED:
+            assert said["position"] is None
+            kinds["unplaced"] += 1
+        else:
+            assert said["position"] == POSITION_NAMES[p]
+            kinds["placed"] += 1
+    assert min(kinds.values()) > 20, kinds
