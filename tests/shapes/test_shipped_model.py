@@ -61,3 +61,30 @@ def test_follows_prompts_well_above_chance(pipe):
     mean = sum(scores.values()) / len(scores)
     chance = sum(CHANCE.values()) / len(CHANCE)
     assert mean >= max(0.5, 2 * chance), scores
+
+
+def test_the_readme_command_draws_what_its_prompt_asks(tmp_path):
+    """`dreamgrid generate "a red circle on a blue background"` on a fresh clone: the default model's grid."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from bot.shapes.analyser import analyse
+
+    root = MODEL.parents[1]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "MODELS_DIR": str(root / "models")}
+    environment.pop("DEFAULT_MODEL", None)
+    for seed in ("1", "5"):
+        out = tmp_path / f"grid-{seed}.png"
+        result = subprocess.run([sys.executable, "-m", "bot", "generate", "a red circle on a blue background",
+                                 "--seed", seed, "-o", str(out)], cwd=root, env=environment,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "model shapes" in result.stdout
+        grid = Image.open(out).convert("RGB")
+        assert grid.size == (128, 128)
+        for x, y in ((0, 0), (64, 0), (0, 64), (64, 64)):
+            drawn = analyse(grid.crop((x, y, x + 64, y + 64)))
+            assert (drawn.shape_colour, drawn.shape, drawn.background_colour) == ("red", "circle", "blue"), (seed, x, y)
