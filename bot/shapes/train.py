@@ -491,9 +491,8 @@ def _train_unet(state: State, latents: dict, ckpt_path: Path, log, stop_at: int 
             pred = unet(noisy, t, encoded.last_hidden_state).sample
             per_sample = ((pred - v) ** 2).mean(dim=(1, 2, 3))
             loss = (per_sample * weights[t]).mean()
-            text_loss = state.text_heads.loss(encoded.pooler_output, labels) if o.text_loss_weight else None
-            if text_loss is not None:
-                loss = loss + o.text_loss_weight * text_loss
+            text_loss = state.text_heads.loss(encoded.pooler_output, labels)
+            loss = loss + o.text_loss_weight * text_loss
             state.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -503,7 +502,7 @@ def _train_unet(state: State, latents: dict, ckpt_path: Path, log, stop_at: int 
             decay = min(o.ema_decay, (1 + state.step) / (10 + state.step))
             _ema_update(state.ema_unet, unet, decay)
             _ema_update(state.ema_text_encoder, te, decay)
-            losses = {"loss": loss.item(), "text_loss": text_loss.item() if text_loss is not None else 0.0}
+            losses = {"loss": loss.item(), "text_loss": text_loss.item()}
             running = losses if running is None else {k: 0.98 * running[k] + 0.02 * v for k, v in losses.items()}
             progress.update(state.step, force=state.step == target, **running, lr=lr, threads=tuner.current)
             if o.eval_every and state.step % o.eval_every == 0:
