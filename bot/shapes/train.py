@@ -47,7 +47,14 @@ import torch.nn.functional as F  # noqa: E402
 from bot.engine.folders import replaced_on_success
 from bot.shapes import model as shapes_model
 from bot.shapes.model import ShapesConfig
-from bot.shapes.world import COLOUR_NAMES, POSITION_NAMES, SHAPES, make_caption, render_dataset
+from bot.shapes.world import (
+    COLOUR_NAMES,
+    POSITION_NAMED_PROBABILITY,
+    POSITION_NAMES,
+    SHAPES,
+    make_caption,
+    render_dataset,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORK_DIR = REPO_ROOT / ".shapes-train"
@@ -206,7 +213,7 @@ class State:
         self.ema_text_encoder = copy.deepcopy(self.text_encoder).requires_grad_(False)
         self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=options.vae_lr, weight_decay=0.0)
         self.opt = torch.optim.AdamW(
-            list(self.unet.parameters()) + list(self.text_encoder.parameters()) + list(self.text_heads.parameters()),
+            self.trained_parameters(),
             lr=options.lr,
             betas=(0.9, 0.99),
             weight_decay=options.weight_decay,
@@ -216,6 +223,10 @@ class State:
         self.scaling_factor: float | None = None
         self.history: list[dict] = []
         self.rng_state = None
+
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        """What the UNet phase optimises (and clips): UNet, text encoder and its attribute heads."""
+        return [*self.unet.parameters(), *self.text_encoder.parameters(), *self.text_heads.parameters()]
 
     def save(self, path: Path) -> None:
         payload = {
@@ -239,9 +250,8 @@ class State:
         torch.save(payload, tmp)
         os.replace(tmp, path)
 
-    def load(self, path: Path) -> None:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        _check_format(path, payload)
+    def restore(self, payload: dict) -> None:
+        """Take up a checkpoint read by `read_checkpoint`."""
         self.vae.load_state_dict(payload["vae"])
         self.unet.load_state_dict(payload["unet"])
         self.text_encoder.load_state_dict(payload["text_encoder"])
@@ -257,20 +267,27 @@ class State:
         torch.set_rng_state(payload["torch_rng"])
 
 
-def _check_format(path: Path, payload: dict) -> None:
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise RuntimeError(f"{path} was written by an older trainer (format {payload.get('format')}, this one "
-                           f"reads {CHECKPOINT_FORMAT}): start over with --fresh, or export it with the "
-                           "Dreamgrid version that wrote it")
-
-
-def read_checkpoint_options(work_dir: Path) -> TrainOptions | None:
+def read_checkpoint(work_dir: Path) -> dict | None:
+    """The checkpoint in `work_dir` (None if there is none), read once: it is about 100 MB."""
     path = Path(work_dir) / CHECKPOINT
     if not path.is_file():
         return None
     payload = torch.load(path, map_location="cpu", weights_only=False)
-    _check_format(path, payload)
-    return _options_from_dict(payload["options"])
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise RuntimeError(f"{path} was written by an older trainer (format {payload.get('format')}, this one "
+                           f"reads {CHECKPOINT_FORMAT}): start over with --fresh, or export it with the "
+                           "Dreamgrid version that wrote it")
+    return payload
+
+
+def load_state(work_dir: Path) -> State:
+    """The latest checkpoint in `work_dir`, live."""
+    payload = read_checkpoint(work_dir)
+    if payload is None:
+        raise FileNotFoundError(f"no checkpoint in {work_dir}; train first")
+    state = State(_options_from_dict(payload["options"]), Path(work_dir))
+    state.restore(payload)
+    return state
 
 
 def _options_from_dict(d: dict) -> TrainOptions:
@@ -320,7 +337,7 @@ def caption_batch(attrs: np.ndarray, rng: random.Random, dropout: float) -> tupl
             captions.append("")
             labels.append((IGNORE,) * 4)
             continue
-        named = rng.random() < 0.6
+        named = rng.random() < POSITION_NAMED_PROBABILITY
         captions.append(make_caption(COLOUR_NAMES[c], SHAPES[s], COLOUR_NAMES[b], POSITION_NAMES[p] if named else None, rng))
         labels.append((c, s, b, p if named else NOT_NAMED))
     return captions, torch.tensor(labels, dtype=torch.long)
@@ -462,7 +479,7 @@ def _train_unet(state: State, latents: dict, ckpt_path: Path, log, stop_at: int 
     count = mean.shape[0]
     sf = state.scaling_factor
     unet, te = state.unet.train(), state.text_encoder.train()
-    params = list(unet.parameters()) + list(te.parameters()) + list(state.text_heads.parameters())
+    params = state.trained_parameters()
     progress = Progress("unet", o.steps, state.step, o.progress_seconds, log)
     last_save = time.time()
     running = None
@@ -588,9 +605,9 @@ def train(
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = work_dir / CHECKPOINT
-    saved = read_checkpoint_options(work_dir) if resume else None
+    saved = read_checkpoint(work_dir) if resume else None
     if saved is not None:
-        o = saved
+        o = _options_from_dict(saved["options"])
         if steps is not None:
             o.steps = steps
         if options is not None:  # run-time knobs may change on resume; the recipe may not
@@ -607,7 +624,8 @@ def train(
     shapes_model.set_num_threads(o.threads)
     state = State(o, work_dir)
     if saved is not None:
-        state.load(ckpt_path)
+        state.restore(saved)
+        del saved
         log(f"[resume] {ckpt_path}: vae step {state.vae_step}/{o.vae_steps}, unet step {state.step}/{o.steps}")
     else:
         log(f"[start] options {json.dumps(o.to_dict())}")
@@ -648,11 +666,7 @@ def export(
     out_dir = Path(out_dir)
     work_dir = Path(work_dir)
     if state is None:
-        options = read_checkpoint_options(work_dir)
-        if options is None:
-            raise FileNotFoundError(f"no checkpoint in {work_dir}; train first")
-        state = State(options, work_dir)
-        state.load(work_dir / CHECKPOINT)
+        state = load_state(work_dir)
     if state.scaling_factor is None:
         raise RuntimeError("the checkpoint has no trained VAE yet; train further before exporting")
     pipe = pipeline_from_state(state, True, sampler)
@@ -706,11 +720,7 @@ def preview(path: Path | str, work_dir: Path | str = WORK_DIR, prompts=PREVIEW_P
     """A PNG of the latest checkpoint's EMA model: one row per prompt, one column per seed."""
     from PIL import Image
 
-    options = read_checkpoint_options(Path(work_dir))
-    if options is None:
-        raise FileNotFoundError(f"no checkpoint in {work_dir}; train first")
-    state = State(options, Path(work_dir))
-    state.load(Path(work_dir) / CHECKPOINT)
+    state = load_state(Path(work_dir))
     pipe = pipeline_from_state(state)
     pipe.set_progress_bar_config(disable=True)
     res = options.config.resolution
@@ -782,9 +792,9 @@ def cli(argv: list[str] | None = None) -> int:
     stop_at = None
     try:
         if args.chunk is not None:
-            saved = read_checkpoint_options(args.work_dir) if args.resume else None
-            done = _checkpoint_step(args.work_dir) if saved else 0
-            stop_at = done + args.chunk
+            saved = read_checkpoint(args.work_dir) if args.resume else None
+            stop_at = (saved["step"] if saved else 0) + args.chunk
+            del saved
         train(args.out, steps=steps, seed=args.seed, resume=args.resume, work_dir=args.work_dir, options=options,
               stop_at=stop_at)
     except RuntimeError as exc:
@@ -798,11 +808,6 @@ def bench_cli(argv: list[str] | None = None) -> int:
     from bot.shapes.bench import bench_cli as run
 
     return run(argv)
-
-
-def _checkpoint_step(work_dir: Path) -> int:
-    payload = torch.load(Path(work_dir) / CHECKPOINT, map_location="cpu", weights_only=False)
-    return int(payload["step"])
 
 
 if __name__ == "__main__":
