@@ -723,7 +723,7 @@ def preview(path: Path | str, work_dir: Path | str = WORK_DIR, prompts=PREVIEW_P
     state = load_state(Path(work_dir))
     pipe = pipeline_from_state(state)
     pipe.set_progress_bar_config(disable=True)
-    res = options.config.resolution
+    res = state.config.resolution
     sheet = Image.new("RGB", (res * len(seeds), res * len(prompts)), "white")
     for row, prompt in enumerate(prompts):
         images = pipe([prompt] * len(seeds), num_inference_steps=steps, guidance_scale=guidance,

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from bot.shapes import model as shapes_model
-from bot.shapes.train import TrainOptions, export, train
+from bot.shapes.train import TrainOptions, export, preview, train
 
 
 @pytest.fixture
@@ -89,6 +89,11 @@ def test_train_resume_export_and_load(tmp_path, no_network):
         str(again / "unet" / "diffusion_pytorch_model.safetensors"), "pt"
     ) as f2:
         assert all(torch.equal(f1.get_tensor(k), f2.get_tensor(k)) for k in f1.keys())
+
+    # `--preview`: one row per prompt, one column per seed, drawn from the checkpoint.
+    sheet = preview(tmp_path / "preview.png", work_dir=work, prompts=("a red circle", "a blue square"), seeds=(1, 2, 3),
+                    steps=2)
+    assert Image.open(sheet).size == (3 * size, 2 * size)
 
 
 def test_cli_refuses_to_overwrite_a_checkpoint_silently(tmp_path, capsys):
