@@ -3,9 +3,15 @@
 The picture is split into two colours: the background is the colour that dominates the border, the
 shape is the colour that lies farthest from it. Each pixel gets a coverage (how far it lies from the
 background towards the shape colour), the largest connected blob of covered pixels is the shape, both
-colours are snapped to the palette, the shape is told by how much of its bounding box it fills
-(square ~1, circle ~0.79, triangle ~0.5, with the triangle's mass low in its box), and the position is
-the anchor nearest the centre of the bounding box.
+colours are snapped to the palette, the shape is the one whose template (the world's square, circle or
+upright triangle with the blob's area and centroid) it overlaps best, and the position is the anchor
+nearest the centre of the bounding box.
+
+Why templates, not a threshold on how much of its bounding box the blob fills: a square fills its box
+(1.0), a circle 0.79, so a fill threshold between them lets a circle be misshapen in any way and still
+be a circle, while any bump on a square's side widens its box and makes it a "circle". World squares
+warped by half a pixel were read as circles 94% of the time that way (tests/shapes/test_analyser.py).
+Comparing with every template treats the three shapes alike.
 
 Also a prompt parser: caption -> the attributes it asks for (position may be absent). Tests and the
 benchmark compare the two to judge prompt adherence.
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from bot.shapes.world import COLOURS, POSITIONS, SHAPES
+from bot.shapes.world import COLOURS, POSITIONS, SHAPES, TRIANGLE_HALF_HEIGHT, TRIANGLE_HALF_WIDTH
 
 ATTRIBUTES = ("shape_colour", "shape", "background_colour", "position")
 
@@ -34,7 +40,7 @@ class Analysis:
     shape: str | None
     background_colour: str | None
     position: str | None
-    fill: float = 0.0  # area / bounding-box area of the blob
+    match: float = 0.0  # overlap (IoU) of the blob with its shape's template: 1 is a perfect shape
     area: float = 0.0  # fraction of the picture covered by the shape
 
     def attributes(self) -> dict[str, str | None]:
@@ -144,31 +150,61 @@ def analyse(image) -> Analysis:
         # A faint blob in nearly the background colour: name the colour by its core anyway.
         shape_colour = snap_colour(fg_rgb)
 
+    shape, match = _nearest_shape(a)
+
     # Sub-pixel extents: the coverage profile's maximum along each column / row.
     col = a.max(axis=0)
     row = a.max(axis=1)
-    width_px, height_px = float(col.sum()), float(row.sum())
-    area = float(a.sum())
-    fill = area / max(width_px * height_px, 1e-6)
-    # Where the mass sits vertically within the box: 0.5 for symmetric shapes, ~0.61 for an upright
-    # triangle (its centroid is a third of the height above the base).
     ys = np.arange(h, dtype=np.float32)
     xs = np.arange(w, dtype=np.float32)
-    top = float((ys * row).sum() / max(row.sum(), 1e-6)) - height_px / 2
-    centroid_y = float((a.sum(axis=1) * ys).sum() / max(area, 1e-6))
-    lowness = (centroid_y - top + 0.5) / max(height_px, 1e-6)
-    if fill < 0.64 or (fill < 0.72 and lowness > 0.57):
-        shape = "triangle"
-    elif fill < 0.89:
-        shape = "circle"
-    else:
-        shape = "square"
-
     cx = float((xs * col).sum() / max(col.sum(), 1e-6)) + 0.5
     cy = float((ys * row).sum() / max(row.sum(), 1e-6)) + 0.5
     fx, fy = cx / w, cy / h
     position = min(POSITIONS, key=lambda name: (POSITIONS[name][0] - fx) ** 2 + (POSITIONS[name][1] - fy) ** 2)
-    return Analysis(shape_colour, shape, background, position, fill=fill, area=area / (h * w))
+    return Analysis(shape_colour, shape, background, position, match=match, area=float(a.sum()) / (h * w))
+
+
+_TEMPLATE_SUPERSAMPLE = 4
+
+
+def _nearest_shape(coverage: np.ndarray) -> tuple[str, float]:
+    """The shape whose template overlaps the blob best, and that overlap (soft IoU, 0..1).
+
+    Each template is the world's shape (bot/shapes/world.py) with the blob's area and centroid,
+    rendered with the same anti-aliasing, so a world picture matches its own shape almost exactly.
+    """
+    h, w = coverage.shape
+    area = float(coverage.sum())
+    ys, xs = np.nonzero(coverage)
+    cy = float((coverage.sum(axis=1) * (np.arange(h) + 0.5)).sum() / area)
+    cx = float((coverage.sum(axis=0) * (np.arange(w) + 0.5)).sum() / area)
+    # Work in a window that holds the blob and every template (each lies within sqrt(area) of the centroid).
+    reach = np.sqrt(area) + 2
+    y0, y1 = max(0, min(ys.min(), int(cy - reach))), min(h, max(ys.max() + 1, int(cy + reach) + 1))
+    x0, x1 = max(0, min(xs.min(), int(cx - reach))), min(w, max(xs.max() + 1, int(cx + reach) + 1))
+    blob = coverage[y0:y1, x0:x1]
+    n = _TEMPLATE_SUPERSAMPLE
+    offsets = (np.arange(n) + 0.5) / n
+    dy = ((np.arange(y0, y1)[:, None] + offsets[None, :]).reshape(-1) - cy)[:, None]
+    dx = ((np.arange(x0, x1)[:, None] + offsets[None, :]).reshape(-1) - cx)[None, :]
+
+    # Each template gets the blob's area: circle pi r^2, square side^2, triangle 2 hw hh (half base, half height).
+    r_circle = np.sqrt(area / np.pi)
+    half_side = np.sqrt(area) / 2
+    r_triangle = np.sqrt(area / (2 * TRIANGLE_HALF_WIDTH * TRIANGLE_HALF_HEIGHT))
+    hw, hh = TRIANGLE_HALF_WIDTH * r_triangle, TRIANGLE_HALF_HEIGHT * r_triangle
+    t = (dy + hh * 4 / 3) / (2 * hh)  # 0 at the apex, 1 at the base (the centroid is a third up from it)
+    inside = {
+        "circle": dx * dx + dy * dy <= r_circle * r_circle,
+        "square": (np.abs(dx) <= half_side) & (np.abs(dy) <= half_side),
+        "triangle": (t >= 0) & (t <= 1) & (np.abs(dx) <= t * hw),
+    }
+    scores = {}
+    for name, mask in inside.items():
+        template = mask.reshape(y1 - y0, n, x1 - x0, n).mean(axis=(1, 3))
+        scores[name] = float(np.minimum(blob, template).sum() / np.maximum(blob, template).sum())
+    best = max(SHAPES, key=scores.get)
+    return best, scores[best]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,9 +6,11 @@
   group's mean at 0 and its variance at a constant, and a bias keeps each SiLU in its linear range; so
   the round trip is exact to ~1e-3 with no training and img2img/inpainting see the real picture.
   (A learned 8x VAE, `vae_kind="learned"`, is kept as an option: it trained far too slowly on 2 CPUs.)
-- UNet: UNet2DConditionModel at 32x32, v-prediction. The 32x32 level is narrow (16 channels) and has no
-  attention: it only turns pixels into features and back, and costs half of a wide one. The 16x16 and
-  8x8 levels have self- and cross-attention, where the prompt places and colours the shape.
+- UNet: UNet2DConditionModel at 32x32, v-prediction. The 32x32 level is narrow (16 channels, three
+  ResNets) and has no attention: it turns pixels into features and back and draws the edges, at half
+  the cost of a wide one. The 16x16 and 8x8 levels have self- and cross-attention, where the prompt
+  places and colours the shape. Training starts with one ResNet per level and grows the 32x32 level to
+  three (`grow_unet`, bot/shapes/train.py): with one, squares came out with bumpy sides.
 - Text encoder: CLIPTextModel, 3 layers of width 128, over the real CLIP BPE vocabulary truncated to
   its first 10,000 merges (prompts padded to 32 tokens).
 - Scheduler: zero-terminal-SNR ("trailing") schedule, v-prediction; DDIM by default.
@@ -65,7 +67,7 @@ class ShapesConfig:
     unet_channels: tuple[int, ...] = (16, 64, 128)
     unet_attention: tuple[bool, ...] = (False, True, True)  # per level: a transformer block or plain ResNets
     unet_only_cross_attention: tuple[bool, ...] = (False, False, False)
-    unet_layers_per_block: int = 1
+    unet_layers_per_block: int | tuple[int, ...] = (3, 1, 1)  # ResNets per level (int: the same everywhere)
     head_dim: int = 32
     text_width: int = 128
     text_layers: int = 3
@@ -84,6 +86,8 @@ class ShapesConfig:
         d["unet_channels"] = list(self.unet_channels)
         d["unet_attention"] = list(self.unet_attention)
         d["unet_only_cross_attention"] = list(self.unet_only_cross_attention)
+        if isinstance(self.unet_layers_per_block, tuple):
+            d["unet_layers_per_block"] = list(self.unet_layers_per_block)
         return d
 
     @classmethod
@@ -93,7 +97,15 @@ class ShapesConfig:
         d["unet_channels"] = tuple(d["unet_channels"])
         d["unet_only_cross_attention"] = tuple(d["unet_only_cross_attention"])
         d["unet_attention"] = tuple(d.get("unet_attention", (True,) * len(d["unet_channels"])))
+        if isinstance(d.get("unet_layers_per_block"), list):
+            d["unet_layers_per_block"] = tuple(d["unet_layers_per_block"])
         return cls(**d)
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """ResNets per UNet level, as a tuple."""
+        n = self.unet_layers_per_block
+        return tuple(n) if isinstance(n, tuple) else (n,) * len(self.unet_channels)
 
 
 TINY_CONFIG = ShapesConfig(
@@ -102,6 +114,7 @@ TINY_CONFIG = ShapesConfig(
     unet_channels=(32, 32),
     unet_attention=(True, True),
     unet_only_cross_attention=(True, False),
+    unet_layers_per_block=1,
     head_dim=16,
     text_width=32,
     text_layers=1,
@@ -227,6 +240,59 @@ def build_unet(config: ShapesConfig) -> UNet2DConditionModel:
         norm_num_groups=config.unet_groups,
         only_cross_attention=tuple(config.unet_only_cross_attention),
     )
+
+
+@torch.no_grad()
+def grow_unet(seed: UNet2DConditionModel, config: ShapesConfig) -> UNet2DConditionModel:
+    """`config`'s UNet, computing exactly what `seed` (one ResNet per level, maybe less attention) computes.
+
+    Every new part starts as an identity, so a grown model loses nothing it has learned and training then
+    gives the new parts their work:
+    - a new ResNet's last conv is zero; in the up path, where it also takes a skip connection, its 1x1
+      shortcut passes the main input through and drops the skip. Down level i: [old, new...]; up level i:
+      [old first (it takes the level below), new..., old last];
+    - a new transformer block's output projection is zero (it adds nothing to its residual).
+    """
+    layers = seed.config.layers_per_block
+    if any(n != 1 for n in (layers if isinstance(layers, (list, tuple)) else [layers])):
+        raise ValueError("grow_unet starts from a UNet with one ResNet per level")
+    levels = len(config.unet_channels)
+    seed_attention = [t.startswith("CrossAttn") for t in seed.config.down_block_types]
+    for level, (n, attention) in enumerate(zip(config.layers, config.unet_attention)):
+        if n > 1 and seed_attention[level]:
+            raise ValueError(f"UNet level {level} has attention: only levels of plain ResNets can grow deeper")
+        if seed_attention[level] and not attention:
+            raise ValueError(f"UNet level {level} would lose its attention: growing only adds")
+    grown = build_unet(config)
+    old = seed.state_dict()
+    new = grown.state_dict()
+    for key in new:
+        parts = key.split(".")
+        old_key = key
+        if parts[0] == "up_blocks" and parts[2] == "resnets":
+            n = config.layers[levels - 1 - int(parts[1])]
+            index = int(parts[3])
+            old_key = ".".join(parts[:3] + [str(0 if index == 0 else 1)] + parts[4:]) if index in (0, n) else None
+        elif parts[0] == "down_blocks" and parts[2] == "resnets" and parts[3] != "0":
+            old_key = None
+        if old_key in old:
+            new[key] = old[old_key]
+    grown.load_state_dict(new)
+    for level, n in enumerate(config.layers):
+        down, up = grown.down_blocks[level], grown.up_blocks[levels - 1 - level]
+        for resnet in [*down.resnets[1:], *up.resnets[1:n]]:
+            resnet.conv2.weight.zero_()
+            resnet.conv2.bias.zero_()
+        for resnet in up.resnets[1:n]:
+            shortcut = resnet.conv_shortcut.weight  # (out, main + skip, 1, 1)
+            shortcut.zero_()
+            shortcut[:, : shortcut.shape[0], 0, 0] = torch.eye(shortcut.shape[0])
+            resnet.conv_shortcut.bias.zero_()
+        if not seed_attention[level] and config.unet_attention[level]:
+            for block in [*down.attentions, *up.attentions]:
+                block.proj_out.weight.zero_()
+                block.proj_out.bias.zero_()
+    return grown
 
 
 def build_text_encoder(config: ShapesConfig, tokenizer: CLIPTokenizer) -> CLIPTextModel:

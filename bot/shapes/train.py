@@ -12,6 +12,8 @@ Two phases, one checkpoint (`.shapes-train/checkpoint.pt`, rewritten atomically 
    guidance, an EMA of the weights (what is exported), a cosine learning rate. The text encoder also
    learns to say what a caption names (linear attribute heads on its pooled output, dropped at export),
    so that words the UNet has not learned to use yet, such as places, do not collapse together.
+   At `grow_at` (11,000 of 14,000 steps) the UNet grows from one ResNet per level to three at 32x32,
+   the new ones starting as identities, and a second cosine begins (`grow_lr`).
 
 Every `--eval-every` steps the EMA model draws held-out prompts and the analyser scores them (logged).
 `export()` writes the EMA weights as fp16 safetensors in diffusers layout; it can run at any time from
@@ -34,7 +36,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 # On a busy machine spinning OpenMP threads burn the CPU they wait for; must be set before torch loads.
@@ -66,7 +68,7 @@ LATENTS = "latents.pt"
 
 @dataclass
 class TrainOptions:
-    steps: int = 11000  # UNet steps in all
+    steps: int = 14000  # UNet steps in all
     vae_steps: int = 1500  # only for vae_kind="learned"
     batch: int = 16
     vae_batch: int = 16
@@ -83,6 +85,12 @@ class TrainOptions:
     # alone gave "left" and "right" nearly the same output (they differed by 0.11 in vectors of norm 10
     # after 14,000 steps), so the UNet never learned places; CLIP's pre-training does this job for SD.
     text_loss_weight: float = 0.1
+    # The UNet trains as `grow_from` (the same model with a smaller UNet) until `grow_at`, then grows to
+    # `config` (model.grow_unet: new parts start as identities, so nothing learned is lost) and goes on to
+    # `steps` on a second cosine that starts at `grow_lr`. None: train `config`'s UNet from the start.
+    grow_at: int = 11000
+    grow_lr: float = 3e-4
+    grow_from: ShapesConfig | None = field(default_factory=lambda: ShapesConfig(unet_layers_per_block=1))
     kl_weight: float = 1e-4
     dataset_size: int = 40000
     seed: int = 0
@@ -98,6 +106,7 @@ class TrainOptions:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["config"] = self.config.to_dict()
+        d["grow_from"] = self.grow_from.to_dict() if self.grow_from else None
         return d
 
 
@@ -201,12 +210,20 @@ class State:
     def __init__(self, options: TrainOptions, work_dir: Path):
         self.options = options
         self.config = options.config
+        if options.grow_from is not None:
+            c = options.config
+            unet_grown = dict(unet_layers_per_block=c.unet_layers_per_block, unet_attention=c.unet_attention,
+                              unet_only_cross_attention=c.unet_only_cross_attention)
+            if replace(options.grow_from, **unet_grown) != c:
+                raise ValueError("grow_from must be the config with fewer ResNets or less attention in its UNet, "
+                                 "nothing else changed (or None: no growing)")
         self.work_dir = work_dir
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(options.seed)
             self.tokenizer = shapes_model.build_tokenizer(work_dir / "tokenizer", self.config)
             self.vae = shapes_model.build_vae(self.config)
-            self.unet = shapes_model.build_unet(self.config)
+            self.grown = not self.grows
+            self.unet = shapes_model.build_unet(self.config if self.grown else options.grow_from)
             self.text_encoder = shapes_model.build_text_encoder(self.config, self.tokenizer)
             self.text_heads = AttributeHeads(self.config.text_width)
         self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
@@ -223,6 +240,24 @@ class State:
         self.scaling_factor: float | None = None
         self.history: list[dict] = []
         self.rng_state = None
+
+    @property
+    def grows(self) -> bool:
+        """Whether this recipe starts with a smaller UNet (`grow_from`) and grows it at `grow_at`."""
+        return self.options.grow_from is not None
+
+    def grow(self) -> None:
+        """Grow the UNet and its EMA to the config's; a fresh optimiser for the new set of parameters."""
+        with torch.random.fork_rng(devices=[]):
+            for name in ("unet", "ema_unet"):  # the same new blocks in both
+                torch.manual_seed(self.options.seed * 1_000_003 + self.options.grow_at)
+                setattr(self, name, shapes_model.grow_unet(getattr(self, name), self.config))
+        self.ema_unet.requires_grad_(False)
+        self.grown = True
+        o = self.options
+        self.opt = torch.optim.AdamW(
+            self.trained_parameters(), lr=o.grow_lr, betas=(0.9, 0.99), weight_decay=o.weight_decay
+        )
 
     def trained_parameters(self) -> list[torch.nn.Parameter]:
         """What the UNet phase optimises (and clips): UNet, text encoder and its attribute heads."""
@@ -253,6 +288,8 @@ class State:
     def restore(self, payload: dict) -> None:
         """Take up a checkpoint read by `read_checkpoint`."""
         self.vae.load_state_dict(payload["vae"])
+        if not self.grown and set(payload["unet"]) != set(self.unet.state_dict()):
+            self.grow()
         self.unet.load_state_dict(payload["unet"])
         self.text_encoder.load_state_dict(payload["text_encoder"])
         self.ema_unet.load_state_dict(payload["ema_unet"])
@@ -293,6 +330,7 @@ def load_state(work_dir: Path) -> State:
 def _options_from_dict(d: dict) -> TrainOptions:
     d = dict(d)
     d["config"] = ShapesConfig.from_dict(d["config"])
+    d["grow_from"] = ShapesConfig.from_dict(d["grow_from"]) if d.get("grow_from") else None
     known = {f for f in TrainOptions.__dataclass_fields__}
     return TrainOptions(**{k: v for k, v in d.items() if k in known})
 
@@ -375,6 +413,13 @@ class TokenCache:
 
 # --------------------------------------------------------------------------------------------------
 # Phases
+
+
+def _learning_rate(step: int, o: TrainOptions) -> float:
+    """A cosine with warm-up; a second one from `grow_lr` once the UNet has grown."""
+    if o.grow_from is not None and step >= o.grow_at:
+        return _cosine_lr(step - o.grow_at, o.steps - o.grow_at, o.grow_lr, o.warmup, o.min_lr_fraction)
+    return _cosine_lr(step, o.grow_at if o.grow_from is not None else o.steps, o.lr, o.warmup, o.min_lr_fraction)
 
 
 def _cosine_lr(step: int, total: int, peak: float, warmup: int, floor: float) -> float:
@@ -488,7 +533,12 @@ def _train_unet(state: State, latents: dict, ckpt_path: Path, log, stop_at: int 
         while state.step < target and not stop:
             t_step = time.perf_counter()
             step = state.step
-            lr = _cosine_lr(step, o.steps, o.lr, o.warmup, o.min_lr_fraction)
+            if not state.grown and step >= o.grow_at:
+                state.grow()
+                unet, params = state.unet.train(), state.trained_parameters()
+                log(f"[grow] step {step}: UNet ResNets per level {state.config.layers}, attention per level "
+                    f"{state.config.unet_attention}, {sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters")
+            lr = _learning_rate(step, o)
             for group in state.opt.param_groups:
                 group["lr"] = lr
             rng = random.Random(o.seed * 1_000_003 + step)
@@ -777,7 +827,7 @@ def cli(argv: list[str] | None = None) -> int:
         return 2
     options = TrainOptions(seed=args.seed, threads=args.threads)
     if args.tiny:
-        options.config = shapes_model.TINY_CONFIG
+        options.config, options.grow_from = shapes_model.TINY_CONFIG, None
         options.vae_steps, options.steps, options.batch, options.vae_batch = 20, 20, 8, 4
         options.dataset_size, options.eval_every, options.eval_prompts = 64, 0, 4
     if args.vae_steps is not None:

@@ -41,6 +41,10 @@ POSITION_NAMES: tuple[str, ...] = tuple(POSITIONS)
 
 POSITION_NAMED_PROBABILITY = 0.6
 SIZE_RANGE = (0.13, 0.18)  # half-extent of the shape as a fraction of min(width, height)
+# Each shape's extent in units of that size: the square's half side (about the circle's area), the upright
+# triangle's half base and half height. The analyser's templates use the same proportions.
+SQUARE_HALF_SIDE = 0.9
+TRIANGLE_HALF_WIDTH, TRIANGLE_HALF_HEIGHT = 1.15, 1.05
 JITTER = 0.035  # of width / height, each way
 SUPERSAMPLE = 4
 
@@ -159,11 +163,11 @@ def coverage(scene: Scene, supersample: int = SUPERSAMPLE) -> np.ndarray:
     if scene.shape == "circle":
         inside = dx * dx + dy * dy <= r * r
     elif scene.shape == "square":
-        half = r * 0.9  # about the circle's area
+        half = r * SQUARE_HALF_SIDE
         inside = (np.abs(dx) <= half) & (np.abs(dy) <= half)
     elif scene.shape == "triangle":
         # Upright isosceles triangle filling its bounding box [cx-hw, cx+hw] x [cy-h, cy+h].
-        hw, h = r * 1.15, r * 1.05
+        hw, h = r * TRIANGLE_HALF_WIDTH, r * TRIANGLE_HALF_HEIGHT
         t = (dy + h) / (2 * h)  # 0 at the apex, 1 at the base
         inside = (t >= 0) & (t <= 1) & (np.abs(dx) <= t * hw)
     else:

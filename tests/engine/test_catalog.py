@@ -1,3 +1,4 @@
+import json
 import shutil
 from pathlib import Path
 
@@ -32,22 +33,28 @@ def spec(source: str) -> ModelSpec:
     return ModelSpec(name="m", source=source, pipeline="stable-diffusion", width=64, height=64, steps=1, guidance=0)
 
 
-def test_shipped_catalog_offers_the_tiny_model_by_default():
+def test_shipped_catalog_offers_the_shapes_model_by_default_and_the_tiny_test_model():
     catalog = load_catalog(SHIPPED_CATALOG)
-    assert catalog.default == "tiny"
+    assert catalog.default == "shapes"
+    shapes = catalog.get("shapes")
+    # The shipped weights are in the repository, and the entry draws them as they were trained to be drawn.
+    trained = json.loads((SHIPPED_CATALOG.parent / shapes.source / "dreamgrid.json").read_text())
+    assert (shapes.width, shapes.height, shapes.steps, shapes.guidance) == (
+        trained["width"], trained["height"], trained["steps"], trained["guidance"])
+    assert (shapes.max_prompt_tokens, shapes.upscaler) == (32, "realesr-animevideov3")
     tiny = catalog.get("tiny")
     assert (tiny.source, tiny.width, tiny.height, tiny.steps, tiny.guidance) == ("tiny-sd", 64, 64, 4, 5.0)
     assert (tiny.pipeline, tiny.max_prompt_tokens, tiny.upscaler) == ("stable-diffusion", 77, "realesr-animevideov3")
     assert "noise" in tiny.description
     assert {"sd-turbo", "sdxl-turbo", "sd15"} <= catalog.disabled
-    assert list(catalog.models) == ["tiny"]
+    assert list(catalog.models) == ["shapes", "tiny"]
 
 
 def test_unknown_and_disabled_names_list_the_available_models():
     catalog = load_catalog(SHIPPED_CATALOG)
-    with pytest.raises(CatalogError, match=r"unknown model 'nope'; available: tiny"):
+    with pytest.raises(CatalogError, match=r"unknown model 'nope'; available: shapes, tiny"):
         catalog.get("nope")
-    with pytest.raises(CatalogError, match=r"'sd-turbo' is disabled.*available: tiny"):
+    with pytest.raises(CatalogError, match=r"'sd-turbo' is disabled.*available: shapes, tiny"):
         catalog.get("sd-turbo")
 
 

@@ -2,6 +2,7 @@
 
 import json
 import socket
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ def no_network(monkeypatch):
 def tiny_options() -> TrainOptions:
     return TrainOptions(
         steps=6, vae_steps=4, batch=4, vae_batch=2, dataset_size=16, eval_every=3, eval_prompts=2, eval_steps=2,
-        warmup=2, threads=2, progress_seconds=0.0, config=shapes_model.TINY_CONFIG,
+        warmup=2, threads=2, progress_seconds=0.0, config=shapes_model.TINY_CONFIG, grow_from=None,
     )
 
 
@@ -175,3 +176,46 @@ def test_caption_labels_say_what_each_caption_names():
             assert said["position"] == POSITION_NAMES[p]
             kinds["placed"] += 1
     assert min(kinds.values()) > 20, kinds
+
+
+# A UNet that gains a ResNet and cross-attention at its top level mid-training.
+SEED_CONFIG = replace(shapes_model.TINY_CONFIG, unet_attention=(False, True), unet_only_cross_attention=(False, False))
+GROWN_CONFIG = replace(shapes_model.TINY_CONFIG, unet_layers_per_block=(2, 1))
+
+
+def test_a_grown_unet_draws_exactly_what_it_drew_before_growing():
+    """Growing mid-training must not throw away what the UNet has learned: same input, same output."""
+    torch.manual_seed(0)
+    seed = shapes_model.build_unet(SEED_CONFIG).eval()
+    with torch.no_grad():  # no weight left at a value that would hide a wrong copy
+        for p in seed.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    grown = shapes_model.grow_unet(seed, GROWN_CONFIG).eval()
+    assert [len(b.resnets) for b in grown.down_blocks] == [2, 1]
+    assert len(grown.down_blocks[0].attentions) == 2
+    size = GROWN_CONFIG.latent_size
+    x, t = torch.randn(2, 4, size, size), torch.tensor([900, 30])
+    text = torch.randn(2, 8, GROWN_CONFIG.text_width)
+    with torch.no_grad():
+        assert torch.allclose(seed(x, t, text).sample, grown(x, t, text).sample, atol=1e-5)
+
+    with pytest.raises(ValueError, match="only levels of plain ResNets"):
+        shapes_model.grow_unet(seed, replace(GROWN_CONFIG, unet_layers_per_block=(1, 2)))
+    with pytest.raises(ValueError, match="lose its attention"):
+        shapes_model.grow_unet(seed, replace(SEED_CONFIG, unet_attention=(False, False)))
+
+
+def test_training_grows_the_unet_at_its_step_and_resumes_it_grown(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "shapes"
+    options = tiny_options()
+    options.config, options.grow_from, options.grow_at, options.eval_every = GROWN_CONFIG, SEED_CONFIG, 3, 0
+    lines = []
+    train(out, resume=True, work_dir=work, options=options, log=lines.append, stop_at=4)
+    assert any(line.startswith("[grow] step 3") for line in lines)
+    lines.clear()
+    train(out, resume=True, work_dir=work, options=options, log=lines.append)  # a grown checkpoint loads
+    assert any("[resume]" in line and "unet step 4/6" in line for line in lines)
+    assert not any(line.startswith("[grow]") for line in lines)
+    unet_config = json.loads((out / "unet" / "config.json").read_text())
+    assert unet_config["layers_per_block"] == [2, 1]
+    assert unet_config["down_block_types"][0] == "CrossAttnDownBlock2D"
