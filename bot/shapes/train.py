@@ -417,9 +417,10 @@ class TokenCache:
 
 def _learning_rate(step: int, o: TrainOptions) -> float:
     """A cosine with warm-up; a second one from `grow_lr` once the UNet has grown."""
-    if o.grow_from is not None and step >= o.grow_at:
+    grows = o.grow_from is not None and o.grow_at < o.steps  # a run shorter than grow_at never grows
+    if grows and step >= o.grow_at:
         return _cosine_lr(step - o.grow_at, o.steps - o.grow_at, o.grow_lr, o.warmup, o.min_lr_fraction)
-    return _cosine_lr(step, o.grow_at if o.grow_from is not None else o.steps, o.lr, o.warmup, o.min_lr_fraction)
+    return _cosine_lr(step, o.grow_at if grows else o.steps, o.lr, o.warmup, o.min_lr_fraction)
 
 
 def _cosine_lr(step: int, total: int, peak: float, warmup: int, floor: float) -> float:
