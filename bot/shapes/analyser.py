@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from bot.shapes.world import COLOURS, POSITIONS, SHAPES, TRIANGLE_HALF_HEIGHT, TRIANGLE_HALF_WIDTH
+from bot.shapes.world import COLOURS, POSITIONS, SHAPES, template
 
 ATTRIBUTES = ("shape_colour", "shape", "background_colour", "position")
 
@@ -164,45 +164,17 @@ def analyse(image) -> Analysis:
     return Analysis(shape_colour, shape, background, position, match=match, area=float(a.sum()) / (h * w))
 
 
-_TEMPLATE_SUPERSAMPLE = 4
-
-
 def _nearest_shape(coverage: np.ndarray) -> tuple[str, float]:
-    """The shape whose template overlaps the blob best, and that overlap (soft IoU, 0..1).
-
-    Each template is the world's shape (bot/shapes/world.py) with the blob's area and centroid,
-    rendered with the same anti-aliasing, so a world picture matches its own shape almost exactly.
-    """
+    """The shape whose template (`world.template`: the blob's area and centroid) overlaps the blob best,
+    and that overlap (soft IoU, 0..1). A world picture matches its own shape almost exactly."""
     h, w = coverage.shape
     area = float(coverage.sum())
-    ys, xs = np.nonzero(coverage)
-    cy = float((coverage.sum(axis=1) * (np.arange(h) + 0.5)).sum() / area)
-    cx = float((coverage.sum(axis=0) * (np.arange(w) + 0.5)).sum() / area)
-    # Work in a window that holds the blob and every template (each lies within sqrt(area) of the centroid).
-    reach = np.sqrt(area) + 2
-    y0, y1 = max(0, min(ys.min(), int(cy - reach))), min(h, max(ys.max() + 1, int(cy + reach) + 1))
-    x0, x1 = max(0, min(xs.min(), int(cx - reach))), min(w, max(xs.max() + 1, int(cx + reach) + 1))
-    blob = coverage[y0:y1, x0:x1]
-    n = _TEMPLATE_SUPERSAMPLE
-    offsets = (np.arange(n) + 0.5) / n
-    dy = ((np.arange(y0, y1)[:, None] + offsets[None, :]).reshape(-1) - cy)[:, None]
-    dx = ((np.arange(x0, x1)[:, None] + offsets[None, :]).reshape(-1) - cx)[None, :]
-
-    # Each template gets the blob's area: circle pi r^2, square side^2, triangle 2 hw hh (half base, half height).
-    r_circle = np.sqrt(area / np.pi)
-    half_side = np.sqrt(area) / 2
-    r_triangle = np.sqrt(area / (2 * TRIANGLE_HALF_WIDTH * TRIANGLE_HALF_HEIGHT))
-    hw, hh = TRIANGLE_HALF_WIDTH * r_triangle, TRIANGLE_HALF_HEIGHT * r_triangle
-    t = (dy + hh * 4 / 3) / (2 * hh)  # 0 at the apex, 1 at the base (the centroid is a third up from it)
-    inside = {
-        "circle": dx * dx + dy * dy <= r_circle * r_circle,
-        "square": (np.abs(dx) <= half_side) & (np.abs(dy) <= half_side),
-        "triangle": (t >= 0) & (t <= 1) & (np.abs(dx) <= t * hw),
-    }
+    centroid = (float((coverage.sum(axis=0) * (np.arange(w) + 0.5)).sum() / area),
+                float((coverage.sum(axis=1) * (np.arange(h) + 0.5)).sum() / area))
     scores = {}
-    for name, mask in inside.items():
-        template = mask.reshape(y1 - y0, n, x1 - x0, n).mean(axis=(1, 3))
-        scores[name] = float(np.minimum(blob, template).sum() / np.maximum(blob, template).sum())
+    for shape in SHAPES:
+        t = template(shape, area, centroid, w, h)
+        scores[shape] = float(np.minimum(coverage, t).sum() / np.maximum(coverage, t).sum())
     best = max(SHAPES, key=scores.get)
     return best, scores[best]
 

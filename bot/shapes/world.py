@@ -10,6 +10,7 @@ This is what the `shapes` model is trained on, and what the analyser (bot/shapes
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import asdict, dataclass
 
@@ -42,7 +43,7 @@ POSITION_NAMES: tuple[str, ...] = tuple(POSITIONS)
 POSITION_NAMED_PROBABILITY = 0.6
 SIZE_RANGE = (0.13, 0.18)  # half-extent of the shape as a fraction of min(width, height)
 # Each shape's extent in units of that size: the square's half side (about the circle's area), the upright
-# triangle's half base and half height. The analyser's templates use the same proportions.
+# triangle's half base and half height.
 SQUARE_HALF_SIDE = 0.9
 TRIANGLE_HALF_WIDTH, TRIANGLE_HALF_HEIGHT = 1.15, 1.05
 JITTER = 0.035  # of width / height, each way
@@ -153,27 +154,47 @@ def sample_scene(
 
 def coverage(scene: Scene, supersample: int = SUPERSAMPLE) -> np.ndarray:
     """Fraction (0..1) of each pixel covered by the shape, float32 (height, width)."""
+    return shape_coverage(scene.shape, scene.cx, scene.cy, scene.size, scene.width, scene.height, supersample)
+
+
+def shape_coverage(shape: str, cx: float, cy: float, size: float, width: int, height: int,
+                   supersample: int = SUPERSAMPLE) -> np.ndarray:
+    """`coverage` of one shape: (cx, cy) is the centre of its bounding box, `size` its half-extent unit."""
     n = supersample
     offsets = (np.arange(n) + 0.5) / n
-    ys = (np.arange(scene.height)[:, None] + offsets[None, :]).reshape(-1)
-    xs = (np.arange(scene.width)[:, None] + offsets[None, :]).reshape(-1)
-    dx = xs[None, :] - scene.cx
-    dy = ys[:, None] - scene.cy
-    r = scene.size
-    if scene.shape == "circle":
+    ys = (np.arange(height)[:, None] + offsets[None, :]).reshape(-1)
+    xs = (np.arange(width)[:, None] + offsets[None, :]).reshape(-1)
+    dx = xs[None, :] - cx
+    dy = ys[:, None] - cy
+    r = size
+    if shape == "circle":
         inside = dx * dx + dy * dy <= r * r
-    elif scene.shape == "square":
+    elif shape == "square":
         half = r * SQUARE_HALF_SIDE
         inside = (np.abs(dx) <= half) & (np.abs(dy) <= half)
-    elif scene.shape == "triangle":
+    elif shape == "triangle":
         # Upright isosceles triangle filling its bounding box [cx-hw, cx+hw] x [cy-h, cy+h].
         hw, h = r * TRIANGLE_HALF_WIDTH, r * TRIANGLE_HALF_HEIGHT
         t = (dy + h) / (2 * h)  # 0 at the apex, 1 at the base
         inside = (t >= 0) & (t <= 1) & (np.abs(dx) <= t * hw)
     else:
-        raise ValueError(f"unknown shape {scene.shape!r}")
-    cov = inside.reshape(scene.height, n, scene.width, n).mean(axis=(1, 3))
+        raise ValueError(f"unknown shape {shape!r}")
+    cov = inside.reshape(height, n, width, n).mean(axis=(1, 3))
     return cov.astype(np.float32)
+
+
+def template(shape: str, area: float, centroid: tuple[float, float], width: int, height: int) -> np.ndarray:
+    """The world's `shape` covering `area` pixels with its centroid at `centroid` (x, y), as `coverage`
+    draws it: what the analyser compares a blob with."""
+    cx, cy = centroid
+    if shape == "circle":
+        size = math.sqrt(area / math.pi)
+    elif shape == "square":
+        size = math.sqrt(area) / (2 * SQUARE_HALF_SIDE)
+    else:  # the triangle: area = half base x height; its centroid lies a third of the height below the box centre
+        size = math.sqrt(area / (2 * TRIANGLE_HALF_WIDTH * TRIANGLE_HALF_HEIGHT))
+        cy -= TRIANGLE_HALF_HEIGHT * size / 3
+    return shape_coverage(shape, cx, cy, size, width, height)
 
 
 def render_array(scene: Scene, supersample: int = SUPERSAMPLE) -> np.ndarray:
