@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 from bot.engine import Catalog, DeviceOptions, WorkerPool, load_catalog
 from bot.engine.tokens import prompt_tokens
-from bot.service import JobService
+from bot.service import Accounts, Admin, Jobs, open_services
 from bot.service.quota import QuotaRules
-from bot.service.admin import AdminService
 from bot.settings import Settings
 from bot.store import Store
 
@@ -29,8 +28,9 @@ class App:
     catalog: Catalog
     pool: WorkerPool
     store: Store
-    service: JobService
-    admin: AdminService | None = None
+    jobs: Jobs
+    accounts: Accounts
+    admin: Admin
 
     @classmethod
     async def open(cls, settings: Settings) -> "App":
@@ -45,14 +45,14 @@ class App:
         # Build the default model's tokenizer now (~2 s, once per process), not in a user's first /imagine.
         await asyncio.to_thread(prompt_tokens, catalog.get(default_model), settings.models_dir, "")
         store = await Store.open(settings.database_path)
-        service = JobService(store, pool, catalog, settings.data_dir, daily_images=settings.daily_images,
-                             max_prompt_chars=settings.max_prompt_chars, default_model=default_model,
-                             quota_rules=quota_rules(settings), position_interval=settings.position_interval)
-        admin = service.policy = AdminService(service, settings.models_dir)  # bans, banned words, server defaults
-        return cls(settings, catalog, pool, store, service, admin=admin)
+        services = open_services(store, pool, catalog, data_dir=settings.data_dir, models_dir=settings.models_dir,
+                                 default_model=default_model, quota_rules=quota_rules(settings),
+                                 max_prompt_chars=settings.max_prompt_chars,
+                                 position_interval=settings.position_interval)
+        return cls(settings, catalog, pool, store, services.jobs, services.accounts, services.admin)
 
     async def close(self) -> None:
-        await self.service.close()
+        await self.jobs.close()
         await self.pool.close()
         await self.store.close()
 
@@ -61,7 +61,7 @@ class App:
         from bot.discord_ui.endpoints import use_discord_endpoints
 
         use_discord_endpoints(self.settings.discord_api_base or None, self.settings.discord_gateway_url or None)
-        return DreamgridBot(self.settings, self.service)
+        return DreamgridBot(self.settings, self.jobs, self.accounts, self.admin)
 
 
 def quota_rules(settings: Settings) -> QuotaRules:

@@ -95,12 +95,14 @@ async def _serve(settings: Settings) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import secrets
+    import dataclasses
 
-    from bot.engine import GenerateRequest, WorkerPool, load_catalog, make_grid, png_bytes
-    from bot.service.compose import Defaults, plan_job, shared_noise
+    from bot.engine import WorkerPool, load_catalog, make_grid, png_bytes
+    from bot.recipe import GRID_SIZE, MAX_SEED
+    from bot.service.compose import Defaults, plan_job
     from bot.service.prompt import PromptError
-    from bot.service.provenance import CHUNK, parameters_text
+    from bot.service.provenance import CHUNK, recipe_text
+    from bot.service.running import generate_request
 
     settings = Settings.load()
     catalog = load_catalog(settings.catalog_path)
@@ -109,32 +111,26 @@ def _generate(args: argparse.Namespace) -> int:
     except PromptError as error:
         print(f"dreamgrid generate: {error}", file=sys.stderr)
         return 2
-    if not plan.prompt:
+    if not plan.recipe.prompt:
         print("dreamgrid generate: the prompt is empty: describe the picture before the -- parameters.", file=sys.stderr)
         return 2
-    seed = plan.seed if plan.seed is not None else args.seed
-    seed = secrets.randbelow(2**32) if seed is None else seed
-    p = plan.params
+    recipe = plan.recipe
+    if not plan.seed_typed and args.seed is not None:
+        recipe = dataclasses.replace(recipe, seed=args.seed)
 
     async def grids() -> None:
         pool = WorkerPool(catalog, settings.models_dir, devices=settings.devices, torch_threads=settings.torch_threads)
         await pool.start()
         try:
             for n in range(plan.repeat):  # --repeat N: grid.png, grid-2.png, ... each with the next 4 seeds
-                first = seed + 4 * n
-                request = GenerateRequest(
-                    model=plan.model, prompt=plan.prompt, negative_prompt=plan.negative_prompt,
-                    seeds=tuple((first + i) % 2**32 for i in range(4)), width=p["width"], height=p["height"],
-                    steps=p["steps"], guidance=p["guidance"], tile=bool(p.get("tile")),
-                    shared_noise=shared_noise(p.get("chaos")))
-                result = await pool.submit(request).result()
+                grid = dataclasses.replace(recipe, seed=(recipe.seed + GRID_SIZE * n) % (MAX_SEED + 1))
+                result = await pool.submit(generate_request(grid)).result()
                 output = args.output if n == 0 else args.output.with_name(f"{args.output.stem}-{n + 1}{args.output.suffix}")
-                text = parameters_text(prompt=plan.prompt, negative_prompt=plan.negative_prompt, steps=result.steps,
-                                       sampler=result.sampler, guidance=result.guidance, seed=request.seeds[0],
-                                       width=result.width, height=result.height, model=plan.model)
+                text = recipe_text(grid, sampler=result.sampler, seed=grid.seed, width=result.width,
+                                   height=result.height)
                 output.parent.mkdir(parents=True, exist_ok=True)
                 output.write_bytes(png_bytes(make_grid(result.images), {CHUNK: text}))
-                print(f"{output}: model {plan.model}, seed {request.seeds[0]}, {result.width}x{result.height} each, "
+                print(f"{output}: model {grid.model}, seed {grid.seed}, {result.width}x{result.height} each, "
                       f"{result.seconds:.2f} s")
         finally:
             await pool.close()

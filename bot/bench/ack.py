@@ -39,10 +39,10 @@ async def measure(queued: int, probes: int, settings: Settings) -> dict:
                     acks.append(ix.ack_seconds * 1000)
                     await asyncio.sleep(0.05)
                 for job in await app.store.active_jobs():
-                    app.service.cancel(job.id)
+                    app.jobs.cancel(job.id)
             if discord.spec_errors:
                 raise RuntimeError(f"requests broke Discord's spec: {discord.spec_errors}")
-    return {"bench": "ack", "queued": waiting, "probes": probes, "model": app.service.default_model,
+    return {"bench": "ack", "queued": waiting, "probes": probes, "model": app.jobs.policy.default_model,
             "machine": machine(settings), **summary(acks)}
 
 

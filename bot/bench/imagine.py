@@ -46,7 +46,7 @@ async def measure(runs: int, settings: Settings) -> dict:
                         grids.append((time.monotonic() - started) * 1000)
             if discord.spec_errors:
                 raise RuntimeError(f"requests broke Discord's spec: {discord.spec_errors}")
-    return {"bench": "imagine", "runs": runs, "model": app.service.default_model,
+    return {"bench": "imagine", "runs": runs, "model": app.jobs.policy.default_model,
             "machine": machine(settings), "defer": summary(acks), "grid": summary(grids)}
 
 

@@ -41,7 +41,7 @@ async def measure(settings: Settings, runs: int) -> dict:
                         overhead.append((total - seconds) * 1000)
             if discord.spec_errors:
                 raise RuntimeError(f"requests broke Discord's spec: {discord.spec_errors}")
-    return {"bench": "overhead", "runs": len(overhead), "model": app.service.default_model,
+    return {"bench": "overhead", "runs": len(overhead), "model": app.jobs.policy.default_model,
             "machine": machine(settings), "median_ms": round(statistics.median(overhead), 1),
             "min_ms": round(min(overhead), 1), "max_ms": round(max(overhead), 1), "pipeline_median_ms": round(statistics.median(pipeline), 1)}
 

@@ -8,28 +8,46 @@ SQLite, none from a View object. Registered once in `DreamgridBot.setup_hook`.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import discord
 from discord import ButtonStyle
 
-from bot.discord_ui.guard import refuse_banned
+from bot.discord_ui.guard import owned_job, refuse_banned
 from bot.discord_ui.remix import show_remix
 from bot.discord_ui.show import ShowButton
-from bot.store import Job
+from bot.recipe import JobKind
+from bot.service import Job
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
 
-ACTIONS = ("upscale", "vary", "reroll", "subtle", "strong", "cancel")
-REMIXABLE = ("vary", "reroll", "subtle", "strong")  # with Remix on, these open the prompt first
+# action -> (what it starts, whether Remix opens the prompt first). Shared by the buttons and Remix modals.
+# start(jobs, who, job, index, remix) returns the awaitable that accepts the new job.
+ACTIONS: dict[str, tuple[Callable, bool]] = {
+    "upscale": (lambda jobs, who, job, index, remix: jobs.upscale(who, job, index), False),
+    "vary": (lambda jobs, who, job, index, remix: jobs.vary(who, job, index, remix=remix), True),  # /settings
+    "subtle": (lambda jobs, who, job, index, remix: jobs.vary(who, job, 1, "subtle", remix=remix), True),
+    "strong": (lambda jobs, who, job, index, remix: jobs.vary(who, job, 1, "strong", remix=remix), True),
+    "reroll": (lambda jobs, who, job, index, remix: jobs.reroll(who, job, remix=remix), True),
+}
+CANCEL = "cancel"
+
+
+async def start_action(interaction: discord.Interaction[DreamgridBot], action: str, job: Job, index: int,
+                       remix: str | None = None) -> None:
+    """Accept the job an action asks for and start it, or say privately why not."""
+    bot = interaction.client
+    start, _ = ACTIONS[action]
+    await bot.start_job(interaction, start(bot.jobs, bot.requester(interaction), job, index, remix))
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:(?P<action>[a-z]+):(?P<job>[0-9]+):(?P<index>[0-4])"):
     def __init__(self, action: str, job_id: int, index: int = 0) -> None:
-        if action not in ACTIONS:
+        if action not in ACTIONS and action != CANCEL:
             raise ValueError(f"unknown button action {action!r}")
         self.action, self.job_id, self.index = action, job_id, index
+        self.job: Job | None = None  # read by interaction_check, once it has checked who may use it
         label, emoji, row = {
             "upscale": (f"U{index}", None, 0),
             "reroll": (None, "🔄", 0),
@@ -51,41 +69,22 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:(?P<act
 
     async def interaction_check(self, interaction: discord.Interaction[DreamgridBot], /) -> bool:
         """Only the job's owner and admins may use its buttons; anyone else is told so, and nothing happens."""
-        bot = interaction.client
         if await refuse_banned(interaction):
             return False
-        job = await bot.service.store.get_job(self.job_id)
-        if job is None:
-            await interaction.response.send_message(
-                f"Job #{self.job_id} no longer exists. Start a new one with /imagine.", ephemeral=True)
-            return False
-        if job.owner_id != interaction.user.id and not bot.is_admin(interaction):
-            await interaction.response.send_message(
-                "This is not your job: only the person who started it (or an admin) can use its buttons. "
-                "Make your own with /imagine.", ephemeral=True)
-            return False
-        return True
+        self.job = await owned_job(interaction, self.job_id)
+        return self.job is not None
 
     async def callback(self, interaction: discord.Interaction[DreamgridBot]) -> None:
-        bot = interaction.client
-        job = await bot.service.store.get_job(self.job_id)
-        service = bot.service
-        who = bot.requester(interaction)
-        if self.action in REMIXABLE and (await service.preferences.get(interaction.user.id)).remix:
-            await show_remix(interaction, job, self.action, self.index)
-            return
-        if self.action == "cancel":
+        if self.action == CANCEL:
             from bot.discord_ui.cancel import cancel_jobs  # it needs the bot, which imports this module
 
-            await cancel_jobs(interaction, [job])
-        elif self.action == "upscale":
-            await bot.start_job(interaction, service.upscale(who, job, self.index))
-        elif self.action == "vary":
-            await bot.start_job(interaction, service.vary(who, job, self.index))  # Subtle/Strong from /settings
-        elif self.action in ("subtle", "strong"):
-            await bot.start_job(interaction, service.vary(who, job, 1, self.action))
-        else:
-            await bot.start_job(interaction, service.reroll(who, job))
+            await cancel_jobs(interaction, [self.job])
+            return
+        remixable = ACTIONS[self.action][1]
+        if remixable and (await interaction.client.accounts.preferences(interaction.user.id)).remix:
+            await show_remix(interaction, self.job, self.action, self.index)
+            return
+        await start_action(interaction, self.action, self.job, self.index)
 
 
 def cancel_view(job: Job) -> discord.ui.View:
@@ -98,7 +97,7 @@ def cancel_view(job: Job) -> discord.ui.View:
 def job_view(job: Job, grid_link: str | None = None) -> discord.ui.View:
     """The buttons that go under a finished job's message."""
     view = discord.ui.View(timeout=None)
-    if job.kind == "upscale":
+    if job.kind is JobKind.UPSCALE:
         view.add_item(JobButton("subtle", job.id))
         view.add_item(JobButton("strong", job.id))
         if grid_link:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.discord_ui import render
-from bot.store import Job
+from bot.recipe import JobStatus
+from bot.service import Job
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
@@ -23,13 +24,13 @@ async def cancel_jobs(interaction: discord.Interaction[DreamgridBot], jobs: list
         return
     # A running job stops at its next denoising step: that may take longer than Discord's 3 seconds.
     await interaction.response.defer(ephemeral=True, thinking=True)
-    lines = [outcome(await interaction.client.service.stop(job.id) or job) for job in active]
+    lines = [outcome(await interaction.client.jobs.stop(job.id) or job) for job in active]
     await interaction.followup.send("\n".join(lines), ephemeral=True, allowed_mentions=render.NO_PINGS)
 
 
 def outcome(job: Job) -> str:
-    if job.status == "cancelled":
+    if job.status is JobStatus.CANCELLED:
         paid = ((f"the {job.cost} images it cost were refunded" if job.cost > 1 else "the image it cost was refunded")
                 if job.cost else "it cost nothing (relax mode)")
         return f"Job #{job.id} is cancelled; {paid}."
-    return f"Job #{job.id} had already {'finished' if job.status == 'done' else job.status}, so it was not cancelled."
+    return f"Job #{job.id} had already {'finished' if job.status is JobStatus.DONE else job.status}, so it was not cancelled."

@@ -14,9 +14,9 @@ from bot.discord_ui.buttons import JobButton
 from bot.discord_ui.checks import is_admin, requester
 from bot.discord_ui.guard import GuardedTree
 from bot.discord_ui.job_message import JobMessage
-from bot.service import JobService, Requester, UserError
+from bot.service import Accounts, Admin, Jobs, Requester, UserError
 from bot.settings import Settings
-from bot.store import Job, Refused
+from bot.service import Job, Refused
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ ACK_BUDGET = 1.0
 
 
 class DreamgridBot(commands.Bot):
-    def __init__(self, settings: Settings, service: JobService) -> None:
+    def __init__(self, settings: Settings, jobs: Jobs, accounts: Accounts, admin: Admin) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,  # slash commands only; no message content needed
             intents=discord.Intents.default(),
@@ -34,7 +34,8 @@ class DreamgridBot(commands.Bot):
             tree_cls=GuardedTree,  # banned members are refused every command
         )
         self.settings = settings
-        self.service = service
+        # The service's three doors: the only way in to jobs, members' accounts and admin work.
+        self.jobs, self.accounts, self.admin = jobs, accounts, admin
 
     async def setup_hook(self) -> None:
         from bot.discord_ui.cogs import COGS
@@ -48,9 +49,9 @@ class DreamgridBot(commands.Bot):
         for cog in COGS:
             await self.add_cog(cog(self))
         await self._sync_commands()
-        for job in await self.service.unfinished_jobs():
+        for job in await self.jobs.unfinished():
             log.info("recovering job %s, unfinished at the last stop", job.id)
-            self.service.start(job, JobMessage(self, job))
+            self.jobs.start(job, JobMessage(self, job))
 
     async def _sync_commands(self) -> None:
         if not self.settings.guild_ids:
@@ -92,13 +93,13 @@ class DreamgridBot(commands.Bot):
             # A follow-up to a response still "thinking" would replace it: show the first job's state first.
             await interaction.edit_original_response(content=render.queued(jobs[0], 1),
                                                      allowed_mentions=render.NO_PINGS)
-        self.service.start(jobs[0], JobMessage(self, jobs[0], interaction))
+        self.jobs.start(jobs[0], JobMessage(self, jobs[0], interaction))
         for extra in jobs[1:]:
             message = JobMessage(self, extra)
             if interaction is not None:
                 message.channel_message = await interaction.followup.send(
                     render.queued(extra, 1), ephemeral=private, wait=True, allowed_mentions=render.NO_PINGS)
-            self.service.start(extra, message)
+            self.jobs.start(extra, message)
 
     async def _decide(self, interaction: discord.Interaction,
                       accepting: Awaitable[Job | list[Job] | Refused]) -> tuple[Job | list[Job] | str, bool]:
@@ -113,7 +114,7 @@ class DreamgridBot(commands.Bot):
                     "Please try again, and tell an admin if it keeps happening."), True
         if isinstance(outcome, Refused):
             return quota_refusal(outcome), True
-        return outcome, (await self.service.preferences.get(interaction.user.id)).private  # /settings
+        return outcome, (await self.accounts.preferences(interaction.user.id)).private  # /settings
 
     @staticmethod
     async def _defer(interaction: discord.Interaction, private: bool) -> bool:

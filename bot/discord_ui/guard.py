@@ -14,9 +14,10 @@ from discord.ext import commands
 
 from bot.discord_ui import render
 from bot.discord_ui.checks import requester
-from bot.service import UserError
-from bot.service.admin import BANNED, AdminService, LoadFailed
-from bot.store import Job
+from bot.service import Admin, UserError
+from bot.service.models import LoadFailed
+from bot.service.policy import BANNED
+from bot.service import Job
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
@@ -28,24 +29,12 @@ NOT_ADMIN = ("Only server admins can use /{command}: members with Manage Server,
 MAX_CONTENT = 2000
 
 
-def admin_service(bot: DreamgridBot) -> AdminService | None:
-    policy = bot.service.policy
-    return policy if isinstance(policy, AdminService) else None
-
-
-async def is_spoiler(bot: DreamgridBot, job: Job) -> bool:
-    """Whether a finished job's image is posted hidden: the model's safety checker flagged it."""
-    admin = admin_service(bot)
-    return admin is not None and await admin.spoiler(job)
-
-
 async def refuse_banned(interaction: discord.Interaction) -> bool:
     """True (after one polite private answer) if a banned member is asking; admins cannot be locked out."""
     bot: DreamgridBot = interaction.client
-    admin = admin_service(bot)
-    if admin is None or bot.is_admin(interaction):
+    if bot.is_admin(interaction):
         return False
-    if not await admin.is_banned(interaction.guild_id, interaction.user.id):
+    if not await bot.admin.is_banned(interaction.guild_id, interaction.user.id):
         return False
     if interaction.type is discord.InteractionType.autocomplete:
         await interaction.response.autocomplete([])
@@ -72,10 +61,8 @@ class AdminCog(commands.Cog):
         self.bot = bot
 
     @property
-    def admin(self) -> AdminService:
-        admin = admin_service(self.bot)
-        assert admin is not None, "App.open installs the AdminService as the job service's policy"
-        return admin
+    def admin(self) -> Admin:
+        return self.bot.admin
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
         if self.bot.is_admin(interaction):
@@ -99,6 +86,24 @@ class AdminCog(commands.Cog):
             outcome = f"failed: {type(error).__name__}"
         await reply(interaction, text)  # first: Discord's 3 seconds run for the answer, not for the audit
         await self.admin.audit(requester(interaction), action, _options(interaction), outcome)
+
+
+async def owned_job(interaction: discord.Interaction[DreamgridBot], job_id: int, what: str = "use its buttons"
+                    ) -> Job | None:
+    """The job, if the one asking may act on it (its owner, or an admin); otherwise None, after one polite
+    private answer. The one ownership check of buttons, Remix, /show and /cancel."""
+    bot = interaction.client
+    job = await bot.jobs.get(job_id)
+    if job is None:
+        await interaction.response.send_message(
+            f"Job #{job_id} no longer exists. Start a new one with /imagine.", ephemeral=True)
+        return None
+    if job.owner_id != interaction.user.id and not bot.is_admin(interaction):
+        await interaction.response.send_message(
+            f"This is not your job: only the person who started it (or an admin) can {what}. "
+            "Make your own with /imagine.", ephemeral=True)
+        return None
+    return job
 
 
 async def reply(interaction: discord.Interaction, text: str) -> None:

@@ -20,8 +20,7 @@ import discord
 
 from bot.discord_ui import render
 from bot.discord_ui.buttons import cancel_view, job_view
-from bot.discord_ui.guard import is_spoiler
-from bot.store import Job
+from bot.service import Job
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
@@ -43,7 +42,7 @@ class JobMessage:
         message = await self._show(content=render.queued(job, position), view=cancel_view(job))
         if message is not None and self.job.message_id is None and not message.flags.ephemeral:
             # Remember the message, so the job can edit it after its token expires or the bot restarts.
-            await self.bot.service.store.set_message(job.id, message.id)
+            await self.bot.jobs.remember_message(job.id, message.id)
             self.job = dataclasses.replace(self.job, message_id=message.id)
 
     async def progress(self, job: Job, fraction: float) -> None:
@@ -60,14 +59,13 @@ class JobMessage:
         await self._show(content=render.progress(job, fraction), view=cancel_view(job),
                          attachments=[discord.File(io.BytesIO(png), filename=PREVIEW_NAME)])
 
-    async def finished(self, job: Job, image: Path) -> None:
-        parent = await self.bot.service.store.get_job(job.parent_job_id) if job.kind == "upscale" else None
-        view = job_view(job, grid_link=render.job_link(parent) if parent else None)
-        spoiler = await is_spoiler(self.bot, job)  # flagged by the model's safety checker
+    async def finished(self, job: Job, image: Path, spoiler: bool) -> None:
+        """The result, hidden behind a spoiler when the model's safety checker flagged it."""
+        view = job_view(job, grid_link=render.job_link(await self.bot.jobs.parent(job)))
         message = await self._show(content=render.finished(job), attachments=[discord.File(image, spoiler=spoiler)],
                                    view=view)
         if message is not None:
-            await self.bot.service.store.set_message(job.id, message.id)
+            await self.bot.jobs.remember_message(job.id, message.id)
 
     async def failed(self, job: Job, reason: str) -> None:
         await self._show(content=render.failed(job, reason), attachments=[], view=None)
@@ -107,7 +105,7 @@ class JobMessage:
 
     async def _channel_for_new_message(self) -> discord.abc.Messageable | None:
         """The job's channel, or the owner's DMs if they want private replies (never post a private job)."""
-        if (await self.bot.service.preferences.get(self.job.owner_id)).private:
+        if (await self.bot.accounts.preferences(self.job.owner_id)).private:
             try:
                 return await (await self.bot.fetch_user(self.job.owner_id)).create_dm()
             except discord.HTTPException:

@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.discord_ui.guard import refuse_banned
-from bot.service.compose import parameters_of
-from bot.store import Job
+from bot.discord_ui.guard import owned_job, refuse_banned
+from bot.service import Job
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
@@ -25,7 +24,7 @@ CUSTOM_ID = re.compile(r"dg:remix:(?P<action>reroll|vary|subtle|strong):(?P<job>
 
 
 def remix_text(job: Job) -> str:
-    return f"{job.prompt} {parameters_of(job.params, job.negative_prompt, job.model)}"
+    return f"{job.prompt} {job.recipe.prompt_language()}"
 
 
 def remix_modal(job: Job, action: str, index: int) -> discord.ui.Modal:
@@ -50,24 +49,11 @@ async def on_remix_submitted(interaction: discord.Interaction[DreamgridBot]) -> 
     match = CUSTOM_ID.fullmatch(interaction.data.get("custom_id", ""))
     if match is None or await refuse_banned(interaction):  # banned while the modal was open
         return
-    bot = interaction.client
-    job = await bot.service.store.get_job(int(match["job"]))
-    if job is None:
-        await interaction.response.send_message(
-            f"Job #{match['job']} no longer exists, so it cannot be remixed. Start a new one with /imagine.",
-            ephemeral=True)
-        return
-    if job.owner_id != interaction.user.id and not bot.is_admin(interaction):  # as its buttons check
-        await interaction.response.send_message("This is not your job. Make your own with /imagine.", ephemeral=True)
-        return
-    action, index = match["action"], int(match["index"])
-    who, text = bot.requester(interaction), _submitted_text(interaction.data)
-    if action == "reroll":
-        await bot.start_job(interaction, bot.service.reroll(who, job, remix=text))
-    elif action == "vary":
-        await bot.start_job(interaction, bot.service.vary(who, job, index, remix=text))
-    else:  # Vary (Subtle/Strong) under an upscale
-        await bot.start_job(interaction, bot.service.vary(who, job, 1, action, remix=text))
+    from bot.discord_ui.buttons import start_action  # buttons import this module
+
+    job = await owned_job(interaction, int(match["job"]), "remix it")  # as its buttons check
+    if job is not None:
+        await start_action(interaction, match["action"], job, int(match["index"]), _submitted_text(interaction.data))
 
 
 def _submitted_text(data: dict) -> str:

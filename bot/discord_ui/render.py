@@ -7,8 +7,8 @@ from datetime import datetime
 
 import discord
 
-from bot.service.compose import parameters_summary
-from bot.store import Job
+from bot.recipe import JobKind, JobStatus
+from bot.service import Job
 
 NO_PINGS = discord.AllowedMentions.none()
 
@@ -16,15 +16,15 @@ NO_PINGS = discord.AllowedMentions.none()
 def prompt_line(job: Job) -> str:
     prompt = discord.utils.escape_markdown(job.prompt)
     head = f"**{prompt}** — <@{job.owner_id}>"
-    if job.kind == "upscale":
+    if job.kind is JobKind.UPSCALE:
         return f"{head} · Image #{job.parent_index} of job #{job.parent_job_id}"
-    if job.kind == "variation":
+    if job.kind is JobKind.VARIATION:
         return f"{head} · Variations of image #{job.parent_index} of job #{job.parent_job_id}"
     return head
 
 
 def details_line(job: Job) -> str:
-    typed = parameters_summary(job.params, job.negative_prompt).replace("`", "'")
+    typed = job.recipe.summary().replace("`", "'")
     return f"{f'`{typed}` · ' if typed else ''}Model `{job.model}` · seed `{job.seed}` · job #{job.id}"
 
 
@@ -47,7 +47,7 @@ def finished(job: Job) -> str:
 def failed(job: Job, reason: str) -> str:
     refund = (f"The {job.cost} image{'s' if job.cost != 1 else ''} it cost were refunded." if job.cost
               else "It cost nothing (relax mode).")
-    if job.status == "cancelled":
+    if job.status is JobStatus.CANCELLED:
         return f"{prompt_line(job)}\n❌ Job #{job.id} was cancelled. {refund}"
     return f"{prompt_line(job)}\n❌ Job #{job.id} failed: {reason}. {refund}"
 
@@ -56,8 +56,8 @@ def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
     return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
 
 
-def job_link(job: Job) -> str | None:
-    return message_link(job.guild_id, job.channel_id, job.message_id) if job.message_id else None
+def job_link(job: Job | None) -> str | None:
+    return message_link(job.guild_id, job.channel_id, job.message_id) if job and job.message_id else None
 
 
 def when(moment: datetime) -> str:

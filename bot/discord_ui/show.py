@@ -11,6 +11,7 @@ import discord
 
 from bot.discord_ui import render
 from bot.discord_ui.remix import remix_text
+from bot.recipe import JobStatus
 from bot.service.provenance import read_parameters
 
 if TYPE_CHECKING:
@@ -41,16 +42,13 @@ async def show_job(interaction: discord.Interaction[DreamgridBot], job_id: int) 
     """Anyone may look; the repost is public for the job's owner and admins (unless they chose private
     replies in /settings), private for everyone else."""
     from bot.discord_ui.buttons import job_view
-    from bot.discord_ui.guard import is_spoiler
 
     bot = interaction.client
-    store = bot.service.store
-    job = await store.get_job(job_id)
-    images = {image.index: image for image in await store.images(job_id)} if job else {}
-    folder = bot.service.data_dir / "images" / str(job_id)
-    path = folder / ("1.png" if job and job.kind == "upscale" else "grid.png")
-    if job is None or job.status != "done" or not images or not path.is_file():
-        why = (f"it is {job.status}" if job and job.status != "done" else
+    job = await bot.jobs.get(job_id)
+    images = {image.index: image for image in await bot.jobs.images(job_id)} if job else {}
+    path = bot.jobs.result_file(job) if job else None
+    if job is None or job.status is not JobStatus.DONE or not images or not path.is_file():
+        why = (f"it is {job.status}" if job and job.status is not JobStatus.DONE else
                "its images are no longer stored" if job else "it does not exist")
         await interaction.response.send_message(
             f"Job #{job_id} has no images to show: {why}. Start a new one with /imagine.", ephemeral=True)
@@ -63,8 +61,8 @@ async def show_job(interaction: discord.Interaction[DreamgridBot], job_id: int) 
     if len(body) > 2000:  # Discord's limit: keep the head and the parameters line at the end
         body = body[:1000] + "…\n```\n" + text[-900:].replace("```", "´´´") + "\n```"
     owner = job.owner_id == interaction.user.id or bot.is_admin(interaction)
-    private = not owner or (await bot.service.preferences.get(interaction.user.id)).private
-    parent = await store.get_job(job.parent_job_id) if job.kind == "upscale" and job.parent_job_id else None
+    private = not owner or (await bot.accounts.preferences(interaction.user.id)).private
+    view = job_view(job, grid_link=render.job_link(await bot.jobs.parent(job)))
     await interaction.response.send_message(
-        body, file=discord.File(path, spoiler=await is_spoiler(bot, job)), view=job_view(job, grid_link=render.job_link(parent) if parent else None),
+        body, file=discord.File(path, spoiler=await bot.jobs.spoiler(job)), view=view,
         ephemeral=private, allowed_mentions=render.NO_PINGS)

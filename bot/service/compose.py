@@ -7,10 +7,11 @@ custom options, and the parameters typed in the prompt. Pure: no store, no engin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.engine import Catalog, CatalogError, ModelSpec
+from bot.recipe import Recipe, random_seed
 from bot.service.prompt import PromptError, parse_prompt
 
 MAX_ASPECT = 4  # either way: beyond 4:1 the models we serve draw repeated, broken subjects
@@ -30,12 +31,15 @@ class Defaults:
 
 @dataclass(frozen=True)
 class Plan:
-    prompt: str
-    negative_prompt: str
-    model: str
-    params: dict[str, Any]  # width, height, steps, guidance; stylize, quality, chaos, tile, ar when set
-    seed: int | None  # None: a random one
-    repeat: int
+    recipe: Recipe  # its seed is resolved: the typed one, or a random one
+    repeat: int  # --repeat: this many grids
+    seed_typed: bool  # --seed given: every repeated grid uses it; otherwise each gets its own
+
+    def recipes(self) -> list[Recipe]:
+        """One recipe per grid of a --repeat."""
+        if self.seed_typed:
+            return [self.recipe] * self.repeat
+        return [self.recipe, *(replace(self.recipe, seed=random_seed()) for _ in range(self.repeat - 1))]
 
 
 def plan_job(text: str, catalog: Catalog, default_model: str, defaults: Defaults = Defaults()) -> Plan:
@@ -46,24 +50,18 @@ def plan_job(text: str, catalog: Catalog, default_model: str, defaults: Defaults
     spec = _model(values, catalog, default_model, defaults)
     stylize = values.get("stylize", defaults.stylize)
     quality = values.get("quality", defaults.quality)
-    width, height = spec.width, spec.height
-    params: dict[str, Any] = {}
-    if "ar" in values:
-        width, height = size_for(spec, *values["ar"])
-        params["ar"] = "{}:{}".format(*values["ar"])
+    width, height = size_for(spec, *values["ar"]) if "ar" in values else (spec.width, spec.height)
     if "steps" in values and "quality" in values:
         raise PromptError("`--steps` and `--quality` both set the number of steps: give one of them.")
     steps = values["steps"] if "steps" in values else max(1, round(spec.steps * (quality or 1.0)))
-    params.update(width=width, height=height, steps=steps, guidance=guidance_for(spec, stylize))
-    if stylize is not None:
-        params["stylize"] = stylize
-    if quality is not None and "steps" not in values:
-        params["quality"] = quality
-    for key in ("chaos", "tile"):
-        if key in values:
-            params[key] = values[key]
-    return Plan(prompt=prompt, negative_prompt=values.get("no", ""), model=spec.name, params=params,
-                seed=values.get("seed"), repeat=values.get("repeat", 1))
+    recipe = Recipe(
+        prompt=prompt, negative_prompt=values.get("no", ""), model=spec.name,
+        seed=values["seed"] if "seed" in values else random_seed(),
+        width=width, height=height, steps=steps, guidance=guidance_for(spec, stylize),
+        tile=bool(values.get("tile")), chaos=values.get("chaos"),
+        ar="{}:{}".format(*values["ar"]) if "ar" in values else None, stylize=stylize,
+        quality=quality if "steps" not in values else None)
+    return Plan(recipe=recipe, repeat=values.get("repeat", 1), seed_typed="seed" in values)
 
 
 def size_for(spec: ModelSpec, across: int, down: int) -> tuple[int, int]:
@@ -88,11 +86,6 @@ def guidance_for(spec: ModelSpec, stylize: int | None) -> float:
     return round(spec.guidance * factor, 3)
 
 
-def shared_noise(chaos: int | None) -> float:
-    """--chaos -> the share of starting noise the four images have in common (0: independent images)."""
-    return 0.0 if chaos is None else round(0.75 * (100 - chaos) / 100, 4)
-
-
 def _model(values: dict[str, Any], catalog: Catalog, default_model: str, defaults: Defaults) -> ModelSpec:
     if values.get("niji"):
         if "model" in values:
@@ -114,31 +107,3 @@ def _model(values: dict[str, Any], catalog: Catalog, default_model: str, default
 def _names(catalog: Catalog) -> str:
     return ", ".join(f"`{name}`" for name in catalog.names)
 
-
-
-def parameters_of(params: dict[str, Any], negative_prompt: str, model: str) -> str:
-    """A job's parameters written back in the prompt language, for Remix and 📋: parsing them gives them back."""
-    parts = _look(params, negative_prompt)
-    if "quality" not in params and "steps" in params:
-        parts.append(f"--steps {params['steps']}")
-    return " ".join([*parts, f"--model {model}"])
-
-
-def parameters_summary(params: dict[str, Any], negative_prompt: str) -> str:
-    """The parameters that change how a job looks, for its message (`--ar 2:1 --no snow --tile`); may be empty."""
-    return " ".join(_look(params, negative_prompt))
-
-
-def _look(params: dict[str, Any], negative_prompt: str) -> list[str]:
-    parts = [f"--ar {params['ar']}"] if "ar" in params else []
-    if negative_prompt:
-        parts.append(f"--no {negative_prompt}")
-    if "stylize" in params:
-        parts.append(f"--stylize {params['stylize']}")
-    if "quality" in params:
-        parts.append(f"--quality {params['quality']:g}")
-    if "chaos" in params:
-        parts.append(f"--chaos {params['chaos']}")
-    if params.get("tile"):
-        parts.append("--tile")
-    return parts

@@ -19,7 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-MAX_SEED = 2**32 - 1
+from bot.recipe import MAX_SEED
+
 MAX_STEPS = 100
 MAX_REPEAT = 4
 QUALITIES = (0.25, 0.5, 1.0, 2.0)

@@ -9,11 +9,37 @@ as do ComfyUI's loaders and most image sites), so an image says how it was made:
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 from PIL import Image
 
+from bot.recipe import Recipe
+
 CHUNK = "parameters"
+JOB_FIELD = "Dreamgrid job"
+
+
+def recipe_text(recipe: Recipe, *, sampler: str, seed: int, width: int, height: int,
+                job_id: int | None = None) -> str:
+    """The text of one image made from a recipe (of a grid's first image, for the grid): the bot's jobs
+    and `dreamgrid generate` alike."""
+    extra: dict[str, object] = {"Tiling": True} if recipe.tile else {}
+    if recipe.chaos is not None:
+        extra["Chaos"] = recipe.chaos
+    if recipe.strength is not None:
+        extra["Denoising strength"] = recipe.strength
+    if job_id is not None:
+        extra[JOB_FIELD] = job_id
+    return parameters_text(prompt=recipe.prompt, negative_prompt=recipe.negative_prompt, steps=recipe.steps,
+                           sampler=sampler, guidance=recipe.guidance, seed=seed, width=width, height=height,
+                           model=recipe.model, extra=extra)
+
+
+def upscaled_text(source_text: str, *, upscaler: str, scale: int, job_id: int) -> str:
+    """An upscale's text: its source image's own, and how it was enlarged."""
+    text = re.sub(rf", {JOB_FIELD}: \d+", "", source_text)
+    return f"{text}, Postprocess upscaler: {upscaler}, Postprocess upscale by: {scale}, {JOB_FIELD}: {job_id}"
 
 
 def parameters_text(*, prompt: str, negative_prompt: str, steps: int, sampler: str, guidance: float, seed: int,

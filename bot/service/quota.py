@@ -36,10 +36,12 @@ class QuotaService:
         self.rules = rules
         self.quotas = Quotas(store)
 
-    async def accept(self, new: NewJob, role_ids: tuple[int, ...]) -> Job | Refused:
-        lane = await self.lane_for(new.owner_id)
-        allowance = await self.allowance(new.owner_id, new.guild_id, role_ids)
-        outcome = await self.quotas.accept(new, lane, allowance, self.rules.limits)
+    async def accept(self, jobs: list[NewJob], role_ids: tuple[int, ...]) -> list[Job] | Refused:
+        """Accept and charge all of one user's new jobs in one transaction, or none (QuotaError, Refused)."""
+        owner = jobs[0]
+        lane = await self.lane_for(owner.owner_id)
+        allowance = await self.allowance(owner.owner_id, owner.guild_id, role_ids)
+        outcome = await self.quotas.accept(jobs, lane, allowance, self.rules.limits)
         if isinstance(outcome, QueueRefused):
             raise QuotaError(refusal_text(outcome))
         return outcome

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from bot.service.images import ImageFiles
 from bot.store import Store, utcnow
 from bot.store.quotas import Quotas
 
@@ -19,11 +19,11 @@ EVERY_SECONDS = 3600.0
 
 async def prune_images(store: Store, data_dir: Path, days: int, now: datetime | None = None) -> list[int]:
     """Delete the images of jobs finished more than `days` days before `now`; returns the jobs pruned."""
-    quotas = Quotas(store)
+    quotas, files = Quotas(store), ImageFiles(data_dir)
     pruned: list[int] = []
     while batch := await quotas.prunable((now or utcnow()) - timedelta(days=days)):
         for job_id in batch:
-            await asyncio.to_thread(shutil.rmtree, data_dir / "images" / str(job_id), ignore_errors=True)
+            await asyncio.to_thread(files.remove, job_id)
         await quotas.mark_pruned(batch)
         pruned += batch
     if pruned:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.recipe import JobStatus
 from bot.store.db import Store, utcnow
 
 
@@ -55,8 +56,8 @@ class AdminStore:
             return bool(cursor.rowcount)
 
     async def banned_users(self, guild_id: int) -> set[int]:
-        async with self.store._db.execute("SELECT user_id FROM bans WHERE guild_id = ?", (guild_id,)) as cursor:
-            return {row[0] for row in await cursor.fetchall()}
+        rows = await self.store.rows("SELECT user_id FROM bans WHERE guild_id = ?", (guild_id,))
+        return {row[0] for row in rows}
 
     # --- banned words -----------------------------------------------------------------------------
 
@@ -73,9 +74,9 @@ class AdminStore:
             return bool(cursor.rowcount)
 
     async def words(self, guild_id: int) -> list[str]:
-        async with self.store._db.execute(
-                "SELECT word FROM banned_words WHERE guild_id = ? ORDER BY word", (guild_id,)) as cursor:
-            return [row[0] for row in await cursor.fetchall()]
+        rows = await self.store.rows(
+                "SELECT word FROM banned_words WHERE guild_id = ? ORDER BY word", (guild_id,))
+        return [row[0] for row in rows]
 
     # --- NSFW flags ---------------------------------------------------------------------------------
 
@@ -85,8 +86,8 @@ class AdminStore:
                                  [(job_id, index) for index in indices])
 
     async def flagged(self, job_id: int) -> set[int]:
-        async with self.store._db.execute("SELECT idx FROM nsfw_images WHERE job_id = ?", (job_id,)) as cursor:
-            return {row[0] for row in await cursor.fetchall()}
+        rows = await self.store.rows("SELECT idx FROM nsfw_images WHERE job_id = ?", (job_id,))
+        return {row[0] for row in rows}
 
     # --- audit ------------------------------------------------------------------------------------
 
@@ -99,25 +100,23 @@ class AdminStore:
                 (guild_id, user_id, user_name, action, detail, outcome, utcnow().isoformat()))
 
     async def audit_log(self, guild_id: int, limit: int = 20) -> list[AuditEntry]:
-        async with self.store._db.execute(
+        rows = await self.store.rows(
                 "SELECT guild_id, user_id, user_name, action, detail, outcome, created_at FROM audit"
-                " WHERE guild_id = ? ORDER BY id DESC LIMIT ?", (guild_id, limit)) as cursor:
-            return [AuditEntry(*row) for row in await cursor.fetchall()]
+                " WHERE guild_id = ? ORDER BY id DESC LIMIT ?", (guild_id, limit))
+        return [AuditEntry(*row) for row in rows]
 
     # --- statistics -------------------------------------------------------------------------------
 
     async def job_stats(self, since: str) -> list[dict]:
         """Per model, jobs finished since `since` (ISO time): count, images, mean seconds from start to end."""
-        async with self.store._db.execute(
+        rows = await self.store.rows(
                 "SELECT j.model AS model, COUNT(*) AS jobs,"
                 " (SELECT COUNT(*) FROM images i JOIN jobs k ON k.id = i.job_id"
-                "  WHERE k.model = j.model AND k.status = 'done' AND k.finished_at >= ?) AS images,"
+                "  WHERE k.model = j.model AND k.status = ? AND k.finished_at >= ?) AS images,"
                 " AVG((julianday(j.finished_at) - julianday(j.started_at)) * 86400.0) AS mean_seconds"
-                " FROM jobs j WHERE j.status = 'done' AND j.finished_at >= ? GROUP BY j.model ORDER BY j.model",
-                (since, since)) as cursor:
-            return [dict(row) for row in await cursor.fetchall()]
+                " FROM jobs j WHERE j.status = ? AND j.finished_at >= ? GROUP BY j.model ORDER BY j.model",
+                (JobStatus.DONE, since, JobStatus.DONE, since))
+        return [dict(row) for row in rows]
 
     async def _one(self, sql: str, args: tuple):
-        async with self.store._db.execute(sql, args) as cursor:
-            row = await cursor.fetchone()
-        return row[0] if row else None
+        return await self.store.value(sql, args)

@@ -10,32 +10,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import aiosqlite
 
+from bot.recipe import ACTIVE, JobKind, JobStatus, Recipe
 from bot.store.migrations import MIGRATIONS
 
-ACTIVE = ("queued", "running")
-FINISHED = ("done", "failed", "cancelled")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def period_of(moment: datetime) -> str:
-    """The quota period a moment falls in: its UTC day."""
-    return moment.astimezone(timezone.utc).date().isoformat()
+def period_start(moment: datetime, days: int) -> datetime:
+    """The start of the quota period a moment falls in: periods are `days` UTC days long, counted from 1970."""
+    elapsed = (moment.astimezone(timezone.utc) - EPOCH).days
+    return EPOCH + timedelta(days=elapsed - elapsed % days)
 
 
-def period_end(period: str) -> datetime:
-    """When a period's allowance resets: the next UTC midnight."""
-    day = datetime.fromisoformat(period).replace(tzinfo=timezone.utc)
-    return day + timedelta(days=1)
+def period_key(moment: datetime, days: int) -> str:
+    """The ledger's name for a period: its first day (the UTC date itself when periods are one day)."""
+    return period_start(moment, days).date().isoformat()
 
 
 @dataclass(frozen=True)
@@ -44,15 +45,14 @@ class NewJob:
     owner_name: str
     guild_id: int | None
     channel_id: int
-    kind: str
-    prompt: str
-    model: str
-    seed: int
-    cost: int
-    params: dict[str, Any] = field(default_factory=dict)
-    negative_prompt: str = ""
+    kind: JobKind
+    recipe: Recipe
     parent_job_id: int | None = None
     parent_index: int | None = None
+
+    @property
+    def cost(self) -> int:
+        return self.kind.cost
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,10 @@ class Job:
     owner_id: int
     guild_id: int | None
     channel_id: int
-    kind: str
-    prompt: str
-    negative_prompt: str
-    params: dict[str, Any]
-    model: str
-    seed: int
-    cost: int
-    status: str
+    kind: JobKind
+    recipe: Recipe
+    cost: int  # what was charged: 0 in relax mode
+    status: JobStatus
     error: str | None
     parent_job_id: int | None
     parent_index: int | None
@@ -81,7 +77,24 @@ class Job:
 
     @property
     def active(self) -> bool:
-        return self.status in ACTIVE
+        return self.status.active
+
+    # The recipe's columns, read often enough to name.
+    @property
+    def prompt(self) -> str:
+        return self.recipe.prompt
+
+    @property
+    def negative_prompt(self) -> str:
+        return self.recipe.negative_prompt
+
+    @property
+    def model(self) -> str:
+        return self.recipe.model
+
+    @property
+    def seed(self) -> int:
+        return self.recipe.seed
 
 
 @dataclass(frozen=True)
@@ -148,41 +161,12 @@ class Store:
                 raise
             await self._db.execute("COMMIT")
 
-    # --- accepting and finishing jobs -------------------------------------------------------------
-
-    async def accept_job(self, new: NewJob, allowance: int, now: datetime | None = None) -> Job | Refused:
-        """Charge the job's cost and queue it, or refuse it if the allowance cannot cover it."""
-        now = now or utcnow()
-        period, stamp = period_of(now), now.isoformat()
-        async with self.transaction() as db:
-            used = await self._used(new.owner_id, period)
-            if used + new.cost > allowance:
-                return Refused(remaining=max(allowance - used, 0), resets_at=period_end(period))
-            await db.execute(
-                "INSERT INTO users(id, name, created_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET name = excluded.name",
-                (new.owner_id, new.owner_name, stamp),
-            )
-            cursor = await db.execute(
-                "INSERT INTO jobs(owner_id, guild_id, channel_id, kind, prompt, negative_prompt, params,"
-                " model, seed, cost, status, parent_job_id, parent_index, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
-                (new.owner_id, new.guild_id, new.channel_id, new.kind, new.prompt, new.negative_prompt,
-                 json.dumps(new.params), new.model, new.seed, new.cost, new.parent_job_id,
-                 new.parent_index, stamp),
-            )
-            job_id = cursor.lastrowid
-            await db.execute(
-                "INSERT INTO ledger(user_id, job_id, amount, reason, period, created_at)"
-                " VALUES (?, ?, ?, 'charge', ?, ?)",
-                (new.owner_id, job_id, new.cost, period, stamp),
-            )
-        return await self.get_job(job_id)
+    # --- running and finishing jobs ---------------------------------------------------------------
 
     async def mark_running(self, job_id: int) -> None:
         await self._execute(
-            "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'",
-            (utcnow().isoformat(), job_id),
+            "UPDATE jobs SET status = ?, started_at = ? WHERE id = ? AND status = ?",
+            (JobStatus.RUNNING, utcnow().isoformat(), job_id, JobStatus.QUEUED),
         )
 
     async def finish_job(self, job_id: int, images: list[StoredImage]) -> None:
@@ -192,12 +176,12 @@ class Store:
                 [(i.job_id, i.index, i.seed, i.path, i.width, i.height) for i in images],
             )
             await db.execute(
-                "UPDATE jobs SET status = 'done', finished_at = ? WHERE id = ?", (utcnow().isoformat(), job_id)
+                "UPDATE jobs SET status = ?, finished_at = ? WHERE id = ?", (JobStatus.DONE, utcnow().isoformat(), job_id)
             )
 
-    async def fail_job(self, job_id: int, error: str, status: str = "failed") -> bool:
+    async def fail_job(self, job_id: int, error: str, status: JobStatus = JobStatus.FAILED) -> bool:
         """Mark a job failed (or cancelled) and refund its charge. False if it had already finished."""
-        assert status in ("failed", "cancelled")
+        assert status.refunded
         async with self.transaction() as db:
             cursor = await db.execute(
                 "UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status IN (?, ?)",
@@ -219,16 +203,16 @@ class Store:
     # --- reading ----------------------------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job | None:
-        rows = await self._jobs("WHERE id = ?", (job_id,))
+        rows = await self.jobs("WHERE id = ?", (job_id,))
         return rows[0] if rows else None
 
     async def recent_jobs(self, owner_id: int, limit: int = 10) -> list[Job]:
-        return await self._jobs("WHERE owner_id = ? ORDER BY id DESC LIMIT ?", (owner_id, limit))
+        return await self.jobs("WHERE owner_id = ? ORDER BY id DESC LIMIT ?", (owner_id, limit))
 
     async def active_jobs(self, owner_id: int | None = None) -> list[Job]:
         if owner_id is None:
-            return await self._jobs("WHERE status IN (?, ?) ORDER BY id", ACTIVE)
-        return await self._jobs("WHERE owner_id = ? AND status IN (?, ?) ORDER BY id", (owner_id, *ACTIVE))
+            return await self.jobs("WHERE status IN (?, ?) ORDER BY id", ACTIVE)
+        return await self.jobs("WHERE owner_id = ? AND status IN (?, ?) ORDER BY id", (owner_id, *ACTIVE))
 
     async def images(self, job_id: int) -> list[StoredImage]:
         async with self._db.execute(
@@ -236,9 +220,11 @@ class Store:
         ) as cursor:
             return [StoredImage(*row) for row in await cursor.fetchall()]
 
-    async def used(self, user_id: int, now: datetime | None = None) -> int:
-        """Images charged to the user in the current period, refunds deducted."""
-        return await self._used(user_id, period_of(now or utcnow()))
+    async def used(self, user_id: int, period_days: int = 1, now: datetime | None = None) -> int:
+        """Images charged to the user in the quota period `now` falls in, refunds and grants deducted."""
+        return await self.value(
+            "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE user_id = ? AND period = ?",
+            (user_id, period_key(now or utcnow(), period_days)))
 
     async def ledger(self, user_id: int) -> list[dict[str, Any]]:
         async with self._db.execute(
@@ -246,17 +232,34 @@ class Store:
         ) as cursor:
             return [dict(row) for row in await cursor.fetchall()]
 
-    async def _used(self, user_id: int, period: str) -> int:
-        async with self._db.execute(
-            "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE user_id = ? AND period = ?", (user_id, period)
-        ) as cursor:
-            return (await cursor.fetchone())[0]
+    # --- for the store's other tables (quotas, preferences, admin): the SQL stays in bot/store -------
 
-    async def _jobs(self, where: str, args: tuple) -> list[Job]:
+    async def jobs(self, where: str, args: tuple = ()) -> list[Job]:
+        """Jobs matching `where` (a WHERE/ORDER/LIMIT clause with ? marks)."""
         async with self._db.execute(f"SELECT * FROM jobs {where}", args) as cursor:
-            rows = await cursor.fetchall()
-        return [Job(**{**dict(row), "params": json.loads(row["params"])}) for row in rows]
+            return [_job(row) for row in await cursor.fetchall()]
+
+    async def rows(self, sql: str, args: tuple = ()) -> list[aiosqlite.Row]:
+        async with self._db.execute(sql, args) as cursor:
+            return list(await cursor.fetchall())
+
+    async def row(self, sql: str, args: tuple = ()) -> aiosqlite.Row | None:
+        async with self._db.execute(sql, args) as cursor:
+            return await cursor.fetchone()
+
+    async def value(self, sql: str, args: tuple = ()) -> Any:
+        """The first column of the first row, or None."""
+        row = await self.row(sql, args)
+        return row[0] if row else None
 
     async def _execute(self, sql: str, args: tuple) -> None:
         async with self._write:
             await self._db.execute(sql, args)
+
+
+def _job(row: aiosqlite.Row) -> Job:
+    values = dict(row)
+    recipe = Recipe.from_params(json.loads(values.pop("params")),
+                                **{column: values.pop(column) for column in Recipe.COLUMNS})
+    return Job(**{**values, "kind": JobKind(values["kind"]), "status": JobStatus(values["status"]),
+                  "recipe": recipe})

@@ -30,12 +30,9 @@ class Preferences:
         self.store = store
 
     async def get(self, user_id: int) -> UserPreferences:
-        db = self.store._db
-        async with db.execute(f"SELECT {', '.join(_COLUMNS)} FROM preferences WHERE user_id = ?", (user_id,)) as cur:
-            row = await cur.fetchone()
-        async with db.execute("SELECT name, value FROM custom_options WHERE user_id = ? ORDER BY name",
-                              (user_id,)) as cur:
-            options = {name: value for name, value in await cur.fetchall()}
+        row = await self.store.row(f"SELECT {', '.join(_COLUMNS)} FROM preferences WHERE user_id = ?", (user_id,))
+        options = {name: value for name, value in await self.store.rows(
+            "SELECT name, value FROM custom_options WHERE user_id = ? ORDER BY name", (user_id,))}
         if row is None:
             return UserPreferences(options=options)
         values = dict(zip(_COLUMNS, row))

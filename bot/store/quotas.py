@@ -10,23 +10,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
-from bot.store.db import Job, NewJob, Refused, Store, utcnow
+from bot.recipe import JobStatus
+from bot.store.db import Job, NewJob, Refused, Store, period_key, period_start, utcnow
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MODES = ("fast", "relax")
-
-
-def period_start(moment: datetime, days: int) -> datetime:
-    """The start of the quota period a moment falls in: periods are `days` UTC days long, counted from 1970."""
-    elapsed = (moment.astimezone(timezone.utc) - EPOCH).days
-    return EPOCH + timedelta(days=elapsed - elapsed % days)
-
-
-def period_key(moment: datetime, days: int) -> str:
-    """The ledger's name for a period: its first day (the UTC date itself when periods are one day)."""
-    return period_start(moment, days).date().isoformat()
 
 
 @dataclass(frozen=True)
@@ -64,42 +53,45 @@ class Quotas:
 
     # --- accepting ----------------------------------------------------------------------------------
 
-    async def accept(self, new: NewJob, lane: str, allowance: int, limits: Limits,
-                     now: datetime | None = None) -> Job | Refused | QueueRefused:
-        """Queue the job and charge it (relax: free), or say which limit refused it. Nothing changes on a
-        refusal."""
+    async def accept(self, jobs: list[NewJob], lane: str, allowance: int, limits: Limits,
+                     now: datetime | None = None) -> list[Job] | Refused | QueueRefused:
+        """Queue the jobs (one, or a --repeat's) and charge them (relax: free), all of them or none: a
+        refusal says which limit refused them, and nothing changes."""
         now = now or utcnow()
         period, stamp = period_key(now, limits.period_days), now.isoformat()
+        owner = jobs[0].owner_id
+        ids: list[int] = []
         async with self.store.transaction() as db:
-            waiting_all = await self._count("SELECT COUNT(*) FROM jobs WHERE status = 'queued'", ())
-            if waiting_all >= limits.queue_limit:
+            waiting_all = await self._count("SELECT COUNT(*) FROM jobs WHERE status = ?", (JobStatus.QUEUED,))
+            if waiting_all + len(jobs) > limits.queue_limit:
                 return QueueRefused("queue", waiting_all, limits.queue_limit)
-            waiting = await self._count("SELECT COUNT(*) FROM jobs WHERE owner_id = ? AND status = 'queued'",
-                                        (new.owner_id,))
-            if waiting >= limits.max_waiting:
+            waiting = await self._count("SELECT COUNT(*) FROM jobs WHERE owner_id = ? AND status = ?",
+                                        (owner, JobStatus.QUEUED))
+            if waiting + len(jobs) > limits.max_waiting:
                 return QueueRefused("user", waiting, limits.max_waiting)
-            cost = new.cost if lane == "fast" else 0
+            cost = sum(new.cost for new in jobs) if lane == "fast" else 0
             if cost:
-                used = await self._used(new.owner_id, period)
+                used = await self._used(owner, period)
                 if used + cost > allowance:
                     return Refused(remaining=max(allowance - used, 0),
                                    resets_at=period_start(now, limits.period_days) + timedelta(days=limits.period_days),
                                    relax_allowed=limits.relax_allowed)
-            await self._ensure_user(new.owner_id, new.owner_name, stamp)
-            cursor = await db.execute(
-                "INSERT INTO jobs(owner_id, guild_id, channel_id, kind, prompt, negative_prompt, params,"
-                " model, seed, cost, status, parent_job_id, parent_index, created_at, lane)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
-                (new.owner_id, new.guild_id, new.channel_id, new.kind, new.prompt, new.negative_prompt,
-                 json.dumps(new.params), new.model, new.seed, cost, new.parent_job_id, new.parent_index,
-                 stamp, lane),
-            )
-            job_id = cursor.lastrowid
-            if cost:
-                await db.execute(
-                    "INSERT INTO ledger(user_id, job_id, amount, reason, period, created_at)"
-                    " VALUES (?, ?, ?, 'charge', ?, ?)", (new.owner_id, job_id, cost, period, stamp))
-        return await self.store.get_job(job_id)
+            await self._ensure_user(db, owner, jobs[0].owner_name, stamp)
+            for new in jobs:
+                recipe, charge = new.recipe, new.cost if lane == "fast" else 0
+                cursor = await db.execute(
+                    "INSERT INTO jobs(owner_id, guild_id, channel_id, kind, prompt, negative_prompt, params,"
+                    " model, seed, cost, status, parent_job_id, parent_index, created_at, lane)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (owner, new.guild_id, new.channel_id, new.kind, recipe.prompt, recipe.negative_prompt,
+                     json.dumps(recipe.params()), recipe.model, recipe.seed, charge, JobStatus.QUEUED,
+                     new.parent_job_id, new.parent_index, stamp, lane))
+                ids.append(cursor.lastrowid)
+                if charge:
+                    await db.execute(
+                        "INSERT INTO ledger(user_id, job_id, amount, reason, period, created_at)"
+                        " VALUES (?, ?, ?, 'charge', ?, ?)", (owner, cursor.lastrowid, charge, period, stamp))
+        return [await self.store.get_job(job_id) for job_id in ids]
 
     # --- what a user has ------------------------------------------------------------------------------
 
@@ -110,7 +102,7 @@ class Quotas:
     async def set_mode(self, user_id: int, name: str, mode: str) -> None:
         assert mode in MODES
         async with self.store.transaction() as db:
-            await self._ensure_user(user_id, name, utcnow().isoformat())
+            await self._ensure_user(db, user_id, name, utcnow().isoformat())
             await db.execute("UPDATE users SET mode = ? WHERE id = ?", (mode, user_id))
 
     async def allowance(self, user_id: int, guild_id: int | None, role_ids: tuple[int, ...], default: int) -> int:
@@ -129,8 +121,8 @@ class Quotas:
     async def account(self, user_id: int, allowance: int, period_days: int, now: datetime | None = None) -> Account:
         now = now or utcnow()
         lifetime = await self._count(
-            "SELECT COUNT(*) FROM images i JOIN jobs j ON j.id = i.job_id WHERE j.owner_id = ? AND j.status = 'done'",
-            (user_id,))
+            "SELECT COUNT(*) FROM images i JOIN jobs j ON j.id = i.job_id WHERE j.owner_id = ? AND j.status = ?",
+            (user_id, JobStatus.DONE))
         return Account(mode=await self.mode(user_id), allowance=allowance,
                        used=await self._used(user_id, period_key(now, period_days)),
                        resets_at=period_start(now, period_days) + timedelta(days=period_days),
@@ -141,7 +133,7 @@ class Quotas:
     async def set_allowance(self, user_id: int, name: str, images: int | None) -> None:
         """/quota set: the user's own allowance a period (None: back to their tier or the default)."""
         async with self.store.transaction() as db:
-            await self._ensure_user(user_id, name, utcnow().isoformat())
+            await self._ensure_user(db, user_id, name, utcnow().isoformat())
             await db.execute("UPDATE users SET allowance = ? WHERE id = ?", (images, user_id))
 
     async def grant(self, user_id: int, name: str, images: int, period_days: int) -> None:
@@ -166,7 +158,7 @@ class Quotas:
         now = utcnow()
         period = period_key(now, period_days)
         async with self.store.transaction() as db:
-            await self._ensure_user(user_id, name, now.isoformat())
+            await self._ensure_user(db, user_id, name, now.isoformat())
             amount = amount_for(await self._used(user_id, period))
             if amount:
                 await db.execute(
@@ -182,16 +174,16 @@ class Quotas:
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         where = "WHERE owner_id = ? AND prompt LIKE ? ESCAPE '\\'"
         total = await self._count(f"SELECT COUNT(*) FROM jobs {where}", (owner_id, pattern))
-        jobs = await self.store._jobs(f"{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+        jobs = await self.store.jobs(f"{where} ORDER BY id DESC LIMIT ? OFFSET ?",
                                       (owner_id, pattern, size, page * size))
         return jobs, total
 
     async def prunable(self, finished_before: datetime, limit: int = 500) -> list[int]:
         """Finished jobs, older than the retention period, whose image files are still kept."""
-        async with self.store._db.execute(
-                "SELECT id FROM jobs WHERE status = 'done' AND pruned_at IS NULL AND finished_at < ?"
-                " ORDER BY id LIMIT ?", (finished_before.isoformat(), limit)) as cursor:
-            return [row[0] for row in await cursor.fetchall()]
+        rows = await self.store.rows(
+            "SELECT id FROM jobs WHERE status = ? AND pruned_at IS NULL AND finished_at < ? ORDER BY id LIMIT ?",
+            (JobStatus.DONE, finished_before.isoformat(), limit))
+        return [row[0] for row in rows]
 
     async def mark_pruned(self, job_ids: list[int]) -> None:
         async with self.store.transaction() as db:
@@ -200,8 +192,8 @@ class Quotas:
 
     # --- helpers ----------------------------------------------------------------------------------------
 
-    async def _ensure_user(self, user_id: int, name: str, stamp: str) -> None:
-        await self.store._db.execute(
+    async def _ensure_user(self, db, user_id: int, name: str, stamp: str) -> None:
+        await db.execute(
             "INSERT INTO users(id, name, created_at) VALUES (?, ?, ?) "
             "ON CONFLICT(id) DO UPDATE SET name = excluded.name", (user_id, name, stamp))
 
@@ -210,8 +202,7 @@ class Quotas:
             "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE user_id = ? AND period = ?", (user_id, period))
 
     async def _count(self, sql: str, args: tuple) -> int:
-        return (await self._row(sql, args))[0]
+        return await self.store.value(sql, args)
 
     async def _row(self, sql: str, args: tuple):
-        async with self.store._db.execute(sql, args) as cursor:
-            return await cursor.fetchone()
+        return await self.store.row(sql, args)

@@ -86,7 +86,7 @@ async def answer(discord, user, command: str, options: dict | None = None, *, un
 async def audit_log(dreamgrid, count: int):
     """The audit table once it has `count` entries (each is written just after the admin's answer)."""
     async def entries():
-        while len(rows := await dreamgrid.app.admin.audit_log(dreamgrid.discord.guild_id, 50)) < count:
+        while len(rows := await dreamgrid.app.admin.moderation.audit_log(dreamgrid.discord.guild_id, 50)) < count:
             await asyncio.sleep(0.02)
         return rows
     return await asyncio.wait_for(entries(), 10)
@@ -163,7 +163,7 @@ async def test_only_catalog_names_can_be_loaded(dreamgrid):
             assert "There is no model called" in reply.content
             assert "`broken`, `checked`, `flagged`, `other`, `tiny`" in reply.content  # what can be picked
     assert dreamgrid.app.pool.loaded() == loaded_before
-    assert await dreamgrid.app.service.model_for(discord.guild_id) == "tiny"
+    assert await dreamgrid.app.jobs.model_for(discord.guild_id) == "tiny"
 
 
 async def test_list_info_load_and_unload(dreamgrid):
@@ -216,10 +216,10 @@ async def test_non_admins_are_refused_every_admin_command_even_when_the_server_s
         assert reply.content.startswith(f"Only server admins can use /{command}"), reply.content
 
     app = dreamgrid.app
-    assert await app.service.model_for(discord.guild_id) == "tiny"
+    assert await app.jobs.model_for(discord.guild_id) == "tiny"
     assert {s.name for s in app.pool.loaded()} == {"tiny"}
     assert not await app.admin.is_banned(discord.guild_id, victim.id)
-    assert await app.admin.words(discord.guild_id) == []
+    assert await app.admin.moderation.words(discord.guild_id) == []
     audit = await audit_log(dreamgrid, len(ADMIN_COMMANDS))
     assert len(audit) == len(ADMIN_COMMANDS)
     assert {(e.user_id, e.outcome) for e in audit} == {(mallory.id, "refused: not an admin")}
@@ -408,7 +408,7 @@ async def test_panels_and_a_remix_opened_before_a_ban_are_refused_after_it(dream
     shown = await discord.click(bob, grid.id, f"dg:vary:{job_id_of(grid)}:1")
     await shown.wait_modal()
     store = dreamgrid.app.store
-    used, prefs = await store.used(bob.id), await dreamgrid.app.service.preferences.get(bob.id)
+    used, prefs = await store.used(bob.id), await dreamgrid.app.accounts.preferences(bob.id)
 
     await answer(discord, boss, "ban", {"user": bob, "reason": "spam"})
 
@@ -417,5 +417,5 @@ async def test_panels_and_a_remix_opened_before_a_ban_are_refused_after_it(dream
                await discord.submit_modal(bob, shown, {"prompt": "a quiet harbour at night"})):
         refusal = await ix.wait_original(timeout=10)
         assert refusal.flags & EPHEMERAL and "You are banned" in refusal.content
-    assert await dreamgrid.app.service.preferences.get(bob.id) == prefs
+    assert await dreamgrid.app.accounts.preferences(bob.id) == prefs
     assert await store.used(bob.id) == used and len(await store.recent_jobs(bob.id)) == 1

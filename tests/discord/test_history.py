@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bot.service.retention import prune_images
+from bot.recipe import JobKind, JobStatus, Recipe
 from bot.store import NewJob, utcnow
+from bot.store.quotas import Limits, Quotas
 
-PARAMS = {"width": 64, "height": 64, "steps": 4, "guidance": 5.0}
+LIMITS = Limits(max_waiting=10_000, queue_limit=10_000, period_days=1, relax_allowed=True)
 
 
 async def past_jobs(dreamgrid, user, prompts):
@@ -15,10 +17,11 @@ async def past_jobs(dreamgrid, user, prompts):
     store, d = dreamgrid.app.store, dreamgrid.discord
     ids = []
     for prompt in prompts:
-        job = await store.accept_job(NewJob(
+        recipe = Recipe(prompt=prompt, model="tiny", seed=1, width=64, height=64, steps=4, guidance=5.0)
+        [job] = await Quotas(store).accept([NewJob(
             owner_id=user.id, owner_name=user.username, guild_id=d.guild_id, channel_id=d.channel_id,
-            kind="imagine", prompt=prompt, model="tiny", seed=1, cost=4, params=PARAMS), allowance=10_000)
-        await store.fail_job(job.id, "cancelled", "cancelled")
+            kind=JobKind.IMAGINE, recipe=recipe)], "fast", 10_000, LIMITS)
+        await store.fail_job(job.id, "cancelled", JobStatus.CANCELLED)
         ids.append(job.id)
     return ids
 

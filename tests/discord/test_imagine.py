@@ -100,7 +100,7 @@ async def test_vary_subtle_and_strong_on_an_upscale(dreamgrid):
     store = dreamgrid.app.store
     subtle_job, strong_job = await store.get_job(job_id_of(subtle)), await store.get_job(job_id_of(strong))
     assert png(subtle).size == png(strong).size == (128, 128)  # grids at the model's size, not the upscale's
-    assert subtle_job.params["strength"] < strong_job.params["strength"]
+    assert subtle_job.recipe.params()["strength"] < strong_job.recipe.params()["strength"]
     assert subtle_job.parent_job_id == up_job
 
 
@@ -112,7 +112,7 @@ async def test_reroll_makes_a_new_grid_with_the_same_prompt_and_another_seed(dre
     _, rerolled = await dreamgrid.click(alice, grid_message, f"dg:reroll:{first.id}:0")
 
     second = await dreamgrid.app.store.get_job(job_id_of(rerolled))
-    assert second.prompt == first.prompt and second.params == first.params
+    assert second.prompt == first.prompt and second.recipe.params() == first.recipe.params()
     assert second.seed != first.seed and second.kind == "reroll"
     assert png(rerolled).tobytes() != png(grid_message).tobytes()
 
@@ -166,7 +166,7 @@ async def test_over_the_allowance_is_refused_privately_and_queues_nothing(dreamg
 
 async def test_a_job_whose_model_fails_is_refunded_and_says_so(dreamgrid):
     alice = dreamgrid.discord.add_user("alice")
-    dreamgrid.app.service.default_model = "broken"  # its UNet weights are corrupt: the load raises
+    dreamgrid.app.jobs.policy.default_model = "broken"  # its UNet weights are corrupt: the load raises
 
     ix = await dreamgrid.discord.slash(alice, "imagine", {"prompt": "a doomed picture"})
     message = await ix.wait_original(lambda m: "failed" in m.content, timeout=60)
@@ -205,16 +205,19 @@ async def test_info_and_history_show_allowance_jobs_and_links(dreamgrid):
 
 
 async def test_a_job_accepted_before_a_crash_is_finished_after_the_restart(dreamgrid):
+    from bot.recipe import JobKind, Recipe
     from bot.store import NewJob, Store
+    from bot.store.quotas import Limits, Quotas
 
     alice = dreamgrid.discord.add_user("alice")
     await dreamgrid.stop()
     # The crash: a job was charged and queued, and the process died before it ran.
     store = await Store.open(dreamgrid.settings.database_path)
-    job = await store.accept_job(NewJob(
+    [job] = await Quotas(store).accept([NewJob(
         owner_id=alice.id, owner_name="alice", guild_id=dreamgrid.discord.guild_id,
-        channel_id=dreamgrid.discord.channel_id, kind="imagine", prompt="a survivor", model="tiny", seed=42,
-        cost=4, params={"width": 64, "height": 64, "steps": 4, "guidance": 5.0}), allowance=40)
+        channel_id=dreamgrid.discord.channel_id, kind=JobKind.IMAGINE,
+        recipe=Recipe(prompt="a survivor", model="tiny", seed=42, width=64, height=64, steps=4, guidance=5.0))],
+        "fast", 40, Limits(max_waiting=10, queue_limit=100, period_days=1, relax_allowed=True))
     await store.close()
 
     await dreamgrid.start()
@@ -254,7 +257,7 @@ async def test_a_burst_of_commands_is_acknowledged_in_time(dreamgrid):
     await asyncio.gather(*(ix.wait_acked(timeout=10) for ix in burst))
     assert all(ix.late_callbacks == 0 for ix in burst)
     for job in await dreamgrid.app.store.active_jobs():
-        dreamgrid.app.service.cancel(job.id)
+        dreamgrid.app.jobs.cancel(job.id)
 
 
 @pytest.mark.parametrize("dreamgrid", [{"daily_images": 5}], indirect=True)

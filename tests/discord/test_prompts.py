@@ -18,14 +18,14 @@ async def test_parameters_shape_the_job_and_a_reroll_keeps_them(dreamgrid):
     assert "`--ar 2:1 --no clouds, rain --stylize 250 --chaos 10 --tile` · Model `tiny`" in message.content
     job = await dreamgrid.app.store.get_job(job_id_of(message))
     assert (job.prompt, job.negative_prompt, job.seed) == ("a red kite", "clouds, rain", 7)
-    assert job.params == {"ar": "2:1", "width": 88, "height": 48, "steps": 4, "guidance": 5.833, "stylize": 250,
+    assert job.recipe.params() == {"ar": "2:1", "width": 88, "height": 48, "steps": 4, "guidance": 5.833, "stylize": 250,
                           "chaos": 10, "tile": True}
     assert [image.seed for image in await dreamgrid.app.store.images(job.id)] == [7, 8, 9, 10]
 
     _, rerolled = await dreamgrid.click(alice, message, f"dg:reroll:{job.id}:0")
     again = await dreamgrid.app.store.get_job(job_id_of(rerolled))
     assert png(rerolled).size == (176, 96)
-    assert (again.params, again.negative_prompt) == (job.params, job.negative_prompt) and again.seed != 7
+    assert (again.recipe.params(), again.negative_prompt) == (job.recipe.params(), job.negative_prompt) and again.seed != 7
 
 
 async def test_the_same_seed_draws_the_same_grid(dreamgrid):

@@ -55,7 +55,7 @@ def answer(ix):
 
 async def hold_the_worker(dreamgrid, user):
     """A job that keeps the only worker busy until it is cancelled."""
-    service = dreamgrid.app.service
+    service = dreamgrid.app.jobs.policy
     service.default_model = "slow"
     try:
         return await queue_job(dreamgrid, user, "the job that holds the worker", "Generating…")
@@ -195,7 +195,7 @@ async def test_after_a_restart_a_job_finishes_in_its_own_message_and_a_private_o
     grid (no second message), and a job whose owner wants private replies is never posted in public."""
     d = dreamgrid.discord
     alice, bob, carol = (d.add_user(name) for name in ("alice", "bob", "carol"))
-    await dreamgrid.app.service.preferences.update(bob.id, private=True)
+    await dreamgrid.app.accounts.update_preferences(bob.id, private=True)
     await hold_the_worker(dreamgrid, carol)
     alices_ix, alices = await queue_job(dreamgrid, alice, "alice waits through a restart", "Queued (#1 in line)")
     _, bobs = await queue_job(dreamgrid, bob, "bob waits privately", "Queued (#2 in line)")

@@ -35,15 +35,15 @@ async def test_settings_change_the_defaults_of_the_next_imagine_and_prompt_param
     store = dreamgrid.app.store
     _, mine = await dreamgrid.grid(alice, "a clay teapot")
     job = await store.get_job(job_id_of(mine))
-    assert (job.params["guidance"], job.params["steps"]) == (8.611, 2)  # 5 x (1 + 650/900); 4 x .5
+    assert (job.recipe.params()["guidance"], job.recipe.params()["steps"]) == (8.611, 2)  # 5 x (1 + 650/900); 4 x .5
 
     _, typed = await dreamgrid.grid(alice, "a clay teapot --s 0 --steps 3")
     job = await store.get_job(job_id_of(typed))
-    assert (job.params["guidance"], job.params["steps"]) == (2.5, 3)
+    assert (job.recipe.params()["guidance"], job.recipe.params()["steps"]) == (2.5, 3)
 
     _, others = await dreamgrid.grid(bob, "a clay teapot")  # settings are per user
     job = await store.get_job(job_id_of(others))
-    assert (job.params["guidance"], job.params["steps"]) == (5.0, 4)
+    assert (job.recipe.params()["guidance"], job.recipe.params()["steps"]) == (5.0, 4)
 
 
 async def test_variation_strength_and_private_replies_from_settings(dreamgrid):
@@ -57,7 +57,7 @@ async def test_variation_strength_and_private_replies_from_settings(dreamgrid):
     grid = await ix.wait_original(lambda m: bool(m.attachments), timeout=60)
     assert grid.flags & 64  # only alice sees it, and its buttons still work for her
     _, varied = await dreamgrid.click(alice, grid, f"dg:vary:{job_id_of(grid)}:2")
-    assert (await dreamgrid.app.store.get_job(job_id_of(varied))).params["strength"] == 0.35
+    assert (await dreamgrid.app.store.get_job(job_id_of(varied))).recipe.params()["strength"] == 0.35
     assert "Denoising strength: 0.35" in read_parameters(varied.attachments[0].data)
 
 
@@ -81,7 +81,7 @@ async def test_remix_opens_the_prompt_and_the_edit_reaches_the_new_job(dreamgrid
     job = await dreamgrid.app.store.get_job(job_id_of(varied))
     assert (job.kind, job.parent_job_id, job.prompt, job.negative_prompt) == (
         "variation", parent, "a blue kite in ink", "clouds")
-    assert png(varied).size == (96, 176) and "stylize" not in job.params
+    assert png(varied).size == (96, 176) and "stylize" not in job.recipe.params()
 
     bad = await dreamgrid.discord.submit_modal(
         alice, await _reroll_modal(dreamgrid, alice, grid, parent), {"prompt": "a kite --chaos 900"})
@@ -127,7 +127,7 @@ async def test_prefer_suffix_and_custom_options(dreamgrid):
 
     _, message = await dreamgrid.grid(alice, "a harbour --wide --seed 8")
     job = await dreamgrid.app.store.get_job(job_id_of(message))
-    assert (job.prompt, job.seed, job.params["width"], job.params["tile"]) == ("a harbour in oil paint", 8, 88, True)
+    assert (job.prompt, job.seed, job.recipe.params()["width"], job.recipe.params()["tile"]) == ("a harbour in oil paint", 8, 88, True)
 
     listed = await (await say(alice, "prefer option list", {})).wait_original()
     assert "`--wide` → `--ar 2:1 --seed 3`" in listed.content

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.engine import load_catalog
-from bot.service.compose import Defaults, guidance_for, parameters_of, plan_job, size_for
+from bot.recipe import Recipe
+from bot.service.compose import Defaults, guidance_for, plan_job, size_for
 from bot.service.prompt import PromptError, is_flag, parse_prompt
 
 
@@ -41,22 +42,22 @@ def test_stylize_maps_to_guidance_around_the_catalogs_value(catalog):
 def test_settings_are_defaults_that_typed_parameters_override(catalog):
     mine = Defaults(model="broken", stylize=1000, quality=0.5)
     plan = plan_job("a fox", catalog, "tiny", mine)
-    assert (plan.model, plan.params["guidance"], plan.params["steps"]) == ("broken", 10.0, 2)
+    assert (plan.recipe.model, plan.recipe.guidance, plan.recipe.steps) == ("broken", 10.0, 2)
     plan = plan_job("a fox --model tiny --s 0 --q 2", catalog, "tiny", mine)
-    assert (plan.model, plan.params["guidance"], plan.params["steps"]) == ("tiny", 2.5, 8)
-    assert plan_job("a fox --steps 3", catalog, "tiny", mine).params["steps"] == 3
+    assert (plan.recipe.model, plan.recipe.guidance, plan.recipe.steps) == ("tiny", 2.5, 8)
+    assert plan_job("a fox --steps 3", catalog, "tiny", mine).recipe.steps == 3
 
 
 def test_a_settings_model_since_disabled_falls_back_to_the_server_default(catalog):
-    assert plan_job("a fox", catalog, "tiny", Defaults(model="gone")).model == "tiny"
+    assert plan_job("a fox", catalog, "tiny", Defaults(model="gone")).recipe.model == "tiny"
 
 
 def test_suffix_and_custom_options_sit_under_the_typed_prompt(catalog):
     mine = Defaults(suffix="oil painting --ar 2:1 --seed 5", options={"big": "--q 2 --seed 9"})
     plan = plan_job("a fox --big --no snow", catalog, "tiny", mine)
-    assert plan.prompt == "a fox oil painting" and plan.negative_prompt == "snow"
-    assert (plan.params["width"], plan.params["steps"], plan.seed) == (88, 8, 9)
-    assert plan_job("a fox --seed 1", catalog, "tiny", mine).seed == 1
+    assert plan.recipe.prompt == "a fox oil painting" and plan.recipe.negative_prompt == "snow"
+    assert (plan.recipe.width, plan.recipe.steps, plan.recipe.seed) == (88, 8, 9)
+    assert plan_job("a fox --seed 1", catalog, "tiny", mine).recipe.seed == 1
 
 
 @pytest.mark.parametrize("typed, complaint", [
@@ -71,18 +72,18 @@ def test_model_and_step_errors_say_what_to_do(catalog, typed, complaint):
 
 def test_niji_picks_the_anime_model_when_the_catalog_has_one(catalog):
     with_niji = replace(catalog, models={**catalog.models, "niji": replace(catalog.get("tiny"), name="niji")})
-    assert plan_job("a fox --niji", with_niji, "tiny").model == "niji"
+    assert plan_job("a fox --niji", with_niji, "tiny").recipe.model == "niji"
     with pytest.raises(PromptError, match="give one of them"):
         plan_job("a fox --niji --model tiny", with_niji, "tiny")
 
 
 def test_a_jobs_parameters_written_back_parse_to_the_same_job(catalog):
     plan = plan_job("a fox --ar 2:1 --no snow, ice --s 250 --q .5 --chaos 20 --tile", catalog, "tiny")
-    again = plan_job(f"{plan.prompt} {parameters_of(plan.params, plan.negative_prompt, plan.model)}", catalog, "tiny",
+    again = plan_job(f"{plan.recipe.prompt} {plan.recipe.prompt_language()}", catalog, "tiny",
                      Defaults(model="broken", stylize=50))
-    assert (again.prompt, again.negative_prompt, again.model, again.params) == (
-        plan.prompt, plan.negative_prompt, plan.model, plan.params)
-    assert parse_prompt(parameters_of({"steps": 3}, "", "tiny")).values == {"steps": 3, "model": "tiny"}
+    assert replace(again.recipe, seed=0) == replace(plan.recipe, seed=0)  # seeds are drawn anew
+    three_steps = Recipe(prompt="", model="tiny", seed=0, width=64, height=64, steps=3, guidance=5.0)
+    assert parse_prompt(three_steps.prompt_language()).values == {"steps": 3, "model": "tiny"}
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -95,7 +96,7 @@ def test_any_prompt_plans_a_runnable_job_or_says_why_not(catalog, typed):
     except PromptError as error:
         assert str(error).strip()
         return
-    p = plan.params
-    assert not any(is_flag(token) for token in plan.prompt.split())
-    assert p["width"] % 8 == 0 and p["height"] % 8 == 0 and 1 <= p["steps"] <= 100 and p["guidance"] >= 0
-    assert plan.model in catalog.models and 1 <= plan.repeat <= 4
+    p = plan.recipe
+    assert not any(is_flag(token) for token in p.prompt.split())
+    assert p.width % 8 == 0 and p.height % 8 == 0 and 1 <= p.steps <= 100 and p.guidance >= 0
+    assert plan.recipe.model in catalog.models and 1 <= plan.repeat <= 4

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from bot.recipe import JobKind, Recipe
 from bot.store import NewJob, Refused, Store
 from bot.store.migrations import MIGRATIONS
 from bot.store.quotas import Limits, Quotas, QueueRefused, period_key, period_start
@@ -14,9 +15,10 @@ from bot.store.quotas import Limits, Quotas, QueueRefused, period_key, period_st
 LIMITS = Limits(max_waiting=10, queue_limit=100, period_days=1, relax_allowed=True)
 
 
-def new_job(owner: int = 1, cost: int = 4) -> NewJob:
-    return NewJob(owner_id=owner, owner_name=f"user{owner}", guild_id=10, channel_id=20, kind="imagine",
-                  prompt="a red fox", model="tiny", seed=7, cost=cost, params={"width": 64})
+def new_job(owner: int = 1) -> list[NewJob]:
+    recipe = Recipe(prompt="a red fox", model="tiny", seed=7, width=64, height=64, steps=4, guidance=5.0)
+    return [NewJob(owner_id=owner, owner_name=f"user{owner}", guild_id=10, channel_id=20, kind=JobKind.IMAGINE,
+                   recipe=recipe)]
 
 
 @pytest.fixture
@@ -65,7 +67,9 @@ async def test_the_ledger_migration_keeps_every_old_row(tmp_path):
                       + MIGRATIONS[0][1] + f"INSERT INTO migrations VALUES ('{MIGRATIONS[0][0]}', 'then');")
     old.execute("INSERT INTO users VALUES (1, 'alice', 'then')")
     old.execute("INSERT INTO jobs(owner_id, channel_id, kind, prompt, params, model, seed, cost, status, created_at)"
-                " VALUES (1, 2, 'imagine', 'a fox', '{}', 'tiny', 1, 4, 'done', 'then')")
+                " VALUES (1, 2, 'imagine', 'a fox', '{\"width\": 64, \"height\": 64, \"steps\": 4, \"guidance\": 5}',"
+                " 'tiny',"
+                " 1, 4, 'done', 'then')")
     old.execute("INSERT INTO ledger(user_id, job_id, amount, reason, period, created_at)"
                 " VALUES (1, 1, 4, 'charge', '2026-11-22', 'then')")
     old.commit()

@@ -1,4 +1,5 @@
-"""The store against a real SQLite file: charging, refunds, the ledger and migrations."""
+"""The store against a real SQLite file: charging (through Quotas.accept, the one way a job is accepted),
+refunds, the ledger and migrations."""
 
 import asyncio
 import sqlite3
@@ -6,12 +7,22 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from bot.recipe import JobKind, JobStatus, Recipe
 from bot.store import NewJob, Refused, Store, StoredImage
+from bot.store.quotas import Limits, Quotas
+
+RECIPE = Recipe(prompt="a red fox", model="tiny", seed=7, width=64, height=64, steps=4, guidance=5.0, tile=True)
+LIMITS = Limits(max_waiting=100, queue_limit=100, period_days=1, relax_allowed=True)
 
 
-def new_job(owner: int = 1, cost: int = 4, **fields) -> NewJob:
-    return NewJob(owner_id=owner, owner_name=f"user{owner}", guild_id=10, channel_id=20, kind="imagine",
-                  prompt="a red fox", model="tiny", seed=7, cost=cost, params={"width": 64}, **fields)
+def new_job(owner: int = 1) -> list[NewJob]:
+    return [NewJob(owner_id=owner, owner_name=f"user{owner}", guild_id=10, channel_id=20, kind=JobKind.IMAGINE,
+                   recipe=RECIPE)]
+
+
+async def accept(store: Store, owner: int = 1, allowance: int = 10, now: datetime | None = None):
+    outcome = await Quotas(store).accept(new_job(owner), "fast", allowance, LIMITS, now=now)
+    return outcome if isinstance(outcome, Refused) else outcome[0]
 
 
 @pytest.fixture
@@ -22,15 +33,15 @@ async def store(tmp_path):
 
 
 async def test_accepting_a_job_charges_its_cost_once(store):
-    job = await store.accept_job(new_job(), allowance=10)
-    assert job.status == "queued" and job.params == {"width": 64}
+    job = await accept(store)
+    assert job.status is JobStatus.QUEUED and job.recipe == RECIPE
     assert await store.used(1) == 4
     assert await store.ledger(1) == [{"job_id": job.id, "amount": 4, "reason": "charge", "period": job.created_at[:10]}]
 
 
 async def test_over_the_allowance_is_refused_and_nothing_is_written(store):
-    await store.accept_job(new_job(), allowance=6)
-    refused = await store.accept_job(new_job(), allowance=6)
+    await accept(store, allowance=6)
+    refused = await accept(store, allowance=6)
     assert isinstance(refused, Refused)
     assert refused.remaining == 2
     assert refused.resets_at > datetime.now(timezone.utc)
@@ -39,17 +50,17 @@ async def test_over_the_allowance_is_refused_and_nothing_is_written(store):
 
 
 async def test_a_failed_job_is_refunded_once_and_keeps_its_reason(store):
-    job = await store.accept_job(new_job(), allowance=10)
+    job = await accept(store)
     assert await store.fail_job(job.id, "the model broke")
     assert not await store.fail_job(job.id, "again")  # already finished: no second refund
     failed = await store.get_job(job.id)
-    assert (failed.status, failed.error) == ("failed", "the model broke")
+    assert (failed.status, failed.error) == (JobStatus.FAILED, "the model broke")
     assert await store.used(1) == 0
     assert [row["reason"] for row in await store.ledger(1)] == ["charge", "refund"]
 
 
 async def test_a_finished_job_cannot_be_refunded(store):
-    job = await store.accept_job(new_job(), allowance=10)
+    job = await accept(store)
     await store.finish_job(job.id, [StoredImage(job.id, 1, 7, "images/1/1.png", 64, 64)])
     assert not await store.fail_job(job.id, "late failure")
     assert await store.used(1) == 4
@@ -57,7 +68,7 @@ async def test_a_finished_job_cannot_be_refunded(store):
 
 
 async def test_concurrent_requests_never_spend_the_same_allowance_twice(store):
-    results = await asyncio.gather(*(store.accept_job(new_job(), allowance=40) for _ in range(50)))
+    results = await asyncio.gather(*(accept(store, allowance=40) for _ in range(50)))
     accepted = [r for r in results if not isinstance(r, Refused)]
     assert len(accepted) == 10
     assert await store.used(1) == 40
@@ -65,16 +76,16 @@ async def test_concurrent_requests_never_spend_the_same_allowance_twice(store):
 
 async def test_allowances_are_per_user_and_per_utc_day(store):
     yesterday = datetime.now(timezone.utc) - timedelta(days=1)
-    await store.accept_job(new_job(owner=1), allowance=4, now=yesterday)
+    await accept(store, owner=1, allowance=4, now=yesterday)
     assert await store.used(1) == 0
-    assert not isinstance(await store.accept_job(new_job(owner=1), allowance=4), Refused)
-    assert not isinstance(await store.accept_job(new_job(owner=2), allowance=4), Refused)
+    assert not isinstance(await accept(store, owner=1, allowance=4), Refused)
+    assert not isinstance(await accept(store, owner=2, allowance=4), Refused)
 
 
 async def test_the_schema_is_migrated_once_and_survives_reopening(tmp_path):
     path = tmp_path / "db.sqlite3"
     store = await Store.open(path)
-    job = await store.accept_job(new_job(), allowance=10)
+    job = await accept(store)
     applied = await store.applied_migrations()
     await store.close()
     reopened = await Store.open(path)

@@ -10,6 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_ui import render
+from bot.recipe import JobStatus
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
@@ -21,24 +22,24 @@ class AccountCog(commands.Cog):
 
     @app_commands.command(name="info", description="Your mode, allowance, jobs in the queue, and the model")
     async def info(self, interaction: discord.Interaction) -> None:
-        service = self.bot.service
+        jobs, accounts = self.bot.jobs, self.bot.accounts
         who = self.bot.requester(interaction)
-        account = await service.quota.account(who.user_id, who.guild_id, who.role_ids)
-        relax = service.quota.rules.relax_allowed
+        account = await accounts.account(who)
+        relax = accounts.relax_allowed
         mode = {"fast": "fast" + (" (/relax: free jobs that wait for fast ones)" if relax else ""),
                 "relax": "relax: your jobs are free and run when no fast job waits (/fast to switch back)"}
         lines = [
             f"**Mode:** {mode[account.mode] if relax else 'fast'}",
             f"**Fast allowance:** {allowance_left(account)} this period; resets {render.when(account.resets_at)}.",
             f"**Lifetime:** {account.lifetime_images} image{'s' if account.lifetime_images != 1 else ''} made.",
-            f"**Model:** `{await service.model_for(interaction.guild_id)}`",
+            f"**Model:** `{await accounts.model_for(interaction.guild_id)}`",
         ]
-        active = await service.store.active_jobs(interaction.user.id)
+        active = await jobs.active(interaction.user.id)
         if not active:
             lines.append("**Jobs:** none queued or running.")
         for job in active:
-            place = service.position(job.id)
-            state = "running" if job.status == "running" or place == 0 else (
+            place = jobs.position(job.id)
+            state = "running" if job.status is JobStatus.RUNNING or place == 0 else (
                 f"queued, #{place} in line" if place else "queued")
             lane = " (relax)" if job.lane == "relax" else ""
             lines.append(f"• #{job.id} {state}{lane}: {_short(job.prompt)}")

@@ -19,8 +19,8 @@ from discord.ext import commands
 from bot.discord_ui import render
 from bot.discord_ui.guard import refuse_banned
 from bot.discord_ui.show import show_job
-from bot.service.retention import prune_forever
-from bot.store import Job
+from bot.recipe import JobStatus
+from bot.service import Job
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
@@ -39,9 +39,7 @@ class HistoryCog(commands.Cog):
         self.bot.add_dynamic_items(PageButton)
         days = self.bot.settings.retention_days
         if days:
-            service = self.bot.service
-            self._retention = asyncio.create_task(prune_forever(service.store, service.data_dir, days),
-                                                  name="retention")
+            self._retention = asyncio.create_task(self.bot.jobs.prune_forever(days), name="retention")
 
     async def cog_unload(self) -> None:
         if self._retention is not None:
@@ -64,17 +62,17 @@ class HistoryCog(commands.Cog):
     @app_commands.command(name="show", description="Post a job's images again, with working buttons")
     @app_commands.describe(job="The job number (see /history)")
     async def show(self, interaction: discord.Interaction, job: app_commands.Range[int, 1]) -> None:
-        found = await self.bot.service.store.get_job(job)
+        found = await self.bot.jobs.get(job)
         if found is None or (found.owner_id != interaction.user.id and not self.bot.is_admin(interaction)):
             await interaction.response.send_message(
                 f"You have no job #{job}. /history lists your jobs and their numbers.", ephemeral=True)
             return
-        if found.status != "done":
+        if found.status is not JobStatus.DONE:
             await interaction.response.send_message(
                 f"Job #{job} is {found.status}, so it has no images to show. /history lists your finished jobs.",
                 ephemeral=True)
             return
-        image = result_file(self.bot, found)
+        image = self.bot.jobs.result_file(found)
         if found.pruned_at or not image.is_file():
             await interaction.response.send_message(
                 f"The images of job #{job} were deleted after {self.bot.settings.retention_days or 'some'} days "
@@ -113,12 +111,11 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button],
 
 async def history_page(bot: DreamgridBot, owner_id: int, page: int, text: str,
                        own: bool) -> tuple[str, discord.ui.View | None]:
-    quotas = bot.service.quota.quotas
-    jobs, total = await quotas.history(owner_id, page, PAGE_SIZE, text)
+    jobs, total = await bot.accounts.history(owner_id, page, PAGE_SIZE, text)
     pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
     if page >= pages and total:  # jobs were deleted meanwhile: show the last page there is
         page = pages - 1
-        jobs, total = await quotas.history(owner_id, page, PAGE_SIZE, text)
+        jobs, total = await bot.accounts.history(owner_id, page, PAGE_SIZE, text)
     whose = "Your jobs" if own else f"Jobs of <@{owner_id}>"
     matching = f' with "{discord.utils.escape_markdown(text)}" in the prompt' if text else ""
     if not total:
@@ -141,11 +138,6 @@ def history_line(job: Job) -> str:
     status = "done, images deleted" if job.pruned_at else job.status
     lane = " · relax" if job.lane == "relax" else ""
     return f"• {name} {job.kind} · {status}{lane} · {_short(job.prompt)}"
-
-
-def result_file(bot: DreamgridBot, job: Job):
-    folder = bot.service.data_dir / "images" / str(job.id)
-    return folder / ("1.png" if job.kind == "upscale" else "grid.png")
 
 
 def _short(prompt: str, limit: int = 60) -> str:

@@ -20,4 +20,4 @@ class ImagineCog(commands.Cog):
     @app_commands.describe(prompt="What to draw, then any parameters, e.g. a red fox in the snow --ar 3:2 --no trees")
     async def imagine(self, interaction: discord.Interaction, prompt: str) -> None:
         who = self.bot.requester(interaction)
-        await self.bot.start_job(interaction, self.bot.service.imagine(who, prompt))
+        await self.bot.start_job(interaction, self.bot.jobs.imagine(who, prompt))

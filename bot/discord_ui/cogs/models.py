@@ -14,8 +14,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_ui.checks import requester
-from bot.discord_ui.guard import AdminCog, admin_service
-from bot.service.admin import ModelRow
+from bot.discord_ui.guard import AdminCog
+from bot.service.models import ModelRow
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
@@ -28,10 +28,9 @@ ADMINS_ONLY = discord.Permissions(manage_guild=True)
 async def model_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     """Autocomplete: the catalog's model names containing what was typed (admins only see them)."""
     bot: DreamgridBot = interaction.client
-    admin = admin_service(bot)
-    if admin is None or not bot.is_admin(interaction):
+    if not bot.is_admin(interaction):
         return []
-    return [app_commands.Choice(name=name, value=name) for name in admin.model_names(current)]
+    return [app_commands.Choice(name=name, value=name) for name in bot.admin.models.model_names(current)]
 
 
 class ModelCog(AdminCog):
@@ -45,12 +44,12 @@ class ModelCog(AdminCog):
     @model.command(name="list", description="Every model: state, device, memory, default size and steps")
     async def list_models(self, interaction: discord.Interaction) -> None:
         async def work() -> str:
-            rows = await self.admin.models(interaction.guild_id)
+            rows = await self.admin.models.models(interaction.guild_id)
             lines = ["**Models**"] + [_row(row) for row in rows]
-            disabled = sorted(self.admin.catalog.disabled)
+            disabled = self.admin.models.disabled()
             if disabled:
                 lines.append("Disabled in the catalog: " + ", ".join(f"`{n}`" for n in disabled))
-            uncatalogued = [f for f in self.admin.found_models() if f.in_catalog is None]
+            uncatalogued = [f for f in self.admin.models.found_models() if f.in_catalog is None]
             if uncatalogued:
                 lines.append("**Found under models/, not in the catalog** (add an entry to models/catalog.toml "
                              "to offer one):")
@@ -63,9 +62,9 @@ class ModelCog(AdminCog):
     @app_commands.autocomplete(name=model_choices)
     async def use(self, interaction: discord.Interaction, name: str) -> None:
         async def work() -> str:
-            spec = self.admin.model(name)
+            spec = self.admin.models.model(name)
             await _loading(interaction, spec.name)
-            previous, states = await self.admin.use(requester(interaction), spec.name)
+            previous, states = await self.admin.models.use(requester(interaction), spec.name)
             await show_default_model(self.bot)
             return (f"✅ `{spec.name}` is now this server's default model (it was `{previous}`); "
                     f"loaded {_where(states)}. Jobs already queued finish on the model they were started with.")
@@ -76,9 +75,9 @@ class ModelCog(AdminCog):
     @app_commands.autocomplete(name=model_choices)
     async def load(self, interaction: discord.Interaction, name: str) -> None:
         async def work() -> str:
-            spec = self.admin.model(name)
+            spec = self.admin.models.model(name)
             await _loading(interaction, spec.name)
-            states = await self.admin.load(requester(interaction), spec.name)
+            states = await self.admin.models.load(requester(interaction), spec.name)
             return f"✅ `{spec.name}` is loaded {_where(states)}."
         await self.act(interaction, work)
 
@@ -87,8 +86,8 @@ class ModelCog(AdminCog):
     @app_commands.autocomplete(name=model_choices)
     async def unload(self, interaction: discord.Interaction, name: str) -> None:
         async def work() -> str:
-            devices = await self.admin.unload(requester(interaction), name)
-            return f"✅ `{self.admin.model(name).name}` was unloaded from {', '.join(devices)}."
+            devices = await self.admin.models.unload(requester(interaction), name)
+            return f"✅ `{self.admin.models.model(name).name}` was unloaded from {', '.join(devices)}."
         await self.act(interaction, work)
 
     @model.command(name="info", description="One model's catalog entry and where it is loaded")
@@ -96,9 +95,9 @@ class ModelCog(AdminCog):
     @app_commands.autocomplete(name=model_choices)
     async def info(self, interaction: discord.Interaction, name: str) -> None:
         async def work() -> str:
-            spec = self.admin.model(name)
-            row = next(r for r in await self.admin.models(interaction.guild_id) if r.spec.name == spec.name)
-            source = "a folder under models/" if (self.admin.models_dir / spec.source).is_dir() else "a hub id"
+            spec = self.admin.models.model(name)
+            row = next(r for r in await self.admin.models.models(interaction.guild_id) if r.spec.name == spec.name)
+            source = "a folder under models/" if self.admin.models.is_folder(spec) else "a hub id"
             return "\n".join([
                 f"**`{spec.name}`**{' — ' + spec.description if spec.description else ''}",
                 f"Source: `{spec.source}` ({source}) · pipeline {spec.pipeline}",
@@ -106,7 +105,7 @@ class ModelCog(AdminCog):
                 f"prompts up to {spec.max_prompt_tokens} tokens · upscaler {spec.upscaler}",
                 f"State: {_state(row)}",
                 "NSFW check: " + ("the model's safety checker (see /moderation nsfw)"
-                                  if (self.admin.models_dir / spec.source / "safety_checker").is_dir() else "none"),
+                                  if self.admin.models.has_safety_checker(spec) else "none"),
                 f"This server's default: {'yes' if row.is_default else 'no'}",
             ])
         await self.act(interaction, work)
@@ -116,7 +115,7 @@ class ModelCog(AdminCog):
     @app_commands.guild_only()
     async def stats(self, interaction: discord.Interaction) -> None:
         async def work() -> str:
-            stats = await self.admin.stats()
+            stats = await self.admin.models.stats()
             lines = [f"**Queue:** {stats.queued} queued, {stats.running} running",
                      f"**Last hour:** {stats.jobs} jobs, {stats.images} images"]
             for m in stats.per_model:
@@ -131,11 +130,8 @@ class ModelCog(AdminCog):
 async def show_default_model(bot: DreamgridBot) -> None:
     """The presence names the default model: this server's when the bot is in one server (the usual
     self-hosted case), the bot-wide default otherwise."""
-    admin = admin_service(bot)
-    if admin is None:
-        return
     guild_id = bot.guilds[0].id if len(bot.guilds) == 1 else None
-    name = await admin.default_model(guild_id)
+    name = await bot.jobs.model_for(guild_id)
     try:
         await bot.change_presence(activity=discord.Game(name=f"/imagine · model {name}"))
     except Exception:  # a presence is cosmetic: never fail a command over it

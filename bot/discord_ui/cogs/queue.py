@@ -10,7 +10,7 @@ from discord.ext import commands
 
 from bot.discord_ui import render
 from bot.discord_ui.cancel import cancel_jobs
-from bot.service.quota import QuotaError
+from bot.service import UserError
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
@@ -31,11 +31,10 @@ class QueueCog(commands.Cog):
     @app_commands.command(name="cancel", description="Cancel your queued or running jobs (all of them, or one)")
     @app_commands.describe(job="The job number to cancel (leave out to cancel all of yours)")
     async def cancel(self, interaction: discord.Interaction, job: app_commands.Range[int, 1] | None = None) -> None:
-        store = self.bot.service.store
         if job is None:
-            await cancel_jobs(interaction, await store.active_jobs(interaction.user.id))
+            await cancel_jobs(interaction, await self.bot.jobs.active(interaction.user.id))
             return
-        found = await store.get_job(job)
+        found = await self.bot.jobs.get(job)
         if found is None or (found.owner_id != interaction.user.id and not self.bot.is_admin(interaction)):
             await interaction.response.send_message(
                 f"You have no job #{job}. /info lists your queued and running jobs.", ephemeral=True)
@@ -43,18 +42,17 @@ class QueueCog(commands.Cog):
         await cancel_jobs(interaction, [found])
 
     async def _switch(self, interaction: discord.Interaction, mode: str) -> None:
-        quota = self.bot.service.quota
+        accounts, who = self.bot.accounts, self.bot.requester(interaction)
         try:
-            await quota.set_mode(interaction.user.id, interaction.user.name, mode)
-        except QuotaError as error:
+            await accounts.set_mode(who, mode)
+        except UserError as error:
             await interaction.response.send_message(str(error), ephemeral=True)
             return
         if mode == "relax":
             text = ("Relax mode is on: your new jobs cost nothing and run whenever no fast job waits. "
                     "Jobs already queued keep their mode. /fast switches back.")
         else:
-            who = self.bot.requester(interaction)
-            account = await quota.account(who.user_id, who.guild_id, who.role_ids)
+            account = await accounts.account(who)
             text = (f"Fast mode is on: your new jobs use your allowance ({account.left} of {account.allowance} "
                     f"images left, resets {render.when(account.resets_at)}) and go before relax jobs.")
         await interaction.response.send_message(text, ephemeral=True)

@@ -13,8 +13,7 @@ from discord.ext import commands
 
 from bot.discord_ui import render
 from bot.discord_ui.guard import refuse_banned
-from bot.service.prompt import PromptError, check_option_name, parse_option_value, parse_prompt
-from bot.store.preferences import MAX_OPTIONS, UserPreferences
+from bot.service import UserError, UserPreferences
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
 STYLIZE_LEVELS = {"50": "Low", "100": "Med", "250": "High", "750": "Very High"}  # Midjourney's four
 QUALITY_LEVELS = {"0.25": ".25", "0.5": ".5", "1.0": "1", "2.0": "2"}
 DEFAULT = "default"
-MAX_SUFFIX = 200
 
 
 def settings_text(prefs: UserPreferences, server_model: str) -> str:
@@ -61,8 +59,8 @@ async def _show(interaction: discord.Interaction[DreamgridBot], prefs: UserPrefe
     """Edit the /settings message in place to show what changed."""
     bot = interaction.client
     await interaction.response.edit_message(
-        content=settings_text(prefs, await bot.service.model_for(interaction.guild_id)),
-        view=settings_view(prefs, bot.service.catalog.names), allowed_mentions=render.NO_PINGS)
+        content=settings_text(prefs, await bot.accounts.model_for(interaction.guild_id)),
+        view=settings_view(prefs, bot.accounts.model_names), allowed_mentions=render.NO_PINGS)
 
 
 class SettingSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"dg:set:(?P<field>model|stylize|quality)"):
@@ -87,7 +85,7 @@ class SettingSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"dg:set
         (value,) = interaction.data.get("values") or [DEFAULT]
         bot = interaction.client
         if self.field == "model":
-            if value != DEFAULT and value not in bot.service.catalog.models:
+            if value != DEFAULT and not bot.accounts.offers(value):
                 await interaction.response.send_message(
                     f"Model `{value}` is no longer offered; pick another in /settings.", ephemeral=True)
                 return
@@ -96,7 +94,7 @@ class SettingSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"dg:set
             change = {"stylize": None if value == "100" else int(value)}
         else:
             change = {"quality": None if value == "1.0" else float(value)}
-        await _show(interaction, await bot.service.preferences.update(interaction.user.id, **change))
+        await _show(interaction, await bot.accounts.update_preferences(interaction.user.id, **change))
 
 
 class SettingButton(discord.ui.DynamicItem[discord.ui.Button],
@@ -118,15 +116,15 @@ class SettingButton(discord.ui.DynamicItem[discord.ui.Button],
         return not await refuse_banned(interaction)  # a panel opened before a ban does not outlive it
 
     async def callback(self, interaction: discord.Interaction[DreamgridBot]) -> None:
-        preferences = interaction.client.service.preferences
+        update = interaction.client.accounts.update_preferences
         user = interaction.user.id
         if self.field == "variation":
-            prefs = await preferences.update(user, variation=self.value)
+            prefs = await update(user, variation=self.value)
         elif self.field == "reset":  # suffix and custom options are /prefer's, and stay
-            prefs = await preferences.update(user, model=None, stylize=None, quality=None, variation="strong",
+            prefs = await update(user, model=None, stylize=None, quality=None, variation="strong",
                                              remix=False, private=False)
         else:
-            prefs = await preferences.update(user, **{self.field: self.value == "on"})
+            prefs = await update(user, **{self.field: self.value == "on"})
         await _show(interaction, prefs)
 
 
@@ -140,25 +138,19 @@ class SettingsCog(commands.Cog):
 
     @app_commands.command(name="settings", description="Your defaults: model, stylize, quality, Remix, privacy")
     async def settings(self, interaction: discord.Interaction) -> None:
-        service = self.bot.service
-        prefs = await service.preferences.get(interaction.user.id)
+        accounts = self.bot.accounts
+        prefs = await accounts.preferences(interaction.user.id)
         await interaction.response.send_message(
-            settings_text(prefs, await service.model_for(interaction.guild_id)),
-            view=settings_view(prefs, service.catalog.names), ephemeral=True, allowed_mentions=render.NO_PINGS)
+            settings_text(prefs, await accounts.model_for(interaction.guild_id)),
+            view=settings_view(prefs, accounts.model_names), ephemeral=True, allowed_mentions=render.NO_PINGS)
 
     @prefer.command(name="suffix", description="Text and parameters added to the end of every prompt")
     @app_commands.describe(value="e.g. --ar 3:2 --stylize 250 (leave empty to remove your suffix)")
     async def suffix(self, interaction: discord.Interaction, value: str = "") -> None:
-        preferences = self.bot.service.preferences
-        value = " ".join(value.split())
-        if len(value) > MAX_SUFFIX:
-            return await _private(interaction, f"The suffix is {len(value)} characters; the limit is {MAX_SUFFIX}. "
-                                               "Shorten it and try again.")
         try:
-            parse_prompt(value, (await preferences.get(interaction.user.id)).options)
-        except PromptError as error:
-            return await _private(interaction, f"That suffix cannot be used: {error} Nothing was changed.")
-        await preferences.update(interaction.user.id, suffix=value)
+            value = await self.bot.accounts.set_suffix(interaction.user.id, value)
+        except UserError as error:
+            return await _private(interaction, str(error))
         await _private(interaction,
                        f"Every prompt now ends with {_code(value)}." if value else "Your suffix is removed.")
 
@@ -166,19 +158,14 @@ class SettingsCog(commands.Cog):
     @app_commands.describe(name="the option's name, e.g. portrait", value="its parameters, e.g. --ar 2:3 --s 250")
     async def option_set(self, interaction: discord.Interaction, name: str, value: str) -> None:
         try:
-            name = check_option_name(name)
-            parse_option_value(value)
-        except PromptError as error:
-            return await _private(interaction, f"{error} Nothing was changed.")
-        value = " ".join(value.split())
-        if not await self.bot.service.preferences.set_option(interaction.user.id, name, value):
-            return await _private(interaction, f"You have {MAX_OPTIONS} custom options already, the most allowed. "
-                                               "Delete one with /prefer option delete first.")
+            name, value = await self.bot.accounts.set_option(interaction.user.id, name, value)
+        except UserError as error:
+            return await _private(interaction, str(error))
         await _private(interaction, f"`--{name}` now stands for {_code(value)}.")
 
     @option.command(name="list", description="Your custom options")
     async def option_list(self, interaction: discord.Interaction) -> None:
-        options = (await self.bot.service.preferences.get(interaction.user.id)).options
+        options = (await self.bot.accounts.preferences(interaction.user.id)).options
         if not options:
             return await _private(interaction, "You have no custom options. Make one with /prefer option set.")
         await _private(interaction, "\n".join(f"`--{name}` → {_code(value)}" for name, value in options.items()))
@@ -186,9 +173,9 @@ class SettingsCog(commands.Cog):
     @option.command(name="delete", description="Delete one of your custom options")
     async def option_delete(self, interaction: discord.Interaction, name: str) -> None:
         name = name.strip().lstrip("-—–").lower()
-        if await self.bot.service.preferences.delete_option(interaction.user.id, name):
+        if await self.bot.accounts.delete_option(interaction.user.id, name):
             return await _private(interaction, f"`--{name}` is deleted.")
-        options = (await self.bot.service.preferences.get(interaction.user.id)).options
+        options = (await self.bot.accounts.preferences(interaction.user.id)).options
         have = ", ".join(f"`--{o}`" for o in options) or "none"
         await _private(interaction, f"You have no option `--{name}` (yours: {have}). Nothing was changed.")
 

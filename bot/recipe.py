@@ -1,0 +1,180 @@
+"""What a job is: its kind, its status, and its recipe — everything that makes its pictures, resolved once
+when the job is planned. Plain data, no I/O: the store keeps it, the service runs it, the Discord layer
+shows it, and `dreamgrid generate` uses the same recipe as /imagine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+GRID_SIZE = 4  # images in a grid: /imagine, 🔄 and V make four
+MAX_SEED = 2**32 - 1  # seeds users see and type: 0..MAX_SEED (what AUTOMATIC1111 and Midjourney use)
+UPSCALE_FACTOR = 2
+# img2img strength of a variation: how far it may move from its source image.
+VARIATION_STRENGTH = {"subtle": 0.35, "strong": 0.7}
+
+
+class JobKind(enum.StrEnum):
+    IMAGINE = "imagine"
+    REROLL = "reroll"
+    VARIATION = "variation"
+    UPSCALE = "upscale"
+
+    @property
+    def images(self) -> int:
+        """Images the job makes: a grid of four, or one enlarged image."""
+        return 1 if self is JobKind.UPSCALE else GRID_SIZE
+
+    @property
+    def cost(self) -> int:
+        """What it is charged, in images: a grid costs 4, an upscale 1."""
+        return self.images
+
+    @property
+    def is_grid(self) -> bool:
+        return self is not JobKind.UPSCALE
+
+    @property
+    def result_file(self) -> str:
+        """The file its message shows, in the job's image folder."""
+        return "grid.png" if self.is_grid else "1.png"
+
+    @property
+    def needs_source(self) -> bool:
+        """Whether it starts from one image of its parent job (a variation or an upscale)."""
+        return self in (JobKind.VARIATION, JobKind.UPSCALE)
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def active(self) -> bool:
+        """Accepted and not yet ended: it runs (again, after a restart) until it does."""
+        return self in ACTIVE
+
+    @property
+    def refunded(self) -> bool:
+        """Ended without images: its charge was given back."""
+        return self in (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+def random_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that makes a job's pictures, with every default already applied (catalog entry, the
+    user's /settings, suffix and options, the typed parameters). Nothing downstream fills anything in."""
+
+    prompt: str
+    model: str
+    seed: int  # the first image's; a grid's images take seed, seed + 1, ...
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    negative_prompt: str = ""
+    tile: bool = False  # --tile: the image wraps around at its edges
+    chaos: int | None = None  # --chaos 0..100: how different the grid's four images are
+    strength: float | None = None  # a variation: img2img strength
+    scale: int | None = None  # an upscale: the factor
+    # As typed (they are already in size, steps and guidance): the message shows them, Remix gives them back.
+    ar: str | None = None
+    stylize: int | None = None
+    quality: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be in 0..{MAX_SEED}, got {self.seed}")
+        if min(self.width, self.height, self.steps) < 1:
+            raise ValueError(f"size and steps must be positive, got {self.width}x{self.height}, {self.steps} steps")
+
+    # --- stored with the job ----------------------------------------------------------------------
+
+    # Kept in their own columns (searched and shown on their own): the rest is the `params` JSON.
+    COLUMNS = ("prompt", "negative_prompt", "model", "seed")
+
+    def params(self) -> dict[str, Any]:
+        """The JSON stored with the job: only what is set, so older rows read back the same."""
+        out: dict[str, Any] = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if item.name in Recipe.COLUMNS or value is None or (item.name == "tile" and not value):
+                continue
+            out[item.name] = value
+        return out
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], *, prompt: str, negative_prompt: str, model: str,
+                    seed: int) -> Recipe:
+        known = {item.name for item in dataclasses.fields(cls)}
+        return cls(prompt=prompt, negative_prompt=negative_prompt, model=model, seed=seed,
+                   **{key: value for key, value in params.items() if key in known})
+
+    # --- what other jobs start from ---------------------------------------------------------------
+
+    def generation(self) -> Recipe:
+        """What made the pictures (size, steps, guidance, --tile, --chaos...): what a reroll or a variation
+        starts from. The strength and scale belong to a job's own kind."""
+        return dataclasses.replace(self, strength=None, scale=None)
+
+    def again(self) -> Recipe:
+        """The same pictures' settings with a new random seed: what 🔄 and V start from."""
+        return dataclasses.replace(self.generation(), seed=random_seed())
+
+    def variation(self, strength: str) -> Recipe:
+        """img2img from one of the source job's images, at Subtle or Strong strength."""
+        return dataclasses.replace(self.generation(), strength=VARIATION_STRENGTH[strength])
+
+    def upscale(self, seed: int) -> Recipe:
+        """The enlarged image keeps its source's seed, and the generation settings travel along, so Vary on
+        the upscale works at the model's own size."""
+        return dataclasses.replace(self.generation(), seed=seed, scale=UPSCALE_FACTOR)
+
+    # --- derived ----------------------------------------------------------------------------------
+
+    def seeds(self, count: int = GRID_SIZE) -> tuple[int, ...]:
+        return tuple((self.seed + i) % (MAX_SEED + 1) for i in range(count))
+
+    @property
+    def shared_noise(self) -> float:
+        """--chaos -> the share of starting noise the four images have in common (0: independent images)."""
+        return 0.0 if self.chaos is None else round(0.75 * (100 - self.chaos) / 100, 4)
+
+    def summary(self) -> str:
+        """The parameters that change how it looks, for its message (`--ar 2:1 --no snow --tile`); may be empty."""
+        return " ".join(self._look())
+
+    def prompt_language(self) -> str:
+        """The parameters written back in the prompt language, for Remix and 📋: parsing them gives them back."""
+        parts = self._look()
+        if self.quality is None:
+            parts.append(f"--steps {self.steps}")
+        return " ".join([*parts, f"--model {self.model}"])
+
+    def _look(self) -> list[str]:
+        parts = [f"--ar {self.ar}"] if self.ar else []
+        if self.negative_prompt:
+            parts.append(f"--no {self.negative_prompt}")
+        if self.stylize is not None:
+            parts.append(f"--stylize {self.stylize}")
+        if self.quality is not None:
+            parts.append(f"--quality {self.quality:g}")
+        if self.chaos is not None:
+            parts.append(f"--chaos {self.chaos}")
+        if self.tile:
+            parts.append("--tile")
+        return parts

@@ -1,0 +1,125 @@
+"""Admission: a new job is planned (its recipe resolved once), checked, admitted by the server's rules and
+charged — or refused with a clear message and nothing changed. `--repeat N` is one transaction: all N
+grids are accepted and charged, or none."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bot.engine import Catalog
+from bot.engine.tokens import prompt_tokens
+from bot.recipe import JobKind, Recipe
+from bot.service.compose import Defaults, Plan, plan_job
+from bot.service.images import ImageFiles
+from bot.service.policy import Policy
+from bot.service.prompt import PromptError
+from bot.service.quota import QuotaError, QuotaService
+from bot.service.users import Requester, UserError
+from bot.store import Job, NewJob, Refused, Store, StoredImage
+from bot.store.preferences import Preferences
+
+
+class Admission:
+    def __init__(self, store: Store, catalog: Catalog, models_dir: Path, images: ImageFiles, policy: Policy,
+                 preferences: Preferences, quota: QuotaService, *, max_prompt_chars: int) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.models_dir = models_dir
+        self.images = images
+        self.policy = policy
+        self.preferences = preferences
+        self.quota = quota
+        self.max_prompt_chars = max_prompt_chars
+
+    async def imagine(self, who: Requester, prompt: str) -> list[Job] | Refused:
+        """One grid, or `--repeat N` grids: all accepted (each charged) or none."""
+        plan = await self.plan(who, prompt)
+        return await self._accept(who, JobKind.IMAGINE, plan.recipes())
+
+    async def reroll(self, who: Requester, parent: Job, remix: str | None = None) -> Job | Refused:
+        return await self._accept_one(who, JobKind.REROLL, await self._start_from(who, parent, remix), parent)
+
+    async def vary(self, who: Requester, parent: Job, index: int, strength: str | None = None,
+                   remix: str | None = None) -> Job | Refused:
+        """Variations of one image; `strength` None takes the user's /settings (Subtle or Strong)."""
+        await self._require_image(parent, index)
+        strength = strength or (await self.preferences.get(who.user_id)).variation
+        recipe = (await self._start_from(who, parent, remix)).variation(strength)
+        return await self._accept_one(who, JobKind.VARIATION, recipe, parent, index)
+
+    async def upscale(self, who: Requester, parent: Job, index: int) -> Job | Refused:
+        source = await self._require_image(parent, index)
+        return await self._accept_one(who, JobKind.UPSCALE, parent.recipe.upscale(source.seed), parent, index)
+
+    async def _start_from(self, who: Requester, parent: Job, remix: str | None) -> Recipe:
+        """What 🔄 and V make: the parent's recipe with a new seed, or what the user typed under Remix."""
+        if remix is None:
+            return parent.recipe.again()
+        return (await self.plan(who, remix, remix=True)).recipe
+
+    # --- planning ------------------------------------------------------------------------------------
+
+    async def plan(self, who: Requester, prompt: str, *, remix: bool = False) -> Plan:
+        """The typed prompt with the user's settings and options applied, checked before anything is charged."""
+        self.check_prompt(prompt)
+        prefs = await self.preferences.get(who.user_id)
+        # A remixed prompt is the parent's, which has the suffix in it already.
+        defaults = Defaults(model=prefs.model, stylize=prefs.stylize, quality=prefs.quality,
+                            suffix="" if remix else prefs.suffix, options=prefs.options)
+        try:
+            plan = plan_job(prompt, self.catalog, await self.policy.model_for(who.guild_id), defaults)
+        except PromptError as error:
+            raise UserError(str(error)) from None
+        if remix and plan.repeat > 1:
+            raise UserError("`--repeat` works with /imagine only; remove it from the remixed prompt.")
+        self.check_prompt(plan.recipe.prompt)
+        await self._check_tokens(plan.recipe)
+        return plan
+
+    def check_prompt(self, prompt: str) -> str:
+        text = " ".join(prompt.split())
+        if not text:
+            raise UserError("The prompt is empty: describe the picture you want, e.g. `/imagine prompt: a red fox`.")
+        if len(text) > self.max_prompt_chars:
+            raise UserError(
+                f"The prompt is {len(text):,} characters long; the limit is {self.max_prompt_chars:,}. "
+                "Shorten it and try again.")
+        return text
+
+    async def _check_tokens(self, recipe: Recipe) -> None:
+        spec = self.catalog.get(recipe.model)
+        for what, text in (("prompt", recipe.prompt), ("negative prompt (--no)", recipe.negative_prompt)):
+            if not text:
+                continue
+            tokens = await asyncio.to_thread(prompt_tokens, spec, self.models_dir, text)
+            if tokens is not None and tokens > spec.max_prompt_tokens:
+                raise UserError(f"The {what} is {tokens} tokens long; model `{spec.name}` reads at most "
+                                f"{spec.max_prompt_tokens} (about {spec.max_prompt_tokens * 3 // 4} words). "
+                                "Shorten it and try again.")
+
+    async def _require_image(self, job: Job, index: int) -> StoredImage:
+        for image in await self.store.images(job.id):
+            if image.index == index and self.images.stored(image).is_file():
+                return image
+        raise UserError(f"Image {index} of job #{job.id} is no longer stored, so it cannot be used. "
+                        "Start a new /imagine instead.")
+
+    # --- charging ------------------------------------------------------------------------------------
+
+    async def _accept_one(self, who: Requester, kind: JobKind, recipe: Recipe, parent: Job,
+                          index: int | None = None) -> Job | Refused:
+        outcome = await self._accept(who, kind, [recipe], parent, index)
+        return outcome if isinstance(outcome, Refused) else outcome[0]
+
+    async def _accept(self, who: Requester, kind: JobKind, recipes: list[Recipe], parent: Job | None = None,
+                      index: int | None = None) -> list[Job] | Refused:
+        for recipe in recipes:  # every new job, buttons included, before anything is charged
+            await self.policy.admit(who, recipe.prompt, recipe.negative_prompt)
+        new = [NewJob(owner_id=who.user_id, owner_name=who.name, guild_id=who.guild_id, channel_id=who.channel_id,
+                      kind=kind, recipe=recipe, parent_job_id=parent.id if parent else None, parent_index=index)
+               for recipe in recipes]
+        try:
+            return await self.quota.accept(new, who.role_ids)
+        except QuotaError as error:
+            raise UserError(str(error)) from None

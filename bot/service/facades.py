@@ -1,0 +1,224 @@
+"""The three doors the Discord layer (or any other front end) uses: `Jobs` (new jobs, running them, their
+images), `Accounts` (a member's settings, allowance and history) and `Admin` (models, moderation, quotas,
+the audit). Each is a narrow API over the rooms behind it; nothing outside the service reaches past them
+into the store or the engine."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.engine import Catalog, WorkerPool
+from bot.service.admission import Admission
+from bot.service.images import ImageFiles
+from bot.service.models import ModelAdmin
+from bot.service.moderation import Moderation
+from bot.service.policy import Policy
+from bot.service.prompt import PromptError, check_option_name, parse_option_value, parse_prompt
+from bot.service.quota import QuotaAdmin, QuotaError, QuotaRules, QuotaService
+from bot.service.retention import prune_forever
+from bot.service.running import JobListener, Runner
+from bot.service.users import Requester, UserError
+from bot.store import Job, Refused, Store, StoredImage
+from bot.store.admin import AdminStore
+from bot.store.preferences import MAX_OPTIONS, Preferences, UserPreferences
+from bot.store.quotas import Account
+
+MAX_SUFFIX = 200
+
+
+class Jobs:
+    """New jobs (planned, checked, charged), running them, and what they made."""
+
+    def __init__(self, store: Store, runner: Runner, admission: Admission, policy: Policy,
+                 images: ImageFiles) -> None:
+        self._store = store
+        self._runner = runner
+        self._admission = admission
+        self.policy = policy
+        self._images = images
+
+    # Accepting: each returns the accepted job(s) or Refused (the allowance), or raises UserError.
+    async def imagine(self, who: Requester, prompt: str) -> list[Job] | Refused:
+        return await self._admission.imagine(who, prompt)
+
+    async def reroll(self, who: Requester, parent: Job, remix: str | None = None) -> Job | Refused:
+        return await self._admission.reroll(who, parent, remix)
+
+    async def vary(self, who: Requester, parent: Job, index: int, strength: str | None = None,
+                   remix: str | None = None) -> Job | Refused:
+        return await self._admission.vary(who, parent, index, strength, remix)
+
+    async def upscale(self, who: Requester, parent: Job, index: int) -> Job | Refused:
+        return await self._admission.upscale(who, parent, index)
+
+    # Running.
+    def start(self, job: Job, listener: JobListener) -> asyncio.Task:
+        return self._runner.start(job, listener)
+
+    async def stop(self, job_id: int) -> Job | None:
+        return await self._runner.stop(job_id)
+
+    def cancel(self, job_id: int) -> bool:
+        return self._runner.cancel(job_id)
+
+    def position(self, job_id: int) -> int | None:
+        return self._runner.position(job_id)
+
+    async def unfinished(self) -> list[Job]:
+        """Jobs accepted before a stop or crash that never finished: they run again on start."""
+        return await self._store.active_jobs()
+
+    # Reading.
+    async def get(self, job_id: int) -> Job | None:
+        return await self._store.get_job(job_id)
+
+    async def parent(self, job: Job) -> Job | None:
+        return await self._store.get_job(job.parent_job_id) if job.parent_job_id else None
+
+    async def active(self, owner_id: int) -> list[Job]:
+        return await self._store.active_jobs(owner_id)
+
+    async def images(self, job_id: int) -> list[StoredImage]:
+        return await self._store.images(job_id)
+
+    def result_file(self, job: Job) -> Path:
+        return self._images.result_file(job)
+
+    async def spoiler(self, job: Job) -> bool:
+        """Whether the job's image is posted hidden: the model's safety checker flagged it."""
+        return await self.policy.spoiler(job)
+
+    async def remember_message(self, job_id: int, message_id: int) -> None:
+        """The message that shows the job: edited by id once the interaction's token has expired."""
+        await self._store.set_message(job_id, message_id)
+
+    async def model_for(self, guild_id: int | None) -> str:
+        return await self.policy.model_for(guild_id)
+
+    async def prune_forever(self, days: int) -> None:
+        """The retention task: image files older than `days` are deleted, once an hour."""
+        await prune_forever(self._store, self._images.data_dir, days)
+
+    async def close(self) -> None:
+        await self._runner.close()
+
+
+class Accounts:
+    """A member's /settings and /prefer, their allowance and mode, and their history."""
+
+    def __init__(self, store: Store, catalog: Catalog, preferences: Preferences, quota: QuotaService,
+                 policy: Policy) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._preferences = preferences
+        self._quota = quota
+        self._policy = policy
+
+    @property
+    def relax_allowed(self) -> bool:
+        return self._quota.rules.relax_allowed
+
+    @property
+    def model_names(self) -> list[str]:
+        return self._catalog.names
+
+    def offers(self, model: str) -> bool:
+        return model in self._catalog.models
+
+    async def model_for(self, guild_id: int | None) -> str:
+        return await self._policy.model_for(guild_id)
+
+    async def preferences(self, user_id: int) -> UserPreferences:
+        return await self._preferences.get(user_id)
+
+    async def update_preferences(self, user_id: int, **changes) -> UserPreferences:
+        return await self._preferences.update(user_id, **changes)
+
+    async def set_suffix(self, user_id: int, value: str) -> str:
+        """Text and parameters added to every prompt; raises UserError (nothing changed) if unusable."""
+        value = " ".join(value.split())
+        if len(value) > MAX_SUFFIX:
+            raise UserError(f"The suffix is {len(value)} characters; the limit is {MAX_SUFFIX}. "
+                            "Shorten it and try again.")
+        try:
+            parse_prompt(value, (await self._preferences.get(user_id)).options)
+        except PromptError as error:
+            raise UserError(f"That suffix cannot be used: {error} Nothing was changed.") from None
+        await self._preferences.update(user_id, suffix=value)
+        return value
+
+    async def set_option(self, user_id: int, name: str, value: str) -> tuple[str, str]:
+        """`--name` stands for `value`; returns both as stored, or raises UserError (nothing changed)."""
+        try:
+            name = check_option_name(name)
+            parse_option_value(value)
+        except PromptError as error:
+            raise UserError(f"{error} Nothing was changed.") from None
+        value = " ".join(value.split())
+        if not await self._preferences.set_option(user_id, name, value):
+            raise UserError(f"You have {MAX_OPTIONS} custom options already, the most allowed. "
+                            "Delete one with /prefer option delete first.")
+        return name, value
+
+    async def delete_option(self, user_id: int, name: str) -> bool:
+        return await self._preferences.delete_option(user_id, name)
+
+    async def account(self, who: Requester) -> Account:
+        return await self._quota.account(who.user_id, who.guild_id, who.role_ids)
+
+    async def set_mode(self, who: Requester, mode: str) -> None:
+        try:
+            await self._quota.set_mode(who.user_id, who.name, mode)
+        except QuotaError as error:
+            raise UserError(str(error)) from None
+
+    async def history(self, owner_id: int, page: int, size: int, text: str = "") -> tuple[list[Job], int]:
+        return await self._quota.quotas.history(owner_id, page, size, text)
+
+
+@dataclass(frozen=True)
+class Admin:
+    """What admins run: models, moderation, quotas; and the audit every admin command writes."""
+
+    models: ModelAdmin
+    moderation: Moderation
+    quota: QuotaAdmin
+    policy: Policy
+
+    async def is_banned(self, guild_id: int | None, user_id: int) -> bool:
+        return await self.policy.is_banned(guild_id, user_id)
+
+    def watch_age_restriction(self, age_restricted) -> None:
+        """Only the Discord layer knows whether a channel is age-restricted: it answers for the NSFW rules."""
+        self.policy.age_restricted = age_restricted
+
+    async def audit(self, who: Requester, action: str, detail: str, outcome: str) -> None:
+        await self.moderation.audit(who, action, detail, outcome)
+
+
+@dataclass(frozen=True)
+class Services:
+    jobs: Jobs
+    accounts: Accounts
+    admin: Admin
+
+
+def open_services(store: Store, pool: WorkerPool, catalog: Catalog, *, data_dir: Path, models_dir: Path,
+                  default_model: str, quota_rules: QuotaRules, max_prompt_chars: int,
+                  position_interval: float = 0.0) -> Services:
+    """Every room of the service, built once, each given what it needs at construction."""
+    images = ImageFiles(data_dir)
+    policy = Policy(AdminStore(store), catalog, default_model)
+    preferences = Preferences(store)
+    quota = QuotaService(store, quota_rules)
+    admission = Admission(store, catalog, Path(models_dir), images, policy, preferences, quota,
+                          max_prompt_chars=max_prompt_chars)
+    runner = Runner(store, pool, catalog, images, policy, position_interval=position_interval)
+    return Services(
+        jobs=Jobs(store, runner, admission, policy, images),
+        accounts=Accounts(store, catalog, preferences, quota, policy),
+        admin=Admin(ModelAdmin(store, pool, catalog, models_dir, policy), Moderation(store, policy),
+                    QuotaAdmin(store, quota_rules), policy),
+    )

@@ -1,0 +1,176 @@
+"""Model administration from Discord: list, use, load, unload, info, and /stats. Loads run on the worker
+threads between jobs, so the bot keeps serving; a model that cannot load never becomes the default."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from bot.engine import Catalog, CatalogError, EngineError, LoadedState, ModelSpec, WorkerPool
+from bot.engine.tokens import prompt_tokens
+from bot.recipe import JobStatus
+from bot.service.policy import Policy
+from bot.service.users import Requester, UserError, guild_key
+from bot.store import Store, utcnow
+from bot.store.admin import AdminStore
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+
+
+class LoadFailed(UserError):
+    """A model could not be loaded (missing files, bad weights, out of memory); nothing changed."""
+
+
+@dataclass(frozen=True)
+class FoundModel:
+    """Something under models/ that looks like weights: a diffusers folder or a single-file checkpoint."""
+    path: str  # relative to the models dir
+    kind: str  # "diffusers folder" | "checkpoint"
+    in_catalog: str | None  # the catalog entry that uses it, if any
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    spec: ModelSpec
+    loaded: list[LoadedState]
+    is_default: bool
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    model: str
+    jobs: int
+    images: int
+    mean_seconds: float | None
+
+
+@dataclass(frozen=True)
+class Stats:
+    queued: int
+    running: int
+    per_model: list[ModelStats]
+    memory: dict[str, int]  # device -> bytes of loaded weights
+
+    @property
+    def jobs(self) -> int:
+        return sum(m.jobs for m in self.per_model)
+
+    @property
+    def images(self) -> int:
+        return sum(m.images for m in self.per_model)
+
+
+class ModelAdmin:
+    def __init__(self, store: Store, pool: WorkerPool, catalog: Catalog, models_dir: Path, policy: Policy) -> None:
+        self.store = store
+        self.records = AdminStore(store)
+        self.pool = pool
+        self.catalog = catalog
+        self.models_dir = Path(models_dir)
+        self.policy = policy
+
+    def is_folder(self, spec: ModelSpec) -> bool:
+        """Whether a model's source is a folder under models/ (else a hub id)."""
+        return (self.models_dir / spec.source).is_dir()
+
+    def disabled(self) -> list[str]:
+        """Catalog entries switched off (`enabled = false`)."""
+        return sorted(self.catalog.disabled)
+
+    def has_safety_checker(self, spec: ModelSpec) -> bool:
+        return (self.models_dir / spec.source / "safety_checker").is_dir()
+
+    def model(self, name: str) -> ModelSpec:
+        """The catalog entry called `name`; anything else (a path, a typo) is refused with the names."""
+        try:
+            return self.catalog.get(name.strip())
+        except CatalogError:
+            known = ", ".join(f"`{n}`" for n in sorted(self.catalog.models))
+            raise UserError(f"There is no model called `{_plain(name)}`. Models you can pick: {known} "
+                            "(see /model list).") from None
+
+    def model_names(self, typed: str = "") -> list[str]:
+        typed = typed.strip().lower()
+        return [name for name in sorted(self.catalog.models) if typed in name][:25]
+
+    async def models(self, guild_id: int | None) -> list[ModelRow]:
+        default = await self.policy.model_for(guild_id)
+        loaded = self.pool.loaded()
+        return [ModelRow(spec, [s for s in loaded if s.name == spec.name], spec.name == default)
+                for spec in self.catalog.models.values()]
+
+    def found_models(self) -> list[FoundModel]:
+        """Diffusers folders (one or two levels deep, for owner/name) and single-file checkpoints under models/."""
+        by_source = {spec.source: spec.name for spec in self.catalog.models.values()}
+        found: list[FoundModel] = []
+        if not self.models_dir.is_dir():
+            return found
+        candidates = [p for p in self.models_dir.iterdir() if not p.name.startswith(".")]
+        candidates += [q for p in candidates if p.is_dir() and not (p / "model_index.json").is_file()
+                       for q in p.iterdir() if not q.name.startswith(".")]
+        for path in sorted(candidates):
+            relative = path.relative_to(self.models_dir).as_posix()
+            if path.is_dir() and (path / "model_index.json").is_file():
+                found.append(FoundModel(relative, "diffusers folder", by_source.get(relative)))
+            elif path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
+                found.append(FoundModel(relative, "checkpoint", by_source.get(relative)))
+        return found
+
+    async def use(self, who: Requester, name: str) -> tuple[str, list[LoadedState]]:
+        """Make `name` the server's default. It is loaded first, so a model that cannot load never becomes
+        the default: the previous one keeps serving. Returns the previous default and where it loaded."""
+        spec = self.model(name)
+        previous = await self.policy.model_for(who.guild_id)
+        states = await self._load(spec, previous)
+        guild = guild_key(who.guild_id)
+        await self.records.set_guild_setting(guild, "default_model", spec.name)
+        self.policy.forget(guild)
+        return previous, states
+
+    async def load(self, who: Requester, name: str) -> list[LoadedState]:
+        spec = self.model(name)
+        return await self._load(spec, await self.policy.model_for(who.guild_id))
+
+    async def unload(self, who: Requester, name: str) -> list[str]:
+        spec = self.model(name)
+        if spec.name == await self.policy.model_for(who.guild_id):
+            raise UserError(f"`{spec.name}` is this server's default model, so it stays loaded. "
+                            "Pick another default with /model use first.")
+        devices = await self.pool.unload(spec.name)
+        if not devices:
+            raise UserError(f"`{spec.name}` is not loaded, so there was nothing to free.")
+        return devices
+
+    async def _load(self, spec: ModelSpec, serving: str) -> list[LoadedState]:
+        try:
+            states = await self.pool.load(spec.name)
+        except (EngineError, CatalogError) as error:
+            raise LoadFailed(f"Model `{spec.name}` could not be loaded: {error}. Nothing changed: "
+                            f"`{serving}` is still the default. Check the model's files and its catalog "
+                            "entry, then try again.") from None
+        # Its tokenizer too (~2 s once), so the first /imagine on it does not wait for it.
+        await asyncio.to_thread(prompt_tokens, spec, self.models_dir, "")
+        return states
+
+    async def stats(self, hours: int = 1) -> Stats:
+        since = (utcnow() - timedelta(hours=hours)).isoformat()
+        rows = await self.records.job_stats(since)
+        active = await self.store.active_jobs()
+        memory: dict[str, int] = {device: 0 for device in self.pool.devices}
+        for state in self.pool.loaded():
+            memory[state.device] += state.weight_bytes
+        return Stats(
+            queued=sum(job.status is JobStatus.QUEUED for job in active),
+            running=sum(job.status is JobStatus.RUNNING for job in active),
+            per_model=[ModelStats(r["model"], r["jobs"], r["images"], r["mean_seconds"]) for r in rows],
+            memory=memory,
+        )
+
+
+
+def _plain(text: str, limit: int = 60) -> str:
+    """User text shown inside `code`: no backticks to break out of it, and short."""
+    text = text.replace("`", "'").strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"

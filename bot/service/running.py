@@ -1,0 +1,229 @@
+"""Running accepted jobs: queue each on the worker pool, follow it, keep its images, finish or refund it.
+
+Whoever shows a job to a person (the Discord layer, the CLI) passes a `JobListener`; the job runs to its
+end whether or not anyone is listening, and a listener that fails does not fail the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Protocol
+
+from PIL import Image
+
+from bot.engine import (
+    Cancelled,
+    Catalog,
+    EngineError,
+    GenerateRequest,
+    GenerationResult,
+    Preview,
+    Progress,
+    Started,
+    Ticket,
+    UpscaleRequest,
+    WorkerPool,
+    png_bytes,
+)
+from bot.recipe import JobKind, JobStatus, Recipe
+from bot.service.images import ImageFiles
+from bot.service.policy import Policy
+from bot.service.provenance import read_parameters, recipe_text, upscaled_text
+from bot.store import Job, Store
+
+log = logging.getLogger(__name__)
+
+NSFW_REFUSED = ("the model's safety checker flagged its images as NSFW, and this server does not post those. "
+                "Try a different prompt")
+
+
+class JobListener(Protocol):
+    async def queued(self, job: Job, position: int) -> None: ...
+    async def progress(self, job: Job, fraction: float) -> None: ...
+    async def preview(self, job: Job, png: bytes, fraction: float) -> None: ...  # the grid partway through
+    async def finished(self, job: Job, image: Path, spoiler: bool) -> None: ...  # spoiler: flagged as NSFW
+    async def failed(self, job: Job, reason: str) -> None: ...
+
+
+def generate_request(recipe: Recipe, init_image: Image.Image | None = None) -> GenerateRequest:
+    """The engine request a recipe makes: txt2img, or img2img from `init_image` brought to the recipe's size.
+    The one place requests are built, for the bot's jobs and `dreamgrid generate` alike."""
+    common = dict(model=recipe.model, prompt=recipe.prompt, negative_prompt=recipe.negative_prompt,
+                  seeds=recipe.seeds(), steps=recipe.steps, guidance=recipe.guidance, tile=recipe.tile)
+    if init_image is None:
+        return GenerateRequest(width=recipe.width, height=recipe.height, shared_noise=recipe.shared_noise, **common)
+    # img2img takes its size from the source image: bring it to the size the job asks for.
+    init_image = init_image.resize((recipe.width, recipe.height), Image.Resampling.LANCZOS)
+    return GenerateRequest(init_image=init_image, strength=recipe.strength, **common)
+
+
+class Runner:
+    def __init__(self, store: Store, pool: WorkerPool, catalog: Catalog, images: ImageFiles, policy: Policy, *,
+                 position_interval: float = 0.0) -> None:
+        self.store = store
+        self.pool = pool
+        self.catalog = catalog
+        self.images = images
+        self.policy = policy
+        self.position_interval = position_interval  # 0: a waiting job's place in line is shown once
+        self._tickets: dict[int, Ticket] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._job_tasks: dict[int, asyncio.Task] = {}
+        self._cancelled: set[int] = set()  # cancelled before they reached the pool
+
+    def start(self, job: Job, listener: JobListener) -> asyncio.Task:
+        """Run an accepted job to its end in the background; the listener hears about it."""
+        task = asyncio.create_task(self._run(job, listener), name=f"job-{job.id}")
+        self._tasks.add(task)
+        self._job_tasks[job.id] = task
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._job_tasks.pop(job.id, None))
+        return task
+
+    def position(self, job_id: int) -> int | None:
+        ticket = self._tickets.get(job_id)
+        return ticket.position() if ticket else None
+
+    async def stop(self, job_id: int) -> Job | None:
+        """Cancel a queued or running job and wait until it has stopped (a running one stops at its next
+        denoising step; an upscale has none and may finish instead). Returns the job as it ended."""
+        task = self._job_tasks.get(job_id)
+        if not self.cancel(job_id):
+            if task is None:  # accepted but not running in this process: nothing else will touch it
+                await self.store.fail_job(job_id, "cancelled", JobStatus.CANCELLED)
+                return await self.store.get_job(job_id)
+            self._cancelled.add(job_id)  # not on the pool yet: cancelled the moment it gets there
+        if task is not None:
+            await asyncio.shield(task)
+            self._cancelled.discard(job_id)
+        return await self.store.get_job(job_id)
+
+    def cancel(self, job_id: int) -> bool:
+        ticket = self._tickets.get(job_id)
+        if ticket is None:
+            return False
+        ticket.cancel()
+        return True
+
+    async def close(self) -> None:
+        """Stop listening; unfinished jobs stay queued in the store and are recovered on the next start."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self, job: Job, listener: JobListener) -> None:
+        try:
+            ticket = self.pool.submit(await self._request_for(job), owner=job.owner_id, lane=job.lane)
+        except (EngineError, OSError, KeyError) as error:
+            log.exception("job %s could not be queued", job.id)
+            await self._fail(job, listener, f"it could not start ({error}); your images were refunded")
+            return
+        self._tickets[job.id] = ticket
+        if job.id in self._cancelled:
+            self._cancelled.discard(job.id)
+            ticket.cancel()
+        try:
+            position = ticket.position() or 0
+            await _quietly(listener.queued(job, position))
+            async with self._following_position(job, ticket, listener, position) as stop_following:
+                async for event in ticket.events():
+                    if isinstance(event, Started):
+                        await stop_following()  # from here on the message shows progress
+                        await self.store.mark_running(job.id)
+                    elif isinstance(event, Progress):
+                        await _quietly(listener.progress(job, event.fraction))
+                    elif isinstance(event, Preview):
+                        png = await asyncio.to_thread(png_bytes, event.image)  # encoding is CPU work: off the loop
+                        await _quietly(listener.preview(job, png, event.fraction))
+            result = await ticket.result()
+            if any(result.nsfw) and not await self.policy.allow_nsfw(job, result.nsfw):
+                await self._fail(job, listener, NSFW_REFUSED)  # nothing kept, nothing posted
+                return
+            stored = await asyncio.to_thread(self.images.save, job, result, self._text_of(job, result))
+            await self.store.finish_job(job.id, stored)
+            done = await self.store.get_job(job.id)
+            await _quietly(listener.finished(done, self.images.result_file(done), await self.policy.spoiler(done)))
+        except EngineError as error:
+            status = JobStatus.CANCELLED if isinstance(error, Cancelled) else JobStatus.FAILED
+            await self._fail(job, listener, str(error), status)
+        except asyncio.CancelledError:
+            ticket.cancel()  # the bot is stopping: the job stays queued in the store for recovery
+            raise
+        except Exception as error:  # a bug must still refund and report, never lose the job
+            log.exception("job %s failed", job.id)
+            await self._fail(job, listener, f"an internal error ({type(error).__name__})")
+        finally:
+            self._tickets.pop(job.id, None)
+
+    @contextlib.asynccontextmanager
+    async def _following_position(self, job: Job, ticket: Ticket, listener: JobListener, shown: int):
+        """While the job waits, tell the listener its new place in line every `position_interval` seconds
+        when it changed. Yields `stop()`, which returns once no update is in flight (so none lands after the
+        job's progress or result); leaving the block stops it too."""
+        stop = asyncio.Event()
+
+        async def follow(shown: int) -> None:
+            while True:
+                try:
+                    await asyncio.wait_for(stop.wait(), self.position_interval)
+                    return
+                except asyncio.TimeoutError:
+                    pass
+                position = ticket.position()
+                if position and position != shown:  # 0: running, None: done
+                    shown = position
+                    await _quietly(listener.queued(job, position))
+
+        follower = asyncio.create_task(follow(shown)) if self.position_interval > 0 and shown else None
+
+        async def stop_following() -> None:
+            stop.set()
+            if follower is not None:
+                try:
+                    await follower  # at once, unless an update is on its way to Discord
+                except asyncio.CancelledError:
+                    follower.cancel()
+                    raise
+
+        try:
+            yield stop_following
+        finally:
+            await stop_following()
+
+    async def _fail(self, job: Job, listener: JobListener, reason: str,
+                    status: JobStatus = JobStatus.FAILED) -> None:
+        if await self.store.fail_job(job.id, reason, status):
+            await _quietly(listener.failed(await self.store.get_job(job.id), reason))
+
+    async def _request_for(self, job: Job) -> GenerateRequest | UpscaleRequest:
+        source = await self._source_image(job) if job.kind.needs_source else None
+        if job.kind is JobKind.UPSCALE:
+            return UpscaleRequest(model=job.model, image=source, scale=job.recipe.scale)
+        return generate_request(job.recipe, source)
+
+    async def _source_image(self, job: Job) -> Image.Image:
+        for stored in await self.store.images(job.parent_job_id):
+            if stored.index == job.parent_index:
+                return await asyncio.to_thread(self.images.open_rgb, stored)
+        raise KeyError(f"image {job.parent_index} of job #{job.parent_job_id} is not stored")
+
+    def _text_of(self, job: Job, result: GenerationResult):
+        """The AUTOMATIC1111 `parameters` text of each image the job saves: text_of(seed, image)."""
+        if job.kind is JobKind.UPSCALE:  # the source image's own text, and how it was enlarged
+            source = self.images.image(job.parent_job_id, job.parent_index)
+            upscaler = self.catalog.get(job.model).upscaler if job.model in self.catalog.models else "lanczos"
+            return lambda seed, image: upscaled_text(read_parameters(source) or job.prompt, upscaler=upscaler,
+                                                     scale=job.recipe.scale, job_id=job.id)
+        return lambda seed, image: recipe_text(job.recipe, sampler=result.sampler, seed=seed, width=image.width,
+                                               height=image.height, job_id=job.id)
+
+
+async def _quietly(call) -> None:
+    """Tell a listener something; a listener's failure (Discord down, message deleted) never fails the job."""
+    try:
+        await call
+    except Exception:
+        log.warning("a job listener failed", exc_info=True)
