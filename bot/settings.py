@@ -216,6 +216,8 @@ SETTINGS: dict[str, Variable] = {
 
 @dataclass(frozen=True)
 class Settings:
+    """One field per entry of SETTINGS (its default and help are there, declared once)."""
+
     discord_token: str
     guild_ids: frozenset[int]
     admin_user_ids: frozenset[int]
@@ -232,20 +234,20 @@ class Settings:
     discord_api_base: str
     discord_gateway_url: str
     log_level: str
-    quota_period_days: int = 1
-    relax_allowed: bool = True
-    max_running_per_user: int = 3
-    max_waiting_per_user: int = 10
-    queue_limit: int = 100
-    retention_days: int = 0
-    max_batch_jobs: int = 4
-    preview_interval: float = 3.0
-    torch_dtype: str = "auto"
-    attention: str = "sdpa"
-    channels_last: bool = False
-    compile_unet: bool = False
-    vae_tiling: bool = False
-    cpu_offload: bool = False
+    quota_period_days: int
+    relax_allowed: bool
+    max_running_per_user: int
+    max_waiting_per_user: int
+    queue_limit: int
+    retention_days: int
+    max_batch_jobs: int
+    preview_interval: float
+    torch_dtype: str
+    attention: str
+    channels_last: bool
+    compile_unet: bool
+    vae_tiling: bool
+    cpu_offload: bool
 
     @property
     def database_path(self) -> Path:

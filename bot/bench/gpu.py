@@ -109,9 +109,10 @@ async def measure(args: argparse.Namespace, settings: Settings) -> dict:
     on_cuda = torch.device(device).type == "cuda"
     threads = settings.torch_threads
 
-    baseline_seconds, baseline_peak = await asyncio.to_thread(
-        _baseline, folder, dtype, device, jobs(spec.name, args.jobs, args.users, args.size, args.steps, 0),
-        arch.guidance, threads)
+    def round_of(number: int) -> list[tuple[str, GenerateRequest]]:
+        return jobs(spec.name, args.jobs, args.users, args.size, args.steps, spec.guidance, number)
+
+    baseline_seconds, baseline_peak = await asyncio.to_thread(_baseline, folder, dtype, device, round_of(0), threads)
 
     pool = WorkerPool(catalog, args.cache_dir, devices=[device], torch_threads=threads,
                       max_batch_jobs=max_batch_jobs, max_running_per_owner=settings.max_running_per_user,
@@ -119,10 +120,10 @@ async def measure(args: argparse.Namespace, settings: Settings) -> dict:
     await pool.start(preload=[spec.name])
     try:
         # Warm-up round (not the timed one): first CUDA calls, compilation, the tuner's exploration.
-        first_seconds, _ = await pooled(pool, jobs(spec.name, args.jobs, args.users, args.size, args.steps, 50))
+        first_seconds, _ = await pooled(pool, round_of(50))
         _reset_peak(device)
         _synchronize(device)
-        pool_seconds, batched = await pooled(pool, jobs(spec.name, args.jobs, args.users, args.size, args.steps, 0))
+        pool_seconds, batched = await pooled(pool, round_of(0))
         pool_peak = _peak_mb(device)
         tuned = pool.batching()[device]
     finally:
@@ -155,7 +156,7 @@ async def measure(args: argparse.Namespace, settings: Settings) -> dict:
     return result
 
 
-def _baseline(folder: Path, dtype, device: str, batch: list[tuple[str, GenerateRequest]], guidance: float,
+def _baseline(folder: Path, dtype, device: str, batch: list[tuple[str, GenerateRequest]],
               threads: int) -> tuple[float, float | None]:
     """Seconds for a plain diffusers pipeline to run every job, one call each, in order; and its peak MB."""
     import torch
@@ -167,7 +168,7 @@ def _baseline(folder: Path, dtype, device: str, batch: list[tuple[str, GenerateR
 
     def call(request: GenerateRequest) -> None:
         pipe(prompt=request.prompt, num_images_per_prompt=len(request.seeds), width=request.width,
-             height=request.height, num_inference_steps=request.steps, guidance_scale=guidance,
+             height=request.height, num_inference_steps=request.steps, guidance_scale=request.guidance,
              generator=[torch.Generator("cpu").manual_seed(seed) for seed in request.seeds])
 
     try:

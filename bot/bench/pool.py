@@ -24,7 +24,8 @@ from bot.settings import Settings
 IMAGES_PER_JOB = 4
 
 
-def jobs(model: str, count: int, users: int, size: int, steps: int, round_: int) -> list[tuple[str, GenerateRequest]]:
+def jobs(model: str, count: int, users: int, size: int, steps: int, guidance: float,
+         round_: int) -> list[tuple[str, GenerateRequest]]:
     """`count` jobs from `users` users, interleaved as they arrive on a busy server; every prompt differs."""
     out = []
     for n in range(count):
@@ -32,7 +33,7 @@ def jobs(model: str, count: int, users: int, size: int, steps: int, round_: int)
         seed = 1000 * round_ + n * IMAGES_PER_JOB
         out.append((user, GenerateRequest(model=model, prompt=f"{user}'s picture number {n}, a lighthouse at dusk",
                                           seeds=tuple(range(seed, seed + IMAGES_PER_JOB)), width=size,
-                                          height=size, steps=steps)))
+                                          height=size, steps=steps, guidance=guidance)))
     return out
 
 
@@ -71,17 +72,18 @@ async def measure(settings: Settings, model_name: str | None, configs: list[tupl
     spec = catalog.get(model_name or settings.default_model or catalog.default)
     device = settings.devices[0]
     threads = settings.torch_threads
+    guidance = spec.guidance  # --configs sets size and steps; guidance stays the model's
     naive_model = await asyncio.to_thread(LoadedModel, spec, settings.models_dir, device)
     results = []
     for round_, (size, steps) in enumerate(configs):
-        naive(naive_model, jobs(spec.name, 1, 1, size, steps, 99), threads)  # warm-up
-        naive_seconds = naive(naive_model, jobs(spec.name, count, users, size, steps, round_), threads)
+        naive(naive_model, jobs(spec.name, 1, 1, size, steps, guidance, 99), threads)  # warm-up
+        naive_seconds = naive(naive_model, jobs(spec.name, count, users, size, steps, guidance, round_), threads)
         pool = WorkerPool(catalog, settings.models_dir, devices=[device], torch_threads=threads,
                           max_batch_jobs=max_batch_jobs, max_running_per_owner=settings.max_running_per_user)
         await pool.start(preload=[spec.name])
         try:
-            first_seconds, _ = await pooled(pool, jobs(spec.name, count, users, size, steps, 50 + round_))
-            pool_seconds, batched = await pooled(pool, jobs(spec.name, count, users, size, steps, round_))
+            first_seconds, _ = await pooled(pool, jobs(spec.name, count, users, size, steps, guidance, 50 + round_))
+            pool_seconds, batched = await pooled(pool, jobs(spec.name, count, users, size, steps, guidance, round_))
             tuned = pool.batching()[device]
         finally:
             await pool.close()

@@ -88,17 +88,22 @@ class AdminCog(commands.Cog):
         await self.admin.audit(requester(interaction), action, _options(interaction), outcome)
 
 
+def may_act_on(interaction: discord.Interaction[DreamgridBot], job: Job) -> bool:
+    """A job's buttons, Remix, /show and /cancel are for its owner and admins."""
+    return job.owner_id == interaction.user.id or interaction.client.is_admin(interaction)
+
+
 async def owned_job(interaction: discord.Interaction[DreamgridBot], job_id: int, what: str = "use its buttons"
                     ) -> Job | None:
     """The job, if the one asking may act on it (its owner, or an admin); otherwise None, after one polite
-    private answer. The one ownership check of buttons, Remix, /show and /cancel."""
+    private answer."""
     bot = interaction.client
     job = await bot.jobs.get(job_id)
     if job is None:
         await interaction.response.send_message(
             f"Job #{job_id} no longer exists. Start a new one with /imagine.", ephemeral=True)
         return None
-    if job.owner_id != interaction.user.id and not bot.is_admin(interaction):
+    if not may_act_on(interaction, job):
         await interaction.response.send_message(
             f"This is not your job: only the person who started it (or an admin) can {what}. "
             "Make your own with /imagine.", ephemeral=True)

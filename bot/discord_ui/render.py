@@ -9,8 +9,14 @@ import discord
 
 from bot.recipe import JobKind, JobStatus
 from bot.service import Job
+from bot.text import shorten
 
 NO_PINGS = discord.AllowedMentions.none()
+
+
+def short_prompt(prompt: str, limit: int) -> str:
+    """A prompt on one line, cut to `limit` characters, then escaped (so no escape is cut in half)."""
+    return discord.utils.escape_markdown(shorten(" ".join(prompt.split()), limit))
 
 
 def prompt_line(job: Job) -> str:

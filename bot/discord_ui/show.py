@@ -42,6 +42,7 @@ async def show_job(interaction: discord.Interaction[DreamgridBot], job_id: int) 
     """Anyone may look; the repost is public for the job's owner and admins (unless they chose private
     replies in /settings), private for everyone else."""
     from bot.discord_ui.buttons import job_view
+    from bot.discord_ui.guard import may_act_on
 
     bot = interaction.client
     job = await bot.jobs.get(job_id)
@@ -60,8 +61,7 @@ async def show_job(interaction: discord.Interaction[DreamgridBot], job_id: int) 
             f"{typed} --seed {job.seed}\n```\n{text.replace('```', '´´´')}\n```")
     if len(body) > 2000:  # Discord's limit: keep the head and the parameters line at the end
         body = body[:1000] + "…\n```\n" + text[-900:].replace("```", "´´´") + "\n```"
-    owner = job.owner_id == interaction.user.id or bot.is_admin(interaction)
-    private = not owner or (await bot.accounts.preferences(interaction.user.id)).private
+    private = not may_act_on(interaction, job) or (await bot.accounts.preferences(interaction.user.id)).private
     view = job_view(job, grid_link=render.job_link(await bot.jobs.parent(job)))
     await interaction.response.send_message(
         body, file=discord.File(path, spoiler=await bot.jobs.spoiler(job)), view=view,

@@ -15,7 +15,6 @@ import collections
 from dataclasses import dataclass
 from typing import Hashable
 
-from bot.engine.catalog import Catalog, CatalogError
 from bot.engine.requests import GenerateRequest, Request
 
 
@@ -25,8 +24,8 @@ class BatchKey:
     kind: str  # "txt2img" | "img2img"
     width: int
     height: int
-    steps: int | None  # None: the model's default (the same for every request of this key)
-    guidance: float | None
+    steps: int
+    guidance: float
     strength: float
     tile: bool
 
@@ -36,26 +35,15 @@ class BatchKey:
         return (self.model, self.kind, self.width, self.height, self.steps)
 
 
-def batch_key(request: Request, catalog: Catalog) -> BatchKey | None:
+def batch_key(request: Request) -> BatchKey | None:
     """The key two requests must share to run in one pipeline call; None: this one always runs alone."""
     if not isinstance(request, GenerateRequest):
         return None
-    try:
-        spec = catalog.get(request.model)
-    except CatalogError:
-        return None  # fails on its own, with the catalog's message
     if request.init_image is not None:
-        width, height = request.init_image.size
-        kind, strength = "img2img", request.strength
+        (width, height), kind, strength = request.init_image.size, "img2img", request.strength
     else:
-        width = spec.width if request.width is None else request.width
-        height = spec.height if request.height is None else request.height
-        kind, strength = "txt2img", 1.0
-    steps = spec.steps if request.steps is None else request.steps
-    guidance = spec.guidance if request.guidance is None else float(request.guidance)
-    # Explicit steps equal to the default still differ for img2img (the default may be raised): keep None.
-    return BatchKey(request.model, kind, width, height, request.steps if kind == "img2img" else steps,
-                    guidance, strength, request.tile)
+        width, height, kind, strength = request.width, request.height, "txt2img", 1.0
+    return BatchKey(request.model, kind, width, height, request.steps, request.guidance, strength, request.tile)
 
 
 class BatchTuner:

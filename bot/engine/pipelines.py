@@ -122,11 +122,18 @@ class LoadedModel:
 
     def run(self, request: GenerateRequest, on_step: StepCallback,
             on_latents: LatentsCallback | None = None) -> GenerationResult:
+        """One request on its own (tests, benches): the pool checks its tickets itself before run_batch."""
+        self.check(request)
         return self.run_batch([request], on_step, on_latents)[0]
 
     def check(self, request: GenerateRequest) -> None:
-        """Raise EngineError (a user-safe message) for a request this model cannot run, before running it."""
-        self._steps_for(request)
+        """Raise EngineError (a user-safe message) for a request this model cannot run, before running it.
+
+        The one place that refuses a request. Callers call it once per request; run_batch does not repeat
+        it (it tokenises the prompts, which is not free)."""
+        if request.is_img2img and int(request.steps * request.strength) < 1:
+            raise EngineError(f"{request.steps} steps at strength {request.strength} leaves no denoising step; "
+                              "use more steps")
         self._check_prompt_length(request.prompt, "prompt")
         self._check_prompt_length(request.negative_prompt, "negative prompt")
         if request.init_image is not None and (request.init_image.width % 8 or request.init_image.height % 8):
@@ -137,13 +144,11 @@ class LoadedModel:
     def run_batch(self, requests: list[GenerateRequest], on_step: StepCallback,
                   on_latents: LatentsCallback | None = None) -> list[GenerationResult]:
         """Several requests with the same batch key (bot/engine/batching.py) in one pipeline call: prompts,
-        negative prompts and seeds may differ. Returns one result per request, in order."""
+        negative prompts and seeds may differ. Each must have passed check(). Returns one result per request,
+        in order."""
         first = requests[0]
         spec = self.spec
-        guidance = spec.guidance if first.guidance is None else float(first.guidance)
-        steps = self._steps_for(first)
-        for request in requests:
-            self.check(request)
+        steps, guidance = first.steps, first.guidance
 
         # One generator per image, each seeded with its own seed: image i depends only on seeds[i], so it
         # is the same alone or in a batch. CPU generators give the same noise on every device (a reroll
@@ -168,7 +173,7 @@ class LoadedModel:
         )
         started = time.perf_counter()
         with circular_padding(self._convolutions() if first.tile else []):
-            output = self._generate(requests, spec, common)
+            output = self._generate(requests, common)
         seconds = time.perf_counter() - started
 
         images = list(output.images)
@@ -194,14 +199,13 @@ class LoadedModel:
             at += count
         return results
 
-    def _generate(self, requests: list[GenerateRequest], spec: ModelSpec, common: dict):
+    def _generate(self, requests: list[GenerateRequest], common: dict):
         first = requests[0]
         if first.init_image is not None:
             # One copy of each init image per seed, so every image gets its own VAE sample and noise.
             images = [request.init_image.convert("RGB") for request in requests for _ in request.seeds]
             return self.img2img(image=images, strength=first.strength, **common)
-        width = spec.width if first.width is None else first.width
-        height = spec.height if first.height is None else first.height
+        width, height = first.width, first.height
         if len(requests) > 1 or first.shared_noise > 0:
             # The noise the pipeline would draw (one generator per image), each request's own --chaos applied.
             generators, parts, at = common["generator"], [], 0
@@ -231,22 +235,6 @@ class LoadedModel:
         # txt2img and img2img share these modules (from_pipe), so one switch covers both.
         return [m for part in (self.txt2img.unet, self.txt2img.vae) for m in part.modules()
                 if isinstance(m, torch.nn.Conv2d)]
-
-    def _steps_for(self, request: GenerateRequest) -> int:
-        if request.steps is not None:
-            steps = request.steps
-            if request.is_img2img and int(steps * request.strength) < 1:
-                raise EngineError(
-                    f"{steps} steps at strength {request.strength} leaves no denoising step; use more steps"
-                )
-            return steps
-        steps = self.spec.steps
-        if request.is_img2img:
-            # img2img runs int(steps * strength) steps; a 1-step model (sd-turbo) would run none at its
-            # catalog default, so raise the default just enough to run one.
-            while int(steps * request.strength) < 1:
-                steps += 1
-        return steps
 
     def _check_prompt_length(self, text: str, what: str) -> None:
         # The pipeline would silently cut the prompt at the text encoder's limit; tell the user instead.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import gc
 import logging
 import threading
@@ -35,13 +36,20 @@ from bot.engine.requests import (
     UpscaleRequest,
 )
 from bot.engine.upscale import Upscalers
+from bot.text import shorten
 
 if TYPE_CHECKING:
     from bot.engine.pipelines import LoadedModel
 
 log = logging.getLogger(__name__)
 
-_QUEUED, _RUNNING, _FINISHED = "queued", "running", "finished"
+
+
+class TicketState(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+
 _END = object()  # closes a ticket's event stream
 
 
@@ -68,9 +76,10 @@ class Ticket:
         self.lane = lane
         self._pool = pool
         self._loop = loop
-        self._state = _QUEUED  # written under the pool's lock
+        # The pool's bookkeeping, written by the pool under its lock.
+        self.state = TicketState.QUEUED
+        self.batch: list[Ticket] = [self]  # the tickets sharing its pipeline call
         self._cancel_requested = threading.Event()  # read by the worker between denoising steps
-        self._batch: list[Ticket] = [self]  # the tickets sharing its pipeline call; written under the lock
         self._events: asyncio.Queue = asyncio.Queue()
         self._result: asyncio.Future = loop.create_future()
         # Nobody may await a cancelled task's result; don't let asyncio log "exception never retrieved".
@@ -78,7 +87,7 @@ class Ticket:
 
     def position(self) -> int | None:
         """1.. = place in line, 0 = running, None = finished (or cancelled)."""
-        return self._pool._position(self)
+        return self._pool.position_of(self)
 
     def cancel(self) -> bool:
         """Cancel the task. Queued: removed at once. Running alone: stops after its current denoising step
@@ -87,7 +96,7 @@ class Ticket:
 
         Returns False if it had already finished.
         """
-        return self._pool._cancel(self)
+        return self._pool.cancel_ticket(self)
 
     @property
     def done(self) -> bool:
@@ -107,12 +116,20 @@ class Ticket:
         # shield: cancelling the awaiting task must not cancel the shared future the worker completes.
         return await asyncio.shield(self._result)
 
-    # Called on the loop thread only.
-    def _emit(self, event: Event) -> None:
+    @property
+    def cancel_requested(self) -> bool:
+        """Asked to stop (read by the worker between denoising steps)."""
+        return self._cancel_requested.is_set()
+
+    def request_cancel(self) -> None:
+        self._cancel_requested.set()
+
+    # Called by the pool on the loop thread only.
+    def emit(self, event: Event) -> None:
         if not self._result.done():
             self._events.put_nowait(event)
 
-    def _finish(self, result: GenerationResult | None = None, error: EngineError | None = None) -> None:
+    def finish(self, result: GenerationResult | None = None, error: EngineError | None = None) -> None:
         if self._result.done():
             return
         if error is not None:
@@ -247,13 +264,13 @@ class WorkerPool:
             waiting = list(self._queue)
             self._queue.clear()
             for ticket in waiting:
-                ticket._state = _FINISHED
+                ticket.state = TicketState.FINISHED
             chores = [chore for queue in self._chores.values() for chore in queue]
             for queue in self._chores.values():
                 queue.clear()
             self._lock.notify_all()
         for ticket in waiting:
-            ticket._finish(error=Cancelled("the image engine is shutting down"))
+            ticket.finish(error=Cancelled("the image engine is shutting down"))
         for _, future in chores:
             _settle(future, error=Cancelled("the image engine is shutting down"))
         # join() blocks; do it off the loop so running tasks can still deliver their results.
@@ -285,28 +302,28 @@ class WorkerPool:
 
     # ---- called from Ticket (loop thread) ----
 
-    def _position(self, ticket: Ticket) -> int | None:
+    def position_of(self, ticket: Ticket) -> int | None:
         with self._lock:
-            if ticket._state == _QUEUED:
+            if ticket.state is TicketState.QUEUED:
                 return self._queue.index(ticket) + 1
-            return 0 if ticket._state == _RUNNING else None
+            return 0 if ticket.state is TicketState.RUNNING else None
 
-    def _cancel(self, ticket: Ticket) -> bool:
+    def cancel_ticket(self, ticket: Ticket) -> bool:
         at_once = False
         with self._lock:
-            state = ticket._state
-            if state == _QUEUED:
+            state = ticket.state
+            if state is TicketState.QUEUED:
                 self._queue.remove(ticket)
-                ticket._state = _FINISHED
-            elif state == _RUNNING:
-                ticket._cancel_requested.set()
+                ticket.state = TicketState.FINISHED
+            elif state is TicketState.RUNNING:
+                ticket.request_cancel()
                 # In a batch others still need the call: this one ends now, the call goes on for them.
-                at_once = any(not other._cancel_requested.is_set() for other in ticket._batch)
+                at_once = any(not other.cancel_requested for other in ticket.batch)
                 if at_once:
-                    ticket._state = _FINISHED
-        if state == _QUEUED or at_once:
-            ticket._finish(error=Cancelled("cancelled"))
-        return state != _FINISHED
+                    ticket.state = TicketState.FINISHED
+        if state is TicketState.QUEUED or at_once:
+            ticket.finish(error=Cancelled("cancelled"))
+        return state is not TicketState.FINISHED
 
     def batching(self) -> dict:
         """What each device's tuner measured: {device: {shape: {jobs per call: images/s}}}."""
@@ -340,11 +357,11 @@ class WorkerPool:
                     if not self._queue:  # closing, and nothing left
                         return
                     tuner = self._tuners[device]
-                    batch = self._queue.popbatch(lambda t: batch_key(t.request, self.catalog),
+                    batch = self._queue.popbatch(lambda t: batch_key(t.request),
                                                  lambda key: tuner.jobs_for(key.shape))
                     for ticket in batch:
-                        ticket._state = _RUNNING
-                        ticket._batch = batch
+                        ticket.state = TicketState.RUNNING
+                        ticket.batch = batch
             if chore is not None:
                 self._do_chore(*chore)
                 continue
@@ -354,19 +371,19 @@ class WorkerPool:
             finally:
                 with self._lock:
                     for ticket in batch:
-                        ticket._state = _FINISHED
+                        ticket.state = TicketState.FINISHED
                         self._queue.done(ticket)
                     self._lock.notify_all()  # their owners may be under the running limit again
             for ticket, outcome in zip(batch, outcomes):
                 if isinstance(outcome, EngineError):
-                    self._call_soon(ticket._finish, None, outcome)
+                    self._call_soon(ticket.finish, None, outcome)
                 else:
-                    self._call_soon(ticket._finish, outcome)
+                    self._call_soon(ticket.finish, outcome)
 
     def _run(self, batch: list[Ticket], device: str) -> list[GenerationResult | EngineError]:
         """Run a batch (one ticket, or several with the same batch key); one outcome per ticket."""
         for ticket in batch:
-            self._call_soon(ticket._emit, Started(device))
+            self._call_soon(ticket.emit, Started(device))
         request = batch[0].request
         if isinstance(request, UpscaleRequest):
             return [self._guarded(lambda: self._upscale(request, device), request, device)]
@@ -385,23 +402,23 @@ class WorkerPool:
             return outcomes
 
         def on_step(done: int, total: int) -> None:
-            live = [ticket for ticket in runnable if not ticket._cancel_requested.is_set()]
+            live = [ticket for ticket in runnable if not ticket.cancel_requested]
             if not live:
                 # Raised inside the pipeline's step callback: the denoising loop stops right here.
                 raise Cancelled("cancelled")
             for ticket in live:
-                self._call_soon(ticket._emit, Progress(done / total))
+                self._call_soon(ticket.emit, Progress(done / total))
 
         results = self._guarded(
             lambda: model.run_batch([t.request for t in runnable], on_step, self._previewer(model, runnable)),
             request, device)
         if isinstance(results, EngineError):
             results = [results] * len(runnable)
-        elif not any(ticket._cancel_requested.is_set() for ticket in runnable):
+        elif not any(ticket.cancel_requested for ticket in runnable):
             images = sum(len(result.images) for result in results)
             with self._lock:
                 self.call_seconds.append(results[0].seconds)
-                self._tuners[device].record(batch_key(request, self.catalog).shape, len(runnable), images,
+                self._tuners[device].record(batch_key(request).shape, len(runnable), images,
                                             results[0].seconds)
         delivered = iter(results)
         return [next(delivered) if outcome is None else outcome for outcome in outcomes]
@@ -426,8 +443,8 @@ class WorkerPool:
             at = 0
             for ticket in batch:
                 count = len(ticket.request.seeds)
-                if not ticket._cancel_requested.is_set():
-                    self._call_soon(ticket._emit, Preview(preview_grid(images[at:at + count]), done / total))
+                if not ticket.cancel_requested:
+                    self._call_soon(ticket.emit, Preview(preview_grid(images[at:at + count]), done / total))
                 at += count
             last[0] = time.monotonic()  # the interval counts from the end of this preview's work
 
@@ -541,5 +558,4 @@ def _weight_bytes(model: LoadedModel) -> int:
 
 def _short(exc: BaseException, limit: int = 200) -> str:
     """First line of an exception, trimmed: enough for a user, the traceback goes to the log."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, limit)

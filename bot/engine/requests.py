@@ -5,13 +5,14 @@ Plain data only (no torch), so the service layer can build requests without load
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 from PIL import Image
 
-# torch.Generator.manual_seed accepts any 64-bit value; keep seeds non-negative so they print nicely.
-MAX_SEED = 2**63 - 1
+# What torch.Generator.manual_seed accepts (kept non-negative so seeds print nicely). Users pick seeds from
+# a smaller range (bot/recipe.py); this bound only guards the engine.
+GENERATOR_MAX_SEED = 2**63 - 1
 
 
 class EngineError(Exception):
@@ -26,18 +27,19 @@ class Cancelled(EngineError):
 class GenerateRequest:
     """txt2img, or img2img when `init_image` is set; one image per seed either way.
 
-    width/height/steps/guidance left as None take the model's catalog values. For img2img the output has
-    the init image's size, and the pipeline runs int(steps * strength) denoising steps.
+    Fully resolved: the caller has already applied the catalog's defaults, so the engine never guesses.
+    txt2img needs width and height; img2img leaves them None (the output has the init image's size) and
+    runs int(steps * strength) denoising steps.
     """
 
     model: str
     prompt: str
     seeds: tuple[int, ...]
+    steps: int = field(kw_only=True)  # keyword-only: required, yet the defaulted fields keep their positions
+    guidance: float = field(kw_only=True)
     negative_prompt: str = ""
     width: int | None = None
     height: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
     init_image: Image.Image | None = None
     strength: float = 0.6
     tile: bool = False  # seamless: the image wraps around at its edges (circular padding in every conv)
@@ -48,16 +50,22 @@ class GenerateRequest:
         if not isinstance(self.seeds, tuple) or not self.seeds:
             raise ValueError(f"seeds must be a non-empty tuple of ints, got {self.seeds!r}")
         for seed in self.seeds:
-            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-                raise ValueError(f"each seed must be an int in 0..{MAX_SEED}, got {seed!r}")
+            if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= GENERATOR_MAX_SEED:
+                raise ValueError(f"each seed must be an int in 0..{GENERATOR_MAX_SEED}, got {seed!r}")
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {self.strength}")
         if not 0.0 <= self.shared_noise <= 1.0:
             raise ValueError(f"shared_noise must be in [0, 1], got {self.shared_noise}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.init_image is not None and (self.width is not None or self.height is not None):
-            raise ValueError("img2img takes its size from init_image; leave width and height unset")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be an int of at least 1, got {self.steps!r}")
+        if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)) or not self.guidance >= 0:
+            raise ValueError(f"guidance must be a number of at least 0, got {self.guidance!r}")
+        object.__setattr__(self, "guidance", float(self.guidance))  # 5 and 5.0 are one batch key and one result
+        if self.init_image is not None:
+            if self.width is not None or self.height is not None:
+                raise ValueError("img2img takes its size from init_image; leave width and height unset")
+        elif self.width is None or self.height is None:
+            raise ValueError(f"txt2img needs width and height, got {self.width}x{self.height}")
 
     @property
     def is_img2img(self) -> bool:

@@ -15,6 +15,7 @@ from bot.service.policy import Policy
 from bot.service.users import Requester, UserError, guild_key
 from bot.store import Store, utcnow
 from bot.store.admin import AdminStore
+from bot.text import shorten
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 
@@ -172,5 +173,4 @@ class ModelAdmin:
 
 def _plain(text: str, limit: int = 60) -> str:
     """User text shown inside `code`: no backticks to break out of it, and short."""
-    text = text.replace("`", "'").strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(text.replace("`", "'").strip(), limit)

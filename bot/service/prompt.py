@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from bot.recipe import MAX_SEED
+from bot.text import shorten
 
 MAX_STEPS = 100
 MAX_REPEAT = 4
@@ -176,5 +177,4 @@ def _example(name: str) -> str:
 
 
 def _clip(text: str, limit: int = 60) -> str:
-    text = text.replace("`", "'")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(text.replace("`", "'"), limit)

@@ -8,7 +8,8 @@ from bot.engine.requests import DeviceOptions, GenerateRequest
 
 
 def picture(model, seed=3):
-    request = GenerateRequest(model="tiny", prompt="a red circle", seeds=(seed,))
+    request = GenerateRequest(model="tiny", prompt="a red circle", seeds=(seed,), width=64, height=64, steps=4,
+                              guidance=5.0)  # the tiny model's catalog values
     return np.asarray(model.run(request, lambda done, total: None).images[0], dtype=np.float64)
 
 

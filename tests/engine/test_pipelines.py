@@ -6,6 +6,10 @@ from PIL import Image
 
 from bot.engine.requests import EngineError, GenerateRequest
 
+# The tiny model's catalog values: the engine takes requests fully resolved.
+TINY = {"steps": 4, "guidance": 5.0}
+TINY_SIZE = {"width": 64, "height": 64}  # txt2img only: img2img takes the init image's size
+
 
 def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float64)
@@ -16,10 +20,15 @@ def generate(model, seeds, steps_seen=None, **fields):
         if steps_seen is not None:
             steps_seen.append((done, total))
 
-    return model.run(GenerateRequest(model="tiny", prompt="a red circle", seeds=tuple(seeds), **fields), on_step)
+    return model.run(tiny_request(seeds, **fields), on_step)
 
 
-def test_txt2img_uses_the_catalog_defaults(tiny):
+def tiny_request(seeds, prompt="a red circle", **fields) -> GenerateRequest:
+    fields = {**TINY, **({} if "init_image" in fields else TINY_SIZE), **fields}
+    return GenerateRequest(model="tiny", prompt=prompt, seeds=tuple(seeds), **fields)
+
+
+def test_txt2img_runs_the_request_as_given(tiny):
     seen = []
     result = generate(tiny, [1], seen)
     assert [image.size for image in result.images] == [(64, 64)]
@@ -65,10 +74,7 @@ def test_img2img_keeps_the_init_size_and_follows_strength(tiny):
     assert np.abs(pixels(light.images[1]) - pixels(alone)).mean() < 0.5
 
 
-def test_img2img_runs_at_least_one_step_at_the_default_step_count(tiny):
-    seen = []
-    generate(tiny, [1], seen, init_image=Image.new("RGB", (64, 64)), strength=0.1)
-    assert seen == [(1, 1)]  # 4 catalog steps * 0.1 = 0 -> raised to 10 steps * 0.1
+def test_img2img_refuses_steps_that_leave_no_denoising_step(tiny):
     with pytest.raises(EngineError, match="no denoising step"):
         generate(tiny, [1], init_image=Image.new("RGB", (64, 64)), strength=0.1, steps=4)
 
@@ -87,9 +93,20 @@ def test_txt2img_and_img2img_share_one_set_of_weights(tiny):
 
 def test_too_long_prompts_are_refused_not_cut(tiny):
     assert tiny.prompt_tokens("a red circle") == 5
-    request = GenerateRequest(model="tiny", prompt="word " * 80, seeds=(1,))
+    request = tiny_request([1], prompt="word " * 80)
     with pytest.raises(EngineError, match=r"the prompt is 82 tokens long; model tiny takes at most 77"):
         tiny.run(request, lambda done, total: None)
+
+
+def test_run_checks_a_request_once_and_run_batch_leaves_checking_to_its_caller(tiny, monkeypatch):
+    tokenised = []
+    count = tiny.prompt_tokens
+    monkeypatch.setattr(tiny, "prompt_tokens", lambda text: tokenised.append(text) or count(text))
+    request = tiny_request([1], negative_prompt="blue", steps=1)
+    tiny.run(request, lambda done, total: None)
+    assert tokenised == ["a red circle", "blue"]
+    tiny.run_batch([request], lambda done, total: None)
+    assert tokenised == ["a red circle", "blue"]
 
 
 def test_diffusers_rejects_sizes_that_are_not_multiples_of_8(tiny):

@@ -20,9 +20,13 @@ from bot.engine import (
 )
 
 LONG = 200  # steps for a task that must still be running when we cancel it (~0.03 s a step)
+# The tiny model's catalog values: the engine takes requests fully resolved.
+TINY = {"steps": 4, "guidance": 5.0}
+TINY_SIZE = {"width": 64, "height": 64}  # txt2img only: img2img takes the init image's size
 
 
 def request(seeds=(1,), **fields) -> GenerateRequest:
+    fields = {**TINY, **({} if "init_image" in fields else TINY_SIZE), **fields}
     return GenerateRequest(model=fields.pop("model", "tiny"), prompt="a red circle", seeds=tuple(seeds), **fields)
 
 
@@ -124,6 +128,16 @@ async def test_failures_become_engine_errors_and_the_pool_keeps_working(pool):
 
     ticket = pool.submit(request(seeds=(9,)))
     assert len((await within(ticket.result())).images) == 1
+
+
+async def test_the_pool_checks_each_request_once(pool, monkeypatch):
+    from bot.engine.pipelines import LoadedModel
+
+    tokenised = []
+    count = LoadedModel.prompt_tokens
+    monkeypatch.setattr(LoadedModel, "prompt_tokens", lambda self, text: tokenised.append(text) or count(self, text))
+    await within(pool.submit(request(negative_prompt="blue", steps=1)).result())
+    assert tokenised == ["a red circle", "blue"]
 
 
 async def test_torch_never_runs_on_the_event_loop_thread(pool):

@@ -8,8 +8,10 @@ import pytest
 from bot.engine import Catalog, CatalogError, EngineError, GenerateRequest, Started, WorkerPool
 
 
-def request(model="tiny", steps=None) -> GenerateRequest:
-    return GenerateRequest(model=model, prompt="a red circle", seeds=(1,), steps=steps)
+def request(model="tiny", steps=4) -> GenerateRequest:
+    # Size, steps and guidance default to the tiny model's catalog values.
+    return GenerateRequest(model=model, prompt="a red circle", seeds=(1,), width=64, height=64, steps=steps,
+                           guidance=5.0)
 
 
 async def within(awaitable, seconds=60):

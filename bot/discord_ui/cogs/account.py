@@ -42,14 +42,9 @@ class AccountCog(commands.Cog):
             state = "running" if job.status is JobStatus.RUNNING or place == 0 else (
                 f"queued, #{place} in line" if place else "queued")
             lane = " (relax)" if job.lane == "relax" else ""
-            lines.append(f"• #{job.id} {state}{lane}: {_short(job.prompt)}")
+            lines.append(f"• #{job.id} {state}{lane}: {render.short_prompt(job.prompt, 80)}")
         await interaction.response.send_message("\n".join(lines), ephemeral=True,
                                                 allowed_mentions=render.NO_PINGS)
-
-
-def _short(prompt: str, limit: int = 80) -> str:
-    text = discord.utils.escape_markdown(prompt)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def allowance_left(account) -> str:

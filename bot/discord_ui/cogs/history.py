@@ -17,10 +17,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_ui import render
-from bot.discord_ui.guard import refuse_banned
+from bot.discord_ui.guard import may_act_on, refuse_banned
 from bot.discord_ui.show import show_job
 from bot.recipe import JobStatus
 from bot.service import Job
+from bot.text import shorten
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
@@ -63,7 +64,7 @@ class HistoryCog(commands.Cog):
     @app_commands.describe(job="The job number (see /history)")
     async def show(self, interaction: discord.Interaction, job: app_commands.Range[int, 1]) -> None:
         found = await self.bot.jobs.get(job)
-        if found is None or (found.owner_id != interaction.user.id and not self.bot.is_admin(interaction)):
+        if found is None or not may_act_on(interaction, found):
             await interaction.response.send_message(
                 f"You have no job #{job}. /history lists your jobs and their numbers.", ephemeral=True)
             return
@@ -125,7 +126,7 @@ async def history_page(bot: DreamgridBot, owner_id: int, page: int, text: str,
     lines += [history_line(job) for job in jobs]
     content = "\n".join(lines)
     if len(content) > DISCORD_LIMIT:
-        content = content[: DISCORD_LIMIT - 1] + "…"
+        content = shorten(content, DISCORD_LIMIT)
     view = discord.ui.View(timeout=None)
     view.add_item(PageButton(owner_id, max(page - 1, 0), text, "◀ Newer", disabled=page == 0))
     view.add_item(PageButton(owner_id, page + 1, text, "Older ▶", disabled=page + 1 >= pages))
@@ -137,9 +138,4 @@ def history_line(job: Job) -> str:
     name = f"[#{job.id}]({link})" if link else f"#{job.id}"
     status = "done, images deleted" if job.pruned_at else job.status
     lane = " · relax" if job.lane == "relax" else ""
-    return f"• {name} {job.kind} · {status}{lane} · {_short(job.prompt)}"
-
-
-def _short(prompt: str, limit: int = 60) -> str:
-    text = discord.utils.escape_markdown(" ".join(prompt.split()))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"• {name} {job.kind} · {status}{lane} · {render.short_prompt(job.prompt, 60)}"

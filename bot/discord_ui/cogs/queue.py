@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.discord_ui import render
 from bot.discord_ui.cancel import cancel_jobs
+from bot.discord_ui.guard import may_act_on
 from bot.service import UserError
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class QueueCog(commands.Cog):
             await cancel_jobs(interaction, await self.bot.jobs.active(interaction.user.id))
             return
         found = await self.bot.jobs.get(job)
-        if found is None or (found.owner_id != interaction.user.id and not self.bot.is_admin(interaction)):
+        if found is None or not may_act_on(interaction, found):
             await interaction.response.send_message(
                 f"You have no job #{job}. /info lists your queued and running jobs.", ephemeral=True)
             return
