@@ -23,3 +23,11 @@ def test_generate_refuses_a_bad_parameter_in_one_line(tmp_path, models_dir):
     assert result.returncode == 2 and not (tmp_path / "x.png").exists()
     assert result.stderr.strip() == ("dreamgrid generate: `--chaos 101` is out of range: "
                                      "`--chaos` takes a whole number from 0 to 100.")
+
+
+def test_generate_writes_the_same_parameters_text_as_the_bot(tmp_path, models_dir):
+    out = tmp_path / "grid.png"
+    result = dreamgrid("generate", "a red circle --tile --chaos 10 --seed 3", "-o", str(out),
+                       env={"MODELS_DIR": str(models_dir)})
+    assert result.returncode == 0, result.stderr
+    assert read_parameters(out).endswith("Seed: 3, Size: 64x64, Model: tiny, Tiling: True, Chaos: 10")

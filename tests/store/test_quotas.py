@@ -83,3 +83,12 @@ async def test_the_ledger_migration_keeps_every_old_row(tmp_path):
         assert [row["reason"] for row in await store.ledger(1)] == ["charge", "grant"]
     finally:
         await store.close()
+
+
+async def test_a_repeat_is_accepted_whole_or_not_at_all(store):
+    quotas, limits = Quotas(store), Limits(max_waiting=3, queue_limit=100, period_days=1, relax_allowed=True)
+    assert len(await quotas.accept(new_job() * 2, "fast", 40, limits)) == 2
+    assert await quotas.accept(new_job() * 2, "fast", 40, limits) == QueueRefused("user", 2, 3)
+    assert isinstance(await quotas.accept(new_job(2) * 3, "fast", 8, limits), Refused)  # 12 images, 8 allowed
+    assert len(await store.recent_jobs(1)) == 2 and await store.recent_jobs(2) == []
+    assert await store.used(1) == 8 and await store.used(2) == 0
