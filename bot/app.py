@@ -48,7 +48,8 @@ class App:
         services = open_services(store, pool, catalog, data_dir=settings.data_dir, models_dir=settings.models_dir,
                                  default_model=default_model, quota_rules=quota_rules(settings),
                                  max_prompt_chars=settings.max_prompt_chars,
-                                 position_interval=settings.position_interval)
+                                 position_interval=settings.position_interval, job_timeout=settings.job_timeout,
+                                 delivery_timeout=settings.delivery_timeout)
         return cls(settings, catalog, pool, store, services.jobs, services.accounts, services.admin)
 
     async def close(self) -> None:

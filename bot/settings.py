@@ -202,6 +202,16 @@ SETTINGS: dict[str, Variable] = {
         "Seconds between live previews of a grid while it is generated (a cheap decode of the latents; 0: off).",
         _non_negative_float,
     ),
+    "job_timeout": Variable(
+        "JOB_TIMEOUT", "600",
+        "Seconds a running job may go without progress (loading its model counts) before it is stopped, failed and "
+        "refunded (0: no limit).", _non_negative_float,
+    ),
+    "delivery_timeout": Variable(
+        "DELIVERY_TIMEOUT", "600",
+        "Seconds the bot keeps retrying to show a finished job in its message (Discord down) before it posts "
+        "the result as a new message; if even that fails, the job is refunded.", _non_negative_float,
+    ),
     "discord_api_base": Variable(
         "DISCORD_API_BASE", "", "Discord REST base URL (empty: real Discord; tests point it at the local one).",
     ),
@@ -242,6 +252,8 @@ class Settings:
     retention_days: int
     max_batch_jobs: int
     preview_interval: float
+    job_timeout: float
+    delivery_timeout: float
     torch_dtype: str
     attention: str
     channels_last: bool

@@ -8,11 +8,13 @@ SQLite, none from a View object. Registered once in `DreamgridBot.setup_hook`.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import discord
 from discord import ButtonStyle
 
+from bot.discord_ui.custom_ids import JOB_BUTTON, number
 from bot.discord_ui.guard import owned_job, refuse_banned
 from bot.discord_ui.remix import show_remix
 from bot.discord_ui.show import ShowButton
@@ -22,27 +24,45 @@ from bot.service import Job
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
 
-# action -> (what it starts, whether Remix opens the prompt first). Shared by the buttons and Remix modals.
-# start(jobs, who, job, index, remix) returns the awaitable that accepts the new job.
-ACTIONS: dict[str, tuple[Callable, bool]] = {
-    "upscale": (lambda jobs, who, job, index, remix: jobs.upscale(who, job, index), False),
-    "vary": (lambda jobs, who, job, index, remix: jobs.vary(who, job, index, remix=remix), True),  # /settings
-    "subtle": (lambda jobs, who, job, index, remix: jobs.vary(who, job, 1, "subtle", remix=remix), True),
-    "strong": (lambda jobs, who, job, index, remix: jobs.vary(who, job, 1, "strong", remix=remix), True),
-    "reroll": (lambda jobs, who, job, index, remix: jobs.reroll(who, job, remix=remix), True),
+@dataclass(frozen=True)
+class Action:
+    """What a button (or its Remix modal) starts, and which jobs' messages carry it."""
+    start: Callable  # start(jobs, who, job, index, remix) -> the awaitable that accepts the new job
+    remixable: bool  # with Remix on, it opens the prompt first
+    on_grid: bool  # under a grid (else under an upscale)
+    indexed: bool  # names one of the grid's images (1-4; else 0)
+
+    def fits(self, job: Job, index: int) -> bool:
+        """Whether this button can be on that job's message: a forged one (U on an upscale, V5) cannot."""
+        return job.kind.is_grid == self.on_grid and (1 <= index <= 4 if self.indexed else index == 0)
+
+
+# Shared by the buttons and Remix modals.
+ACTIONS: dict[str, Action] = {
+    "upscale": Action(lambda jobs, who, job, index, remix: jobs.upscale(who, job, index), False, True, True),
+    "vary": Action(lambda jobs, who, job, index, remix: jobs.vary(who, job, index, remix=remix),  # /settings
+                   True, True, True),
+    "reroll": Action(lambda jobs, who, job, index, remix: jobs.reroll(who, job, remix=remix), True, True, False),
+    "subtle": Action(lambda jobs, who, job, index, remix: jobs.vary(who, job, 1, "subtle", remix=remix),
+                     True, False, False),
+    "strong": Action(lambda jobs, who, job, index, remix: jobs.vary(who, job, 1, "strong", remix=remix),
+                     True, False, False),
 }
 CANCEL = "cancel"
+NOT_HERE = "That button does not belong to job #{job}'s message, so nothing was done. Use the buttons under it."
 
 
 async def start_action(interaction: discord.Interaction[DreamgridBot], action: str, job: Job, index: int,
                        remix: str | None = None) -> None:
     """Accept the job an action asks for and start it, or say privately why not."""
-    bot = interaction.client
-    start, _ = ACTIONS[action]
-    await bot.start_job(interaction, start(bot.jobs, bot.requester(interaction), job, index, remix))
+    bot, todo = interaction.client, ACTIONS[action]
+    if not todo.fits(job, index):
+        await interaction.response.send_message(NOT_HERE.format(job=job.id), ephemeral=True)
+        return
+    await bot.start_job(interaction, todo.start(bot.jobs, bot.requester(interaction), job, index, remix))
 
 
-class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:(?P<action>[a-z]+):(?P<job>[0-9]+):(?P<index>[0-4])"):
+class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=JOB_BUTTON):
     def __init__(self, action: str, job_id: int, index: int = 0) -> None:
         if action not in ACTIONS and action != CANCEL:
             raise ValueError(f"unknown button action {action!r}")
@@ -65,7 +85,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:(?P<act
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
                              match: re.Match[str], /) -> "JobButton":
-        return cls(match["action"], int(match["job"]), int(match["index"]))
+        return cls(match["action"], number(match["job"]) or 0, int(match["index"]))  # 0: no such job
 
     async def interaction_check(self, interaction: discord.Interaction[DreamgridBot], /) -> bool:
         """Only the job's owner and admins may use its buttons; anyone else is told so, and nothing happens."""
@@ -80,8 +100,9 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:(?P<act
 
             await cancel_jobs(interaction, [self.job])
             return
-        remixable = ACTIONS[self.action][1]
-        if remixable and (await interaction.client.accounts.preferences(interaction.user.id)).remix:
+        todo = ACTIONS[self.action]
+        if todo.remixable and todo.fits(self.job, self.index) and (
+                await interaction.client.accounts.preferences(interaction.user.id)).remix:
             await show_remix(interaction, self.job, self.action, self.index)
             return
         await start_action(interaction, self.action, self.job, self.index)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Awaitable
 
+import aiohttp
 import discord
 from discord.ext import commands
 
@@ -36,22 +37,29 @@ class DreamgridBot(commands.Bot):
         self.settings = settings
         # The service's three doors: the only way in to jobs, members' accounts and admin work.
         self.jobs, self.accounts, self.admin = jobs, accounts, admin
+        self.dynamic_items: list[type[discord.ui.DynamicItem]] = []  # what custom_ids the bot answers
 
     async def setup_hook(self) -> None:
         from bot.discord_ui.cogs import COGS
+        from bot.discord_ui.custom_ids import on_unclaimed_interaction
         from bot.discord_ui.cogs.settings import SettingButton, SettingSelect
         from bot.discord_ui.remix import on_remix_submitted
         from bot.discord_ui.show import ShowButton
 
-        self.add_dynamic_items(JobButton)
-        self.add_dynamic_items(ShowButton, SettingSelect, SettingButton)  # 📋 and /settings' controls
+        self.register_items(JobButton, ShowButton, SettingSelect, SettingButton)  # 📋 and /settings' controls
         self.add_listener(on_remix_submitted, "on_interaction")  # Remix modals, from their custom_id
+        self.add_listener(on_unclaimed_interaction, "on_interaction")  # forged or stale ids: a polite "no"
         for cog in COGS:
             await self.add_cog(cog(self))
         await self._sync_commands()
         for job in await self.jobs.unfinished():
             log.info("recovering job %s, unfinished at the last stop", job.id)
             self.jobs.start(job, JobMessage(self, job))
+
+    def register_items(self, *items: type[discord.ui.DynamicItem]) -> None:
+        """Buttons and selects whose custom_id carries their state: registered once, answered after restarts."""
+        self.add_dynamic_items(*items)
+        self.dynamic_items += items
 
     async def _sync_commands(self) -> None:
         if not self.settings.guild_ids:
@@ -91,14 +99,14 @@ class DreamgridBot(commands.Bot):
             interaction = None  # the job still runs, in a channel message
         if interaction is not None and len(jobs) > 1:
             # A follow-up to a response still "thinking" would replace it: show the first job's state first.
-            await interaction.edit_original_response(content=render.queued(jobs[0], 1),
-                                                     allowed_mentions=render.NO_PINGS)
+            await _best_effort(interaction.edit_original_response(content=render.queued(jobs[0], 1),
+                                                                  allowed_mentions=render.NO_PINGS))
         self.jobs.start(jobs[0], JobMessage(self, jobs[0], interaction))
         for extra in jobs[1:]:
             message = JobMessage(self, extra)
-            if interaction is not None:
-                message.channel_message = await interaction.followup.send(
-                    render.queued(extra, 1), ephemeral=private, wait=True, allowed_mentions=render.NO_PINGS)
+            if interaction is not None:  # without it, the job posts its own message when it can
+                message.channel_message = await _best_effort(interaction.followup.send(
+                    render.queued(extra, 1), ephemeral=private, wait=True, allowed_mentions=render.NO_PINGS))
             self.jobs.start(extra, message)
 
     async def _decide(self, interaction: discord.Interaction,
@@ -121,7 +129,11 @@ class DreamgridBot(commands.Bot):
         try:
             await interaction.response.defer(thinking=True, ephemeral=private)
             return True
-        except discord.NotFound:  # past Discord's 3 seconds: the interaction is gone
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as error:
+            # Gone (past Discord's 3 seconds), or the connection failed: the job runs and shows itself in a
+            # channel message (or the owner's DMs) instead.
+            log.warning("could not answer interaction %s (%s); its job posts a message instead",
+                        interaction.id, type(error).__name__)
             return False
 
     @staticmethod
@@ -135,6 +147,15 @@ class DreamgridBot(commands.Bot):
             await interaction.followup.send(text, ephemeral=True, allowed_mentions=render.NO_PINGS)
         except discord.HTTPException:  # the interaction expired: nothing was charged, nobody to tell
             log.warning("could not tell %s why their command was refused", interaction.user.id, exc_info=True)
+
+
+async def _best_effort(call: Awaitable):
+    """A message that helps but is not the job's result: if Discord fails it, the job goes on without it."""
+    try:
+        return await call
+    except (discord.HTTPException, aiohttp.ClientError, OSError) as error:
+        log.warning("a job's status message could not be sent (%s)", type(error).__name__)
+        return None
 
 
 def quota_refusal(refused: Refused) -> str:

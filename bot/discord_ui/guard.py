@@ -38,9 +38,22 @@ async def refuse_banned(interaction: discord.Interaction) -> bool:
         return False
     if interaction.type is discord.InteractionType.autocomplete:
         await interaction.response.autocomplete([])
-    else:
-        await interaction.response.send_message(BANNED, ephemeral=True, allowed_mentions=render.NO_PINGS)
+        return True
+    await interaction.response.send_message(BANNED, ephemeral=True, allowed_mentions=render.NO_PINGS)
+    command = _admin_command(interaction)
+    if command is not None:  # refused before AdminCog's own check could audit it: audit it here
+        await bot.admin.audit(requester(interaction), command, _options(interaction), "refused: banned")
     return True
+
+
+def _admin_command(interaction: discord.Interaction) -> str | None:
+    """The qualified name of the slash command being run, if it belongs to an AdminCog; else None."""
+    if interaction.type is not discord.InteractionType.application_command:
+        return None
+    command = interaction.command
+    if isinstance(command, app_commands.Command) and isinstance(command.binding, AdminCog):
+        return command.qualified_name
+    return None
 
 
 class GuardedTree(app_commands.CommandTree):

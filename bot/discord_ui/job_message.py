@@ -59,13 +59,17 @@ class JobMessage:
         await self._show(content=render.progress(job, fraction), view=cancel_view(job),
                          attachments=[discord.File(io.BytesIO(png), filename=PREVIEW_NAME)])
 
-    async def finished(self, job: Job, image: Path, spoiler: bool) -> None:
-        """The result, hidden behind a spoiler when the model's safety checker flagged it."""
+    async def finished(self, job: Job, image: Path, spoiler: bool, *, fresh: bool = False) -> int | None:
+        """The result, hidden behind a spoiler when the model's safety checker flagged it; the id of the
+        message that shows it. Raises if Discord failed (the service tries again); `fresh`: as a new message,
+        the job's own having failed for too long."""
+        if fresh:
+            self.interaction, self.channel_message = None, None
+            self.job = dataclasses.replace(self.job, message_id=None)
         view = job_view(job, grid_link=render.job_link(await self.bot.jobs.parent(job)))
         message = await self._show(content=render.finished(job), attachments=[discord.File(image, spoiler=spoiler)],
                                    view=view)
-        if message is not None:
-            await self.bot.jobs.remember_message(job.id, message.id)
+        return message.id if message is not None else None
 
     async def failed(self, job: Job, reason: str) -> None:
         await self._show(content=render.failed(job, reason), attachments=[], view=None)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from bot.discord_ui.custom_ids import REMIX_MODAL, number
 from bot.discord_ui.guard import owned_job, refuse_banned
 from bot.service import Job
 
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
 
 PROMPT_FIELD = "prompt"
-CUSTOM_ID = re.compile(r"dg:remix:(?P<action>reroll|vary|subtle|strong):(?P<job>[0-9]+):(?P<index>[0-4])")
 
 
 def remix_text(job: Job) -> str:
@@ -46,12 +46,12 @@ async def on_remix_submitted(interaction: discord.Interaction[DreamgridBot]) -> 
     """The listener for every Remix submission, before or after a restart."""
     if interaction.type is not discord.InteractionType.modal_submit:
         return
-    match = CUSTOM_ID.fullmatch(interaction.data.get("custom_id", ""))
+    match = REMIX_MODAL.fullmatch(str((interaction.data or {}).get("custom_id", "")))
     if match is None or await refuse_banned(interaction):  # banned while the modal was open
         return
     from bot.discord_ui.buttons import start_action  # buttons import this module
 
-    job = await owned_job(interaction, int(match["job"]), "remix it")  # as its buttons check
+    job = await owned_job(interaction, number(match["job"]) or 0, "remix it")  # as its buttons check
     if job is not None:
         await start_action(interaction, match["action"], job, int(match["index"]), _submitted_text(interaction.data))
 

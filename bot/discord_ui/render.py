@@ -1,5 +1,7 @@
 """What a job looks like in Discord: message text and links. Nothing here pings anyone: every message is
-sent with `allowed_mentions` none, and user text is shown as text."""
+sent with `allowed_mentions` none, and user text is shown as text. Every text fits Discord's 2,000
+characters whatever the prompt: user text is shortened for display with "…" (the full prompt stays in the
+PNG's text and /show)."""
 
 from __future__ import annotations
 
@@ -9,19 +11,37 @@ import discord
 
 from bot.recipe import JobKind, JobStatus
 from bot.service import Job
-from bot.text import shorten
+from bot.text import ELLIPSIS, shorten
 
 NO_PINGS = discord.AllowedMentions.none()
+MAX_CONTENT = 2000  # Discord's limit for a message's content
+PROMPT_CHARS = 1000  # of a job's message: the prompt as shown, escaped
+PARAMETERS_CHARS = 400  # of a job's message: its parameters as shown (--no can be long)
+
+
+def escaped(text: str, limit: int) -> str:
+    """`text` with markdown escaped, in at most `limit` characters: cut before escaping (so no escape is cut
+    in half) and ending with "…" when cut. Escaping can double a text (`_` -> `\\_`)."""
+    shown = discord.utils.escape_markdown(text)
+    cut = len(text)
+    while len(shown) > limit and cut > 0:
+        cut = min(cut - 1, cut * limit // len(shown))
+        shown = discord.utils.escape_markdown(text[:cut]) + ELLIPSIS
+    return shown
 
 
 def short_prompt(prompt: str, limit: int) -> str:
-    """A prompt on one line, cut to `limit` characters, then escaped (so no escape is cut in half)."""
-    return discord.utils.escape_markdown(shorten(" ".join(prompt.split()), limit))
+    """A prompt on one line, in at most `limit` characters, escaped."""
+    return escaped(" ".join(prompt.split()), limit)
+
+
+def fit(text: str) -> str:
+    """The last guard: a message's content never exceeds Discord's limit."""
+    return shorten(text, MAX_CONTENT)
 
 
 def prompt_line(job: Job) -> str:
-    prompt = discord.utils.escape_markdown(job.prompt)
-    head = f"**{prompt}** — <@{job.owner_id}>"
+    head = f"**{short_prompt(job.prompt, PROMPT_CHARS)}** — <@{job.owner_id}>"
     if job.kind is JobKind.UPSCALE:
         return f"{head} · Image #{job.parent_index} of job #{job.parent_job_id}"
     if job.kind is JobKind.VARIATION:
@@ -30,7 +50,7 @@ def prompt_line(job: Job) -> str:
 
 
 def details_line(job: Job) -> str:
-    typed = job.recipe.summary().replace("`", "'")
+    typed = shorten(job.recipe.summary().replace("`", "'"), PARAMETERS_CHARS)
     return f"{f'`{typed}` · ' if typed else ''}Model `{job.model}` · seed `{job.seed}` · job #{job.id}"
 
 
@@ -39,23 +59,23 @@ def queued(job: Job, position: int) -> str:
     state += f" · job #{job.id}"  # the number /cancel and /info use
     if job.lane == "relax":
         state += " · relax mode: runs when no fast job waits"
-    return f"{prompt_line(job)}\n{state}"
+    return fit(f"{prompt_line(job)}\n{state}")
 
 
 def progress(job: Job, fraction: float) -> str:
-    return f"{prompt_line(job)}\nGenerating… {round(fraction * 100)}% · job #{job.id}"
+    return fit(f"{prompt_line(job)}\nGenerating… {round(fraction * 100)}% · job #{job.id}")
 
 
 def finished(job: Job) -> str:
-    return f"{prompt_line(job)}\n{details_line(job)}"
+    return fit(f"{prompt_line(job)}\n{details_line(job)}")
 
 
 def failed(job: Job, reason: str) -> str:
     refund = (f"The {job.cost} image{'s' if job.cost != 1 else ''} it cost were refunded." if job.cost
               else "It cost nothing (relax mode).")
     if job.status is JobStatus.CANCELLED:
-        return f"{prompt_line(job)}\n❌ Job #{job.id} was cancelled. {refund}"
-    return f"{prompt_line(job)}\n❌ Job #{job.id} failed: {reason}. {refund}"
+        return fit(f"{prompt_line(job)}\n❌ Job #{job.id} was cancelled. {refund}")
+    return fit(f"{prompt_line(job)}\n❌ Job #{job.id} failed: {shorten(reason, 300)}. {refund}")
 
 
 def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:

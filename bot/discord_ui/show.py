@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.discord_ui import render
+from bot.discord_ui.custom_ids import SHOW_BUTTON, number
 from bot.discord_ui.remix import remix_text
 from bot.recipe import JobStatus
 from bot.service.provenance import read_parameters
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
 
 
-class ShowButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:show:(?P<job>[0-9]+)"):
+class ShowButton(discord.ui.DynamicItem[discord.ui.Button], template=SHOW_BUTTON):
     def __init__(self, job_id: int) -> None:
         self.job_id = job_id
         super().__init__(discord.ui.Button(emoji="📋", style=discord.ButtonStyle.secondary,
@@ -27,7 +28,7 @@ class ShowButton(discord.ui.DynamicItem[discord.ui.Button], template=r"dg:show:(
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
                              match: re.Match[str], /) -> "ShowButton":
-        return cls(int(match["job"]))
+        return cls(number(match["job"]) or 0)  # 0: no such job, which show_job says
 
     async def interaction_check(self, interaction: discord.Interaction[DreamgridBot], /) -> bool:
         from bot.discord_ui.guard import refuse_banned

@@ -13,6 +13,7 @@ import collections
 import enum
 import gc
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -557,5 +558,36 @@ def _weight_bytes(model: LoadedModel) -> int:
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
-    """First line of an exception, trimmed: enough for a user, the traceback goes to the log."""
-    return shorten(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, limit)
+    """First line of an exception, trimmed, the server's file paths hidden: enough for a user (it reaches a
+    job's public message); the traceback goes to the log."""
+    text = str(exc).strip()
+    return shorten(_hide_paths(text.splitlines()[0]) if text else type(exc).__name__, limit)
+
+
+_ABSOLUTE = r"(?:/|[A-Za-z]:[\\/]|\\\\)"  # POSIX /…, a Windows drive C:\… or C:/…, a UNC share \\…
+_URL_OR_PATH = re.compile(
+    r"(?P<url>\b(?!file:)[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*)"  # a web address (not file://): kept
+    rf"|(?P<q>['\"])(?P<quoted>{_ABSOLUTE}[^'\"\n]*?)(?P=q)"  # a quoted path, which may hold spaces
+    rf"|(?<![\w.~\-/\\])(?P<bare>{_ABSOLUTE}[^\s'\"<>|]*)")  # a bare one ends at a space or a quote
+_TRAILING = ".,;:!?)]}"  # after a bare path: the sentence's, not the path's
+
+
+def _hide_paths(text: str) -> str:
+    """Every absolute file path in `text` cut to its last component ("…/model.safetensors"): users need not
+    see where the server keeps its files. A path needs two parts ("/a/b", "C:\\a"), so "/imagine" stays."""
+    def last_component(path: str) -> str:
+        parts = [part for part in re.split(r"[\\/]+", path) if part]
+        if len(parts) < 2:
+            return path
+        return "…" + ("\\" if "\\" in path and not path.startswith("/") else "/") + parts[-1]
+
+    def replace(match: re.Match[str]) -> str:
+        if match["url"]:
+            return match["url"]
+        if match["quoted"]:
+            return match["q"] + last_component(match["quoted"]) + match["q"]
+        path = match["bare"]
+        kept = path.rstrip(_TRAILING)
+        return last_component(kept) + path[len(kept):]
+
+    return _URL_OR_PATH.sub(replace, text)

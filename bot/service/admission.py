@@ -13,7 +13,7 @@ from bot.recipe import JobKind, Recipe
 from bot.service.compose import Defaults, Plan, plan_job
 from bot.service.images import ImageFiles
 from bot.service.policy import Policy
-from bot.service.prompt import PromptError
+from bot.service.prompt import PromptError, normalise
 from bot.service.quota import QuotaError, QuotaService
 from bot.service.users import Requester, UserError
 from bot.store import Job, NewJob, Refused, Store, StoredImage
@@ -49,6 +49,8 @@ class Admission:
         return await self._accept_one(who, JobKind.VARIATION, recipe, parent, index)
 
     async def upscale(self, who: Requester, parent: Job, index: int) -> Job | Refused:
+        if not parent.kind.is_grid:
+            raise UserError(f"Job #{parent.id} is an upscale already; upscale an image of a grid instead.")
         source = await self._require_image(parent, index)
         return await self._accept_one(who, JobKind.UPSCALE, parent.recipe.upscale(source.seed), parent, index)
 
@@ -62,6 +64,7 @@ class Admission:
 
     async def plan(self, who: Requester, prompt: str, *, remix: bool = False) -> Plan:
         """The typed prompt with the user's settings and options applied, checked before anything is charged."""
+        prompt = normalise(prompt)
         self.check_prompt(prompt)
         prefs = await self.preferences.get(who.user_id)
         # A remixed prompt is the parent's, which has the suffix in it already.

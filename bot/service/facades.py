@@ -15,7 +15,7 @@ from bot.service.images import ImageFiles
 from bot.service.models import ModelAdmin
 from bot.service.moderation import Moderation
 from bot.service.policy import Policy
-from bot.service.prompt import PromptError, check_option_name, parse_option_value, parse_prompt
+from bot.service.prompt import PromptError, check_option_name, normalise, parse_option_value, parse_prompt
 from bot.service.quota import QuotaAdmin, QuotaError, QuotaRules, QuotaService
 from bot.service.retention import prune_forever
 from bot.service.running import JobListener, Runner
@@ -67,8 +67,10 @@ class Jobs:
         return self._runner.position(job_id)
 
     async def unfinished(self) -> list[Job]:
-        """Jobs accepted before a stop or crash that never finished: they run again on start."""
-        return await self._store.active_jobs()
+        """Jobs accepted before a stop or crash that never ended, or whose result was never shown: they run
+        (or are shown) again on start."""
+        jobs = await self._store.active_jobs() + await self._store.undelivered_jobs()
+        return sorted(jobs, key=lambda job: job.id)
 
     # Reading.
     async def get(self, job_id: int) -> Job | None:
@@ -138,7 +140,7 @@ class Accounts:
 
     async def set_suffix(self, user_id: int, value: str) -> str:
         """Text and parameters added to every prompt; raises UserError (nothing changed) if unusable."""
-        value = " ".join(value.split())
+        value = " ".join(normalise(value).split())
         if len(value) > MAX_SUFFIX:
             raise UserError(f"The suffix is {len(value)} characters; the limit is {MAX_SUFFIX}. "
                             "Shorten it and try again.")
@@ -151,6 +153,7 @@ class Accounts:
 
     async def set_option(self, user_id: int, name: str, value: str) -> tuple[str, str]:
         """`--name` stands for `value`; returns both as stored, or raises UserError (nothing changed)."""
+        name, value = normalise(name), normalise(value)
         try:
             name = check_option_name(name)
             parse_option_value(value)
@@ -207,7 +210,8 @@ class Services:
 
 def open_services(store: Store, pool: WorkerPool, catalog: Catalog, *, data_dir: Path, models_dir: Path,
                   default_model: str, quota_rules: QuotaRules, max_prompt_chars: int,
-                  position_interval: float = 0.0) -> Services:
+                  position_interval: float = 0.0, job_timeout: float = 0.0,
+                  delivery_timeout: float = 600.0) -> Services:
     """Every room of the service, built once, each given what it needs at construction."""
     images = ImageFiles(data_dir)
     policy = Policy(AdminStore(store), catalog, default_model)
@@ -215,7 +219,8 @@ def open_services(store: Store, pool: WorkerPool, catalog: Catalog, *, data_dir:
     quota = QuotaService(store, quota_rules)
     admission = Admission(store, catalog, Path(models_dir), images, policy, preferences, quota,
                           max_prompt_chars=max_prompt_chars)
-    runner = Runner(store, pool, catalog, images, policy, position_interval=position_interval)
+    runner = Runner(store, pool, catalog, images, policy, position_interval=position_interval,
+                    job_timeout=job_timeout, delivery_timeout=delivery_timeout)
     return Services(
         jobs=Jobs(store, runner, admission, policy, images),
         accounts=Accounts(store, catalog, preferences, quota, policy),

@@ -16,6 +16,7 @@ result into a job. Rules, as on Midjourney:
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -53,6 +54,14 @@ class PromptError(ValueError):
 class Parsed:
     text: str  # the description, parameters removed, whitespace normalised
     values: dict[str, Any] = field(default_factory=dict)  # canonical name -> checked value
+
+
+def normalise(text: str) -> str:
+    """Text as typed, made safe to tokenise and store: NFC, no lone surrogates (a client can send them; they
+    are not text), control characters turned into spaces."""
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").replace("\ufffd", "")
+    text = unicodedata.normalize("NFC", text)
+    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
 
 
 def known_parameters() -> str:

@@ -38,13 +38,25 @@ log = logging.getLogger(__name__)
 
 NSFW_REFUSED = ("the model's safety checker flagged its images as NSFW, and this server does not post those. "
                 "Try a different prompt")
+UNDELIVERABLE = "its images were made, but Discord would not let the bot show them"
+STALLED = "it stopped making progress for {seconds:g} s, so it was stopped"
+FIRST_RETRY, LONGEST_RETRY = 1.0, 30.0  # seconds between delivery attempts: doubling, at most this
 
 
 class JobListener(Protocol):
+    """Tells a person how their job is doing. Every call but `finished` is best effort."""
+
     async def queued(self, job: Job, position: int) -> None: ...
     async def progress(self, job: Job, fraction: float) -> None: ...
     async def preview(self, job: Job, png: bytes, fraction: float) -> None: ...  # the grid partway through
-    async def finished(self, job: Job, image: Path, spoiler: bool) -> None: ...  # spoiler: flagged as NSFW
+
+    async def finished(self, job: Job, image: Path, spoiler: bool, *, fresh: bool = False) -> int | None:
+        """Show the result (`spoiler`: flagged as NSFW). Returns the id of the message that shows it, None
+        if there is nowhere to show it; raises if it could not be shown this time (it is tried again).
+        `fresh`: post it as a new message, the job's own message having failed for too long. Showing the
+        same job twice must edit, never post a second result."""
+        ...
+
     async def failed(self, job: Job, reason: str) -> None: ...
 
 
@@ -62,13 +74,15 @@ def generate_request(recipe: Recipe, init_image: Image.Image | None = None) -> G
 
 class Runner:
     def __init__(self, store: Store, pool: WorkerPool, catalog: Catalog, images: ImageFiles, policy: Policy, *,
-                 position_interval: float = 0.0) -> None:
+                 position_interval: float = 0.0, job_timeout: float = 0.0, delivery_timeout: float = 600.0) -> None:
         self.store = store
         self.pool = pool
         self.catalog = catalog
         self.images = images
         self.policy = policy
         self.position_interval = position_interval  # 0: a waiting job's place in line is shown once
+        self.job_timeout = job_timeout  # seconds a running job may go without progress (0: forever)
+        self.delivery_timeout = delivery_timeout  # seconds its message is retried before a new one is posted
         self._tickets: dict[int, Ticket] = {}
         self._tasks: set[asyncio.Task] = set()
         self._job_tasks: dict[int, asyncio.Task] = {}
@@ -116,10 +130,24 @@ class Runner:
 
     async def _run(self, job: Job, listener: JobListener) -> None:
         try:
+            if job.status is JobStatus.DONE:  # saved before a stop or crash, never shown: show it now
+                await self._deliver(job, listener)
+            else:
+                await self._generate(job, listener)
+        except asyncio.CancelledError:
+            raise  # the bot is stopping: the job stays in the store for recovery
+        except Exception:  # the store itself failed (disk full, read-only): the job runs again on restart
+            log.exception("job %s: could not record its outcome; it runs again when the bot restarts", job.id)
+            await _quietly(listener.failed(job, "the bot could not record its outcome (its storage failed); "
+                                                "it runs again when the bot restarts"))
+
+    async def _generate(self, job: Job, listener: JobListener) -> None:
+        try:
             ticket = self.pool.submit(await self._request_for(job), owner=job.owner_id, lane=job.lane)
         except (EngineError, OSError, KeyError) as error:
             log.exception("job %s could not be queued", job.id)
-            await self._fail(job, listener, f"it could not start ({error}); your images were refunded")
+            why = str(error) if isinstance(error, EngineError) else "its source image could not be read"
+            await self._fail(job, listener, f"it could not start ({why}); your images were refunded")
             return
         self._tickets[job.id] = ticket
         if job.id in self._cancelled:
@@ -129,7 +157,7 @@ class Runner:
             position = ticket.position() or 0
             await _quietly(listener.queued(job, position))
             async with self._following_position(job, ticket, listener, position) as stop_following:
-                async for event in ticket.events():
+                async for event in self._watched(ticket):
                     if isinstance(event, Started):
                         await stop_following()  # from here on the message shows progress
                         await self.store.mark_running(job.id)
@@ -142,10 +170,16 @@ class Runner:
             if any(result.nsfw) and not await self.policy.allow_nsfw(job, result.nsfw):
                 await self._fail(job, listener, NSFW_REFUSED)  # nothing kept, nothing posted
                 return
-            stored = await asyncio.to_thread(self.images.save, job, result, self._text_of(job, result))
+            try:
+                stored = await asyncio.to_thread(self.images.save, job, result, self._text_of(job, result))
+            except OSError as error:  # the disk is full or gone: nothing half-saved is shown
+                log.error("job %s: could not save its images: %s", job.id, error)
+                await asyncio.to_thread(self.images.remove, job.id)
+                await self._fail(job, listener, "its images could not be saved (the bot's disk is full or "
+                                                "unavailable); tell an admin")
+                return
             await self.store.finish_job(job.id, stored)
-            done = await self.store.get_job(job.id)
-            await _quietly(listener.finished(done, self.images.result_file(done), await self.policy.spoiler(done)))
+            await self._deliver(await self.store.get_job(job.id), listener)
         except EngineError as error:
             status = JobStatus.CANCELLED if isinstance(error, Cancelled) else JobStatus.FAILED
             await self._fail(job, listener, str(error), status)
@@ -157,6 +191,50 @@ class Runner:
             await self._fail(job, listener, f"an internal error ({type(error).__name__})")
         finally:
             self._tickets.pop(job.id, None)
+
+    async def _watched(self, ticket: Ticket):
+        """The ticket's events; once it runs, each must come within `job_timeout` seconds, or the job is
+        cancelled on its device and ends as failed (a stuck pipeline, a hung GPU)."""
+        events = ticket.events().__aiter__()
+        running = False
+        while True:
+            try:
+                if running and self.job_timeout > 0:
+                    event = await asyncio.wait_for(events.__anext__(), self.job_timeout)
+                else:
+                    event = await events.__anext__()
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                ticket.cancel()
+                raise EngineError(STALLED.format(seconds=self.job_timeout)) from None
+            running = running or isinstance(event, Started)
+            yield event
+
+    async def _deliver(self, job: Job, listener: JobListener) -> None:
+        """Show a saved job's result: its own message, tried again with backoff for `delivery_timeout`
+        seconds; then a new message; only if even that cannot be, the job fails and is refunded."""
+        loop = asyncio.get_running_loop()
+        image, spoiler = self.images.result_file(job), await self.policy.spoiler(job)
+        deadline, delay = loop.time() + self.delivery_timeout, FIRST_RETRY
+        for fresh in (False, True):
+            while True:
+                try:
+                    message_id = await listener.finished(job, image, spoiler, fresh=fresh)
+                except Exception as error:
+                    log.warning("job %s: showing its result failed (%s: %s)", job.id, type(error).__name__, error)
+                    if fresh or loop.time() + delay > deadline:
+                        break
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, LONGEST_RETRY)
+                    continue
+                if message_id is not None:
+                    await self.store.mark_delivered(job.id, message_id)
+                    return
+                break  # nowhere to show it this way
+        log.error("job %s: its result could not be shown; it is refunded", job.id)
+        if await self.store.give_up_delivery(job.id, UNDELIVERABLE):
+            await _quietly(listener.failed(await self.store.get_job(job.id), UNDELIVERABLE))
 
     @contextlib.asynccontextmanager
     async def _following_position(self, job: Job, ticket: Ticket, listener: JobListener, shown: int):

@@ -22,6 +22,7 @@ from bot.store.migrations import MIGRATIONS
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MAX_INTEGER = 2**63 - 1  # SQLite's largest INTEGER
 
 
 def utcnow() -> datetime:
@@ -74,6 +75,7 @@ class Job:
     finished_at: str | None
     lane: str = "fast"  # fast | relax (migration 0005)
     pruned_at: str | None = None  # set when retention removed its image files
+    delivered_at: str | None = None  # when its message first showed the result (migration 0007)
 
     @property
     def active(self) -> bool:
@@ -188,13 +190,31 @@ class Store:
                 (status, error, utcnow().isoformat(), job_id, *ACTIVE),
             )
             if cursor.rowcount:
-                # The refund counts against the period of the charge it undoes.
-                await db.execute(
-                    "INSERT INTO ledger(user_id, job_id, amount, reason, period, created_at)"
-                    " SELECT user_id, job_id, -amount, 'refund', period, ? FROM ledger"
-                    " WHERE job_id = ? AND reason = 'charge'",
-                    (utcnow().isoformat(), job_id),
-                )
+                await self._refund(db, job_id)
+            return bool(cursor.rowcount)
+
+    @staticmethod
+    async def _refund(db: aiosqlite.Connection, job_id: int) -> None:
+        # The refund counts against the period of the charge it undoes.
+        await db.execute(
+            "INSERT INTO ledger(user_id, job_id, amount, reason, period, created_at)"
+            " SELECT user_id, job_id, -amount, 'refund', period, ? FROM ledger WHERE job_id = ? AND reason = 'charge'",
+            (utcnow().isoformat(), job_id))
+
+    async def mark_delivered(self, job_id: int, message_id: int | None) -> None:
+        """The job's message shows its result: a restart does not deliver it again."""
+        await self._execute("UPDATE jobs SET delivered_at = ?, message_id = COALESCE(?, message_id) WHERE id = ?",
+                            (utcnow().isoformat(), message_id, job_id))
+
+    async def give_up_delivery(self, job_id: int, error: str) -> bool:
+        """A job whose result could not be shown anywhere: failed, and its charge refunded. False if it was
+        delivered (or failed) meanwhile."""
+        async with self.transaction() as db:
+            cursor = await db.execute(
+                "UPDATE jobs SET status = ?, error = ? WHERE id = ? AND status = ? AND delivered_at IS NULL",
+                (JobStatus.FAILED, error, job_id, JobStatus.DONE))
+            if cursor.rowcount:
+                await self._refund(db, job_id)
             return bool(cursor.rowcount)
 
     async def set_message(self, job_id: int, message_id: int) -> None:
@@ -203,11 +223,17 @@ class Store:
     # --- reading ----------------------------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job | None:
+        if not 0 < job_id <= MAX_INTEGER:  # no such row; SQLite could not even compare it
+            return None
         rows = await self.jobs("WHERE id = ?", (job_id,))
         return rows[0] if rows else None
 
     async def recent_jobs(self, owner_id: int, limit: int = 10) -> list[Job]:
         return await self.jobs("WHERE owner_id = ? ORDER BY id DESC LIMIT ?", (owner_id, limit))
+
+    async def undelivered_jobs(self) -> list[Job]:
+        """Jobs whose images are saved but whose message never showed them (a crash, Discord down)."""
+        return await self.jobs("WHERE status = ? AND delivered_at IS NULL ORDER BY id", (JobStatus.DONE,))
 
     async def active_jobs(self, owner_id: int | None = None) -> list[Job]:
         if owner_id is None:

@@ -138,4 +138,10 @@ MIGRATIONS: list[tuple[str, str]] = [
     );
     CREATE INDEX audit_by_guild ON audit(guild_id, id);
     """),
+    # Delivery is its own step: `done` means the images are saved, `delivered_at` that the job's message shows
+    # them. Jobs finished before this migration were delivered as they finished.
+    ("0007_delivery", """
+    ALTER TABLE jobs ADD COLUMN delivered_at TEXT;
+    UPDATE jobs SET delivered_at = finished_at WHERE status = 'done';
+    """),
 ]

@@ -141,7 +141,8 @@ class Quotas:
         await self._adjust(user_id, name, lambda used: -images, "grant", period_days)
 
     async def reset(self, user_id: int, name: str, period_days: int) -> int:
-        """/quota reset: the current period's usage back to zero; returns how much was used."""
+        """/quota reset: the current period's usage (charges, refunds, earlier resets) back to zero, its
+        grants kept; returns how much was used."""
         return -await self._adjust(user_id, name, lambda used: -used, "reset", period_days)
 
     async def set_tier(self, guild_id: int | None, role_id: int, images: int | None) -> None:
@@ -155,11 +156,15 @@ class Quotas:
                     (guild_id or 0, role_id, images))
 
     async def _adjust(self, user_id: int, name: str, amount_for, reason: str, period_days: int) -> int:
+        """Write one ledger row with no job: `amount_for(usage)`, where usage is the period's images used,
+        grants left out (a grant is extra allowance, not usage: a reset keeps it)."""
         now = utcnow()
         period = period_key(now, period_days)
         async with self.store.transaction() as db:
             await self._ensure_user(db, user_id, name, now.isoformat())
-            amount = amount_for(await self._used(user_id, period))
+            amount = amount_for(await self._count(
+                "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE user_id = ? AND period = ? AND reason != 'grant'",
+                (user_id, period)))
             if amount:
                 await db.execute(
                     "INSERT INTO ledger(user_id, job_id, amount, reason, period, created_at)"

@@ -419,3 +419,26 @@ async def test_panels_and_a_remix_opened_before_a_ban_are_refused_after_it(dream
         assert refusal.flags & EPHEMERAL and "You are banned" in refusal.content
     assert await dreamgrid.app.accounts.preferences(bob.id) == prefs
     assert await store.used(bob.id) == used and len(await store.recent_jobs(bob.id)) == 1
+
+
+async def test_a_banned_members_admin_commands_are_refused_and_audited(dreamgrid):
+    discord, app = dreamgrid.discord, dreamgrid.app
+    bob, boss, victim = discord.add_user("bob"), discord.add_user("boss", manage_guild=True), discord.add_user("victim")
+    await answer(discord, boss, "ban", {"user": bob, "reason": "spam"})
+    discord.open_commands.update({"ban", "moderation", "quota"})  # the server shows them to everyone
+
+    for command, options in (("ban", {"user": victim}), ("moderation words add", {"word": "boat"}),
+                             ("quota grant", {"user": bob, "images": 1000}), ("info", {})):
+        refusal = await answer(discord, bob, command, options)
+        assert "You are banned from using Dreamgrid on this server" in refusal.content
+
+    await audit_log(dreamgrid, 4)  # boss's ban, then bob's three admin commands...
+    await asyncio.sleep(0.2)  # ...and nothing more (not /info)
+    audit = await app.admin.moderation.audit_log(discord.guild_id, 50)
+    assert [(e.action, e.user_id, e.outcome) for e in reversed(audit)] == [
+        ("ban", boss.id, "done"), ("ban", bob.id, "refused: banned"),
+        ("moderation words add", bob.id, "refused: banned"), ("quota grant", bob.id, "refused: banned")]
+    assert f"user={victim.id}" in audit[2].detail and "word=boat" in audit[1].detail
+    assert "images=1000" in audit[0].detail
+    assert not await app.admin.is_banned(discord.guild_id, victim.id)
+    assert await app.admin.moderation.words(discord.guild_id) == [] and await app.store.ledger(bob.id) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from bot.service.retention import prune_images
@@ -110,3 +111,29 @@ async def test_pruned_images_are_reported_instead_of_breaking(dreamgrid):
     said = await click.wait_original(timeout=10)
     assert said.flags & 64 and "no longer stored" in said.content
     assert await store.used(alice.id) == used  # nothing charged
+
+
+async def test_history_with_nothing_to_show_or_an_overlong_filter_answers_cleanly(dreamgrid, caplog, monkeypatch):
+    """No jobs, a filter matching nothing, and a forged 5,000-character filter (Discord's max_length binds
+    only its own clients): each gets one private answer within 2,000 characters, and no traceback."""
+    import logging
+
+    caplog.set_level(logging.ERROR, logger="discord")
+    d = dreamgrid.discord
+    alice = d.add_user("alice")
+
+    empty = await reply(dreamgrid, alice, "history")
+    assert empty.flags & 64 and "Your jobs: none" in empty.content and empty.custom_ids() == []
+    await past_jobs(dreamgrid, alice, ["a quiet harbour"])
+    nothing = await reply(dreamgrid, alice, "history", {"prompt": "zebra"})
+    assert nothing.flags & 64 and 'none with "zebra"' in nothing.content and nothing.custom_ids() == []
+
+    [command] = [c for c in d.registered_commands() if c.name == "history"]
+    [option] = [o for o in command.payload["options"] if o["name"] == "prompt"]
+    monkeypatch.setitem(option, "max_length", 6000)  # a forged client sends what it likes
+    forged = await reply(dreamgrid, alice, "history", {"prompt": "harbour " * 625})
+    assert forged.flags & 64 and len(forged.content) <= 2000
+    assert "The filter is 5,000 characters; the most is 60" in forged.content and forged.custom_ids() == []
+
+    await asyncio.sleep(0.2)  # a failure after the answer would be logged just after it
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -74,3 +74,19 @@ async def test_non_admins_are_refused_and_the_attempt_is_audited(dreamgrid):
     assert await store.ledger(alice.id) == []
     (entry,) = await AdminStore(store).audit_log(d.guild_id)
     assert (entry.action, entry.user_name, entry.outcome) == ("quota grant", "alice", "refused: not an admin")
+
+
+async def test_reset_after_a_grant_zeroes_the_usage_and_keeps_the_grant(dreamgrid):
+    d = dreamgrid.discord
+    alice, boss = d.add_user("alice"), d.add_user("boss", manage_guild=True)
+    await reply(dreamgrid, boss, "quota set", {"user": alice, "images": 8})
+    await reply(dreamgrid, boss, "quota grant", {"user": alice, "images": 8})
+    await dreamgrid.grid(alice, "a granted grid")
+    assert (await left(dreamgrid, alice)).startswith("12 images left")  # 8 + 8 granted, 4 used
+
+    said = await reply(dreamgrid, boss, "quota reset", {"user": alice})
+    assert "back to 0 (it was 4)" in said.content
+    assert await left(dreamgrid, alice) == "16 images left (8 a period + 8 granted)"
+    assert await ledger_left(dreamgrid, alice, 8) == 16
+    assert "it was 0" in (await reply(dreamgrid, boss, "quota reset", {"user": alice})).content  # nothing to undo
+    assert await left(dreamgrid, alice) == "16 images left (8 a period + 8 granted)"

@@ -17,6 +17,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_ui import render
+from bot.discord_ui.custom_ids import HISTORY_PAGE, number
 from bot.discord_ui.guard import may_act_on, refuse_banned
 from bot.discord_ui.show import show_job
 from bot.recipe import JobStatus
@@ -37,7 +38,7 @@ class HistoryCog(commands.Cog):
         self._retention: asyncio.Task | None = None
 
     async def cog_load(self) -> None:
-        self.bot.add_dynamic_items(PageButton)
+        self.bot.register_items(PageButton)
         days = self.bot.settings.retention_days
         if days:
             self._retention = asyncio.create_task(self.bot.jobs.prune_forever(days), name="retention")
@@ -56,9 +57,17 @@ class HistoryCog(commands.Cog):
             await interaction.response.send_message(
                 "Only admins can list someone else's jobs. /history without `user` lists yours.", ephemeral=True)
             return
+        if prompt is not None and len(prompt) > MAX_FILTER_CHARS:  # Discord's max_length binds its own clients only
+            await interaction.response.send_message(
+                f"The filter is {len(prompt):,} characters; the most is {MAX_FILTER_CHARS}. "
+                "Try a shorter part of the prompt.", ephemeral=True)
+            return
         content, view = await history_page(self.bot, owner.id, 0, prompt or "", owner.id == interaction.user.id)
-        await interaction.response.send_message(content, view=view, ephemeral=True,
-                                                allowed_mentions=render.NO_PINGS)
+        if view is None:  # nothing to page through; discord.py wants no `view` at all rather than None
+            await interaction.response.send_message(content, ephemeral=True, allowed_mentions=render.NO_PINGS)
+        else:
+            await interaction.response.send_message(content, view=view, ephemeral=True,
+                                                    allowed_mentions=render.NO_PINGS)
 
     @app_commands.command(name="show", description="Post a job's images again, with working buttons")
     @app_commands.describe(job="The job number (see /history)")
@@ -84,7 +93,7 @@ class HistoryCog(commands.Cog):
 
 
 class PageButton(discord.ui.DynamicItem[discord.ui.Button],
-                 template=r"dgh:(?P<owner>[0-9]+):(?P<page>[0-9]+):(?P<text>.*)"):
+                 template=HISTORY_PAGE):
     def __init__(self, owner_id: int, page: int, text: str, label: str, disabled: bool = False) -> None:
         self.owner_id, self.page, self.text = owner_id, page, text
         super().__init__(discord.ui.Button(label=label, disabled=disabled, style=discord.ButtonStyle.secondary,
@@ -93,7 +102,7 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button],
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
                              match: re.Match[str], /) -> "PageButton":
-        return cls(int(match["owner"]), int(match["page"]), match["text"], item.label or "")
+        return cls(number(match["owner"]) or 0, int(match["page"]), match["text"], item.label or "")
 
     async def interaction_check(self, interaction: discord.Interaction[DreamgridBot], /) -> bool:
         if await refuse_banned(interaction):
@@ -107,6 +116,8 @@ class PageButton(discord.ui.DynamicItem[discord.ui.Button],
     async def callback(self, interaction: discord.Interaction[DreamgridBot]) -> None:
         content, view = await history_page(interaction.client, self.owner_id, self.page, self.text,
                                            self.owner_id == interaction.user.id)
+        # No view (no jobs left to page through): view=None is edit_message's way to remove the old ◀ ▶
+        # (send_message has no such meaning and fails on None, so /history leaves `view` out there).
         await interaction.response.edit_message(content=content, view=view, allowed_mentions=render.NO_PINGS)
 
 
@@ -118,15 +129,14 @@ async def history_page(bot: DreamgridBot, owner_id: int, page: int, text: str,
         page = pages - 1
         jobs, total = await bot.accounts.history(owner_id, page, PAGE_SIZE, text)
     whose = "Your jobs" if own else f"Jobs of <@{owner_id}>"
-    matching = f' with "{discord.utils.escape_markdown(text)}" in the prompt' if text else ""
+    shown = discord.utils.escape_markdown(shorten(text, MAX_FILTER_CHARS))  # a forged custom_id may carry more
+    matching = f' with "{shown}" in the prompt' if text else ""
     if not total:
         hint = "Try another filter, or /history without one." if text else "Start one with /imagine."
-        return f"{whose}: none{matching}. {hint}", None
+        return shorten(f"{whose}: none{matching}. {hint}", DISCORD_LIMIT), None
     lines = [f"**{whose}**{matching}: {total} job{'s' if total != 1 else ''}, page {page + 1} of {pages}"]
     lines += [history_line(job) for job in jobs]
-    content = "\n".join(lines)
-    if len(content) > DISCORD_LIMIT:
-        content = shorten(content, DISCORD_LIMIT)
+    content = shorten("\n".join(lines), DISCORD_LIMIT)
     view = discord.ui.View(timeout=None)
     view.add_item(PageButton(owner_id, max(page - 1, 0), text, "◀ Newer", disabled=page == 0))
     view.add_item(PageButton(owner_id, page + 1, text, "Older ▶", disabled=page + 1 >= pages))

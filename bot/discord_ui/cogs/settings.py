@@ -12,6 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_ui import render
+from bot.discord_ui.custom_ids import SETTING_BUTTON, SETTING_SELECT, STALE, refuse
 from bot.discord_ui.guard import refuse_banned
 from bot.service import UserError, UserPreferences
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 STYLIZE_LEVELS = {"50": "Low", "100": "Med", "250": "High", "750": "Very High"}  # Midjourney's four
 QUALITY_LEVELS = {"0.25": ".25", "0.5": ".5", "1.0": "1", "2.0": "2"}
 DEFAULT = "default"
+BUTTON_VALUES = {"variation": ("subtle", "strong"), "remix": ("on", "off"), "private": ("on", "off"), "reset": ("all",)}
 
 
 def settings_text(prefs: UserPreferences, server_model: str) -> str:
@@ -63,7 +65,7 @@ async def _show(interaction: discord.Interaction[DreamgridBot], prefs: UserPrefe
         view=settings_view(prefs, bot.accounts.model_names), allowed_mentions=render.NO_PINGS)
 
 
-class SettingSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"dg:set:(?P<field>model|stylize|quality)"):
+class SettingSelect(discord.ui.DynamicItem[discord.ui.Select], template=SETTING_SELECT):
     def __init__(self, field: str, options: list[tuple[str, str]] | None = None, current: str = "",
                  placeholder: str = "") -> None:
         self.field = field
@@ -82,7 +84,11 @@ class SettingSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"dg:set
         return not await refuse_banned(interaction)  # a panel opened before a ban does not outlive it
 
     async def callback(self, interaction: discord.Interaction[DreamgridBot]) -> None:
-        (value,) = interaction.data.get("values") or [DEFAULT]
+        values = (interaction.data or {}).get("values") or [DEFAULT]
+        value = str(values[0])
+        levels = {"stylize": STYLIZE_LEVELS, "quality": QUALITY_LEVELS}.get(self.field)
+        if len(values) != 1 or (levels is not None and value not in levels):  # not what the menu offers
+            return await refuse(interaction, STALE)
         bot = interaction.client
         if self.field == "model":
             if value != DEFAULT and not bot.accounts.offers(value):
@@ -98,7 +104,7 @@ class SettingSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"dg:set
 
 
 class SettingButton(discord.ui.DynamicItem[discord.ui.Button],
-                    template=r"dg:set:(?P<field>variation|remix|private|reset):(?P<value>[a-z]+)"):
+                    template=SETTING_BUTTON):
     def __init__(self, field: str, value: str, label: str = "", active: bool = False, row: int = 3) -> None:
         self.field, self.value = field, value
         style = discord.ButtonStyle.success if active else discord.ButtonStyle.secondary
@@ -116,6 +122,8 @@ class SettingButton(discord.ui.DynamicItem[discord.ui.Button],
         return not await refuse_banned(interaction)  # a panel opened before a ban does not outlive it
 
     async def callback(self, interaction: discord.Interaction[DreamgridBot]) -> None:
+        if self.value not in BUTTON_VALUES[self.field]:  # e.g. dg:set:reset:on, which no panel shows
+            return await refuse(interaction, STALE)
         update = interaction.client.accounts.update_preferences
         user = interaction.user.id
         if self.field == "variation":
