@@ -20,6 +20,7 @@ BENCHES = {
     "gpu": "bot.bench.gpu:cli",
     "previews": "bot.bench.previews:cli",
     "overhead": "bot.bench.overhead:cli",
+    "soak": "bot.bench.soak:cli",
     "shapes": "bot.shapes.bench:bench_cli",
 }
 

@@ -63,12 +63,9 @@ class JobMessage:
         """The result, hidden behind a spoiler when the model's safety checker flagged it; the id of the
         message that shows it. Raises if Discord failed (the service tries again); `fresh`: as a new message,
         the job's own having failed for too long."""
-        if fresh:
-            self.interaction, self.channel_message = None, None
-            self.job = dataclasses.replace(self.job, message_id=None)
         view = job_view(job, grid_link=render.job_link(await self.bot.jobs.parent(job)))
-        message = await self._show(content=render.finished(job), attachments=[discord.File(image, spoiler=spoiler)],
-                                   view=view)
+        fields = dict(content=render.finished(job), attachments=[discord.File(image, spoiler=spoiler)], view=view)
+        message = await (self._post(**fields) if fresh else self._show(**fields))
         return message.id if message is not None else None
 
     async def failed(self, job: Job, reason: str) -> None:
@@ -92,6 +89,11 @@ class JobMessage:
             except discord.NotFound:  # deleted meanwhile
                 log.info("job %s: its message is gone; posting a new one", self.job.id)
                 self.channel_message, self.job = None, dataclasses.replace(self.job, message_id=None)
+        return await self._post(**fields)
+
+    async def _post(self, **fields) -> discord.Message | None:
+        """A new message for the job: in its channel, or the owner's DMs; None if there is nowhere to post."""
+        fields["allowed_mentions"] = render.NO_PINGS
         channel = await self._channel_for_new_message()
         if channel is None:
             return None

@@ -48,9 +48,10 @@ class Connection:
     """One websocket. Payloads are queued and written by one task, in the order they were
     dispatched (a zlib stream must be written in order, and events must not overtake)."""
 
-    def __init__(self, ws: web.WebSocketResponse, compressor: Any) -> None:
+    def __init__(self, ws: web.WebSocketResponse, compressor: Any, transport: asyncio.BaseTransport | None = None) -> None:
         self.ws = ws
         self.compressor = compressor
+        self.transport = transport
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_loop())
 
@@ -81,6 +82,12 @@ class Connection:
 
     async def close(self, code: int, message: bytes) -> None:
         await self.ws.close(code=code, message=message)
+
+    def abort(self) -> None:
+        """Lose the socket: TCP closed at once, no close frame (the client sees 1006)."""
+        self._writer.cancel()
+        if self.transport is not None:
+            self.transport.abort()
 
     def stop(self) -> None:
         self._writer.cancel()
@@ -133,7 +140,7 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=0, autoping=True)
         await ws.prepare(request)
-        conn = Connection(ws, self._compressor(request))
+        conn = Connection(ws, self._compressor(request), request.transport)
         self._connections.add(conn)
         session: Session | None = None
         try:
@@ -308,6 +315,13 @@ class Gateway:
         for session in self.connected:
             assert session.conn is not None
             session.conn.send({"op": op, "d": data, "s": None, "t": None})
+
+    def drop_connections(self) -> int:
+        """Cut every websocket without a close frame; their sessions stay resumable."""
+        dropped = list(self._connections)
+        for conn in dropped:
+            conn.abort()
+        return len(dropped)
 
     async def close_all(self, code: int = 1001) -> None:
         for conn in list(self._connections):

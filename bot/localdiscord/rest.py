@@ -86,15 +86,18 @@ def _api_handler(local: LocalDiscord) -> Callable[[web.Request], Awaitable[web.S
                 local.spec_errors.append(f"{method} {short_path(path)}: LocalDiscord does not implement {op.template} yet")
                 body = {"message": f"LocalDiscord does not implement {method} {op.template}", "code": 0}
                 return _json(501, body, op.template)
+            # Injected faults (faults.py) come after validation: a malformed request is still a spec error.
+            fault = await local.faults.intercept(request, op, path, bool(api_request.files))
+            if fault is not None:
+                _check_response(local, op, fault.status, fault.body)
+                return _json(fault.status, fault.body, op.template, fault.headers)
             status, body = await handler(local, api_request)
         except E.DiscordHTTPError as err:
             local.record_error(method, path, err)
             return _json(err.status, err.body(), op.template if op else path)
-        if local.check_responses and op is not None:
-            for problem in local.spec.validate_response(op, status, body):
-                local.response_errors.append(f"{method} {op.template} -> {status}: {problem.describe()}")
+        _check_response(local, op, status, body)
         if status == 204:
-            return web.Response(status=204, headers=_ratelimit_headers(op.template))
+            return web.Response(status=204, headers=ratelimit_headers(op.template))
         return _json(status, body, op.template)
 
     return handle
@@ -156,13 +159,19 @@ def _json_body(raw: bytes) -> Any:
         raise E.bad_request(50109, "The request body contains invalid JSON.") from None
 
 
-def _json(status: int, body: Any, bucket: str) -> web.Response:
+def _check_response(local: LocalDiscord, op: Operation, status: int, body: Any) -> None:
+    if local.check_responses:
+        for problem in local.spec.validate_response(op, status, body):
+            local.response_errors.append(f"{op.method} {op.template} -> {status}: {problem.describe()}")
+
+
+def _json(status: int, body: Any, bucket: str, headers: dict[str, str] | None = None) -> web.Response:
     # Exactly "application/json", no charset: discord.py parses nothing else as JSON.
-    headers = {**_ratelimit_headers(bucket), "Content-Type": "application/json"}
+    headers = {**(headers or ratelimit_headers(bucket)), "Content-Type": "application/json"}
     return web.Response(status=status, body=json.dumps(body, separators=(",", ":")).encode(), headers=headers)
 
 
-def _ratelimit_headers(bucket: str) -> dict[str, str]:
+def ratelimit_headers(bucket: str) -> dict[str, str]:
     return {
         "X-RateLimit-Limit": "50",
         "X-RateLimit-Remaining": "49",

@@ -58,6 +58,7 @@ from .models import (
     guess_content_type,
 )
 from .components import drop_nulls, render_components
+from .faults import Faults
 from .snowflake import Snowflakes, iso_now
 from .spec import DiscordSpec
 
@@ -147,6 +148,8 @@ class LocalDiscord:
         # their default_member_permissions, so the bot's own admin check is all that is left.
         self.open_commands: set[str] = set()
         self.attachment_files: dict[tuple[int, int], Attachment] = {}
+        # Fault injection (faults.py): make REST fail, reset or hang, or drop the gateway.
+        self.faults = Faults(self)
 
         self._watched: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
@@ -165,6 +168,7 @@ class LocalDiscord:
         self._port = sockets[0].getsockname()[1]
 
     async def close(self) -> None:
+        self.faults._shutdown()  # held requests would keep the server from closing
         await self.gateway.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -345,6 +349,13 @@ class LocalDiscord:
             data["guild_id"] = str(command.guild_id)  # discord.py looks guild commands up by it
         return channel, command, data
 
+    async def forge(self, user: User, kind: int, data: dict[str, Any], *, message_id: int | None = None) -> Interaction:
+        """A hostile client: send an interaction of any ``kind`` (3 component, 5 modal submit) with any ``data``
+        (custom_id, values, components), as no real client would, on ``message_id`` if given (it must exist)."""
+        message = self.messages[message_id] if message_id is not None else None
+        channel = self.channels[message.channel_id] if message is not None else self._guild_channel(None)
+        return await self._send_interaction(kind, user, channel, data, message=message)
+
     async def click(self, user: User, message_id: int, custom_id: str) -> Interaction:
         """Press the button ``custom_id`` on a message; raises ClientRefused if it is not there."""
         message = self._visible_message(user, message_id)
@@ -396,7 +407,8 @@ class LocalDiscord:
         return message
 
     async def request_reconnect(self) -> None:
-        """Send op 7 RECONNECT: the client should come back and RESUME."""
+        """Send op 7 RECONNECT: the client should come back and RESUME. For an abrupt loss of the
+        socket (no close frame, 1006) use ``faults.drop_gateway()``."""
         self.gateway.send_op(RECONNECT)
 
     def _guild_channel(self, channel_id: int | None) -> Channel:

@@ -87,6 +87,7 @@ class Runner:
         self._tasks: set[asyncio.Task] = set()
         self._job_tasks: dict[int, asyncio.Task] = {}
         self._cancelled: set[int] = set()  # cancelled before they reached the pool
+        self._closing = False
 
     def start(self, job: Job, listener: JobListener) -> asyncio.Task:
         """Run an accepted job to its end in the background; the listener hears about it."""
@@ -124,6 +125,7 @@ class Runner:
 
     async def close(self) -> None:
         """Stop listening; unfinished jobs stay queued in the store and are recovered on the next start."""
+        self._closing = True
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -222,7 +224,10 @@ class Runner:
                 try:
                     message_id = await listener.finished(job, image, spoiler, fresh=fresh)
                 except Exception as error:
+                    _still_cancelled()
                     log.warning("job %s: showing its result failed (%s: %s)", job.id, type(error).__name__, error)
+                    if self._closing:  # the bot is stopping: shown after the restart
+                        return
                     if fresh or loop.time() + delay > deadline:
                         break
                     await asyncio.sleep(delay)
@@ -304,4 +309,13 @@ async def _quietly(call) -> None:
     try:
         await call
     except Exception:
+        _still_cancelled()
         log.warning("a job listener failed", exc_info=True)
+
+
+def _still_cancelled() -> None:
+    """An HTTP client may turn the cancellation of a request into an error of its own (a closed session):
+    the task is still being cancelled (the bot is stopping), so stop, rather than run on."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

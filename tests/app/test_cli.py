@@ -61,3 +61,13 @@ def test_bench_ack_and_memory_run_at_tiny_size(models_dir):
     assert memory.returncode == 0, memory.stderr
     figures = json.loads(memory.stdout.strip().splitlines()[-1])
     assert figures["weights_shared"] and figures["rss_with_pipes_mb"] >= figures["rss_base_mb"] > 0
+
+
+def test_bench_soak_accounts_for_every_job_through_random_faults(models_dir):
+    result = dreamgrid("bench", "soak", "--minutes", "0.4", "--users", "5", "--seed", "3", "--json",
+                       env={"MODELS_DIR": str(models_dir)})
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert result.returncode == 0, (figures, result.stderr[-2000:])
+    assert figures["jobs"] > 0 and figures["faults"]
+    assert (figures["lost"], figures["duplicated"], figures["refund_missing"]) == (0, 0, 0)
+    assert figures["delivered"] + figures["refunded"] == figures["jobs"]
