@@ -5,6 +5,8 @@ grids are accepted and charged, or none."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from pathlib import Path
 
 from bot.engine import Catalog
@@ -18,6 +20,12 @@ from bot.service.quota import QuotaError, QuotaService
 from bot.service.users import Requester, UserError
 from bot.store import Job, NewJob, Refused, Store, StoredImage
 from bot.store.preferences import Preferences
+
+
+log = logging.getLogger(__name__)
+
+STORAGE_DOWN = ("The bot cannot save anything right now (its database is read-only or its disk is full), so "
+                "nothing was queued or charged. Please tell a server admin; try again once it is fixed.")
 
 
 class Admission:
@@ -126,3 +134,6 @@ class Admission:
             return await self.quota.accept(new, who.role_ids)
         except QuotaError as error:
             raise UserError(str(error)) from None
+        except sqlite3.OperationalError as error:  # read-only, disk full, locked past the busy timeout
+            log.error("cannot accept a job: the database refused the write (%s)", error)
+            raise UserError(STORAGE_DOWN) from None

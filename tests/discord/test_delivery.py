@@ -141,3 +141,41 @@ async def test_a_full_disk_when_saving_fails_the_job_cleanly_and_refunds_it(drea
     assert job.status == "failed" and await dreamgrid.app.store.used(alice.id) == 0
     assert not (dreamgrid.settings.data_dir / "images" / str(job.id)).exists()  # nothing half-saved is kept
     await next_one_works(dreamgrid, alice)
+
+
+async def test_a_database_that_turns_read_only_refuses_new_jobs_and_loses_none(dreamgrid):
+    alice = dreamgrid.discord.add_user("alice")
+    _, first = await dreamgrid.grid(alice, "a grid before the trouble")
+    store = dreamgrid.app.store
+
+    await store._db.execute("PRAGMA query_only = ON")  # every write now fails, as on a read-only file
+    ix = await dreamgrid.discord.slash(alice, "imagine", {"prompt": "a grid while it is read-only"})
+    refusal = await ix.wait_original(lambda m: True, timeout=20)
+    assert refusal.flags & 64 and "database is read-only" in refusal.content and "nothing was queued" in refusal.content
+    await store._db.execute("PRAGMA query_only = OFF")
+
+    assert [job.prompt for job in await store.recent_jobs(alice.id)] == ["a grid before the trouble"]
+    await delivered(dreamgrid, job_id_of(first))
+    await next_one_works(dreamgrid, alice)
+
+
+async def test_a_job_that_cannot_record_its_end_says_so_and_is_delivered_after_a_restart(dreamgrid, monkeypatch):
+    from bot.store import Store
+
+    real = Store.finish_job
+
+    async def read_only_now(self, job_id, images):
+        await self._db.execute("PRAGMA query_only = ON")  # the disk turned read-only as the job finished
+        return await real(self, job_id, images)
+
+    monkeypatch.setattr(Store, "finish_job", read_only_now)
+    alice = dreamgrid.discord.add_user("alice")
+    ix = await dreamgrid.discord.slash(alice, "imagine", {"prompt": "a grid the database could not take"})
+    told = await ix.wait_original(lambda m: "could not record" in m.content, timeout=30)
+    assert "runs again when the bot restarts" in told.content
+    monkeypatch.setattr(Store, "finish_job", real)
+
+    await dreamgrid.restart()  # the file is writable again
+    shown = await dreamgrid.discord.wait_for_message(
+        lambda m: shows_result(m) and "could not take" in m.content, timeout=60)
+    await delivered(dreamgrid, job_id_of(shown))
