@@ -40,6 +40,18 @@ async def next_one_works(dreamgrid, user) -> None:
     assert shows_result(message)
 
 
+async def failed_and_refunded(dreamgrid, prompt: str, says: str):
+    """/imagine `prompt`: its message says it failed (and why) and was refunded; the next one works."""
+    alice = dreamgrid.discord.add_user("alice")
+    ix = await dreamgrid.discord.slash(alice, "imagine", {"prompt": prompt})
+    message = await ix.wait_original(lambda m: "failed" in m.content, timeout=30)
+    assert says in message.content and "refunded" in message.content
+    (job,) = await dreamgrid.app.store.recent_jobs(alice.id)
+    assert job.status == "failed" and await dreamgrid.app.store.used(alice.id) == 0
+    await next_one_works(dreamgrid, alice)
+    return job
+
+
 async def test_a_result_upload_that_fails_five_times_is_retried_until_it_lands(dreamgrid):
     alice = dreamgrid.discord.add_user("alice")
     dreamgrid.discord.faults.fail(5, status=500, method="PATCH", path=UPLOAD_EDIT, uploads_only=True)
@@ -111,13 +123,7 @@ async def test_a_job_that_stops_making_progress_is_stopped_failed_and_refunded(d
         return real(self, requests, on_step, on_latents)
 
     monkeypatch.setattr(LoadedModel, "run_batch", stuck_once)
-    alice = dreamgrid.discord.add_user("alice")
-    ix = await dreamgrid.discord.slash(alice, "imagine", {"prompt": "a stuck pipeline"})
-    message = await ix.wait_original(lambda m: "failed" in m.content, timeout=30)
-    assert "stopped making progress" in message.content and "refunded" in message.content
-    (job,) = await dreamgrid.app.store.recent_jobs(alice.id)
-    assert job.status == "failed" and await dreamgrid.app.store.used(alice.id) == 0
-    await next_one_works(dreamgrid, alice)
+    await failed_and_refunded(dreamgrid, "a stuck pipeline", "stopped making progress")
 
 
 async def test_a_full_disk_when_saving_fails_the_job_cleanly_and_refunds_it(dreamgrid, monkeypatch):
@@ -133,14 +139,8 @@ async def test_a_full_disk_when_saving_fails_the_job_cleanly_and_refunds_it(drea
         return real(self, job, result, text_of)
 
     monkeypatch.setattr(ImageFiles, "save", full)
-    alice = dreamgrid.discord.add_user("alice")
-    ix = await dreamgrid.discord.slash(alice, "imagine", {"prompt": "a picture for a full disk"})
-    message = await ix.wait_original(lambda m: "failed" in m.content, timeout=30)
-    assert "could not be saved" in message.content and "refunded" in message.content
-    (job,) = await dreamgrid.app.store.recent_jobs(alice.id)
-    assert job.status == "failed" and await dreamgrid.app.store.used(alice.id) == 0
+    job = await failed_and_refunded(dreamgrid, "a picture for a full disk", "could not be saved")
     assert not (dreamgrid.settings.data_dir / "images" / str(job.id)).exists()  # nothing half-saved is kept
-    await next_one_works(dreamgrid, alice)
 
 
 async def test_a_database_that_turns_read_only_refuses_new_jobs_and_loses_none(dreamgrid):
