@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-# The tiny random model the catalog's `tiny` entry points at (seconds; deterministic from a seed).
+# The tiny random models the catalog's `tiny` and `tiny-xl` entries point at (seconds; deterministic).
 models: setup
 	HF_HUB_OFFLINE=1 $(BIN)/dreamgrid models create-tiny
+	HF_HUB_OFFLINE=1 $(BIN)/dreamgrid models create-tiny --family sdxl
 
 run: models
 	$(BIN)/dreamgrid run

@@ -33,6 +33,16 @@ height = 64
 steps = 4
 guidance = 5.0
 description = "A copy of tiny whose UNet weights are corrupt: loading it fails."
+
+[models.tiny-xl]
+source = "tiny-sdxl"
+pipeline = "stable-diffusion-xl"
+width = 64
+height = 64
+steps = 4
+guidance = 5.0
+upscaler = "realesr-animevideov3"
+description = "The tiny model's SDXL sibling: two text encoders, random weights."
 """
 
 
@@ -47,6 +57,11 @@ def models_dir(tmp_path_factory) -> Path:
         shutil.copytree(shared_tiny, folder / "tiny-sd")
     else:
         create_tiny_model(folder / "tiny-sd")
+    shared_xl = ROOT / "models" / "tiny-sdxl"
+    if is_current(shared_xl, "sdxl"):
+        shutil.copytree(shared_xl, folder / "tiny-sdxl")
+    else:
+        create_tiny_model(folder / "tiny-sdxl", family="sdxl")
     shutil.copytree(folder / "tiny-sd", folder / "broken-sd")
     for weights in (folder / "broken-sd" / "unet").glob("*.safetensors"):
         weights.write_bytes(b"not a safetensors file")

@@ -11,9 +11,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from bot.engine.families import FAMILIES, Family, family_of
 from bot.engine.upscale import available_upscalers
 
-SUPPORTED_PIPELINES = ("stable-diffusion",)
+SUPPORTED_PIPELINES = tuple(FAMILIES)
 
 # Model names appear in slash-command choices and in button custom_ids: keep them short and plain.
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
@@ -35,6 +36,11 @@ class ModelSpec:
     max_prompt_tokens: int = 77
     upscaler: str = "lanczos"
     description: str = ""
+
+    @property
+    def family(self) -> Family:
+        """What its pipeline accepts and needs (bot/engine/families.py)."""
+        return family_of(self.pipeline)
 
     def resolve(self, models_dir: Path | str) -> str:
         """The local folder for `source` if it exists under `models_dir`, else `source` as a hub id.
@@ -167,11 +173,12 @@ def _parse_entry(name: str, entry: dict, where: str, models_dir: Path) -> ModelS
         raise CatalogError(f"{where}: field `source` {spec.source!r} {problem}")
     if spec.pipeline not in SUPPORTED_PIPELINES:
         raise CatalogError(f"{where}: field `pipeline` must be one of {', '.join(SUPPORTED_PIPELINES)}")
+    multiple = spec.family.size_multiple
     for key in ("width", "height"):
         value = getattr(spec, key)
-        # The UNet halves the latents several times; diffusers rejects sizes that are not multiples of 8.
-        if value <= 0 or value % 8:
-            raise CatalogError(f"{where}: field `{key}` must be a positive multiple of 8, got {value}")
+        # The UNet halves the latents several times; diffusers rejects sizes that are not multiples of it.
+        if value <= 0 or value % multiple:
+            raise CatalogError(f"{where}: field `{key}` must be a positive multiple of {multiple}, got {value}")
     if spec.steps < 1:
         raise CatalogError(f"{where}: field `steps` must be at least 1, got {spec.steps}")
     if spec.guidance < 0:

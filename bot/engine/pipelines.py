@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
 from bot.engine.catalog import ModelSpec
 from bot.engine.requests import DeviceOptions, EngineError, GenerateRequest, GenerationResult
@@ -75,13 +75,16 @@ class LoadedModel:
         self.options = options = options or DeviceOptions()
         self.dtype = dtype_for(device, options.dtype)
         source = spec.resolve(models_dir)
+        family = spec.family
         started = time.perf_counter()
-        txt2img = StableDiffusionPipeline.from_pretrained(
-            source,
-            local_files_only=Path(source).is_dir(),
-            torch_dtype=self.dtype,
-            safety_checker=None,
-        )
+        # The family's own pipeline class comes from the folder's model_index.json; its safety checker is
+        # loaded on its own (safety.py), so the pipeline never blocks images itself.
+        extra = {"safety_checker": None} if family.safety_checker else {}
+        txt2img = AutoPipelineForText2Image.from_pretrained(
+            source, local_files_only=Path(source).is_dir(), torch_dtype=self.dtype, **extra)
+        if type(txt2img).__name__ not in family.pipeline_classes:
+            raise EngineError(f"model {spec.name} is a {type(txt2img).__name__}, but its catalog entry says "
+                              f"pipeline = \"{family.pipeline}\"; fix the entry's `pipeline`")
         if options.cpu_offload and torch.device(device).type != "cpu":
             # Weights stay in RAM; each model moves to the GPU while it runs (diffusers + accelerate).
             txt2img.enable_model_cpu_offload(device=device)
@@ -91,7 +94,7 @@ class LoadedModel:
         self._apply(options)
         # from_pipe reuses the same modules (no second copy of the weights). It casts to float32 unless
         # told otherwise, which would also cast the shared txt2img modules: pass our dtype.
-        self.img2img = StableDiffusionImg2ImgPipeline.from_pipe(self.txt2img, torch_dtype=self.dtype)
+        self.img2img = AutoPipelineForImage2Image.from_pipe(self.txt2img, torch_dtype=self.dtype)
         for pipe in (self.txt2img, self.img2img):
             pipe.set_progress_bar_config(disable=True)
         self.safety = load_safety_checker(source, device, self.dtype)

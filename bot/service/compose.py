@@ -65,14 +65,15 @@ def plan_job(text: str, catalog: Catalog, default_model: str, defaults: Defaults
 
 
 def size_for(spec: ModelSpec, across: int, down: int) -> tuple[int, int]:
-    """The model's pixel budget in the shape W:H, both sides multiples of 8 (what the UNet needs)."""
+    """The model's pixel budget in the shape W:H, both sides multiples of its family's size rule (8 for
+    UNet families: the UNet halves the latents)."""
     ratio = across / down
     if max(ratio, 1 / ratio) > MAX_ASPECT:
         raise PromptError(f"`--ar {across}:{down}` is too {'wide' if ratio > 1 else 'tall'}: model `{spec.name}` "
                           f"takes ratios up to {MAX_ASPECT}:1 and 1:{MAX_ASPECT}.")
-    budget = spec.width * spec.height
-    width = max(8, round(math.sqrt(budget * ratio) / 8) * 8)
-    height = max(8, round(math.sqrt(budget / ratio) / 8) * 8)
+    budget, step = spec.width * spec.height, spec.family.size_multiple
+    width = max(step, round(math.sqrt(budget * ratio) / step) * step)
+    height = max(step, round(math.sqrt(budget / ratio) / step) * step)
     return width, height
 
 

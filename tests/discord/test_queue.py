@@ -19,7 +19,7 @@ def models_dir(models_dir, tmp_path):
     """The test models plus `slow`: the tiny model's weights with a step count nobody waits for."""
     folder = tmp_path / "models"
     folder.mkdir()
-    for model in ("tiny-sd", "broken-sd", "upscalers"):
+    for model in ("tiny-sd", "tiny-sdxl", "broken-sd", "upscalers"):
         (folder / model).symlink_to(models_dir / model)
     catalog = (models_dir / "catalog.toml").read_text()
     slow = re.search(r"\[models\.tiny\].*?(?=\n\[|\Z)", catalog, re.S).group(0)

@@ -100,9 +100,10 @@ def test_bad_fields_name_the_file_entry_and_field(tmp_path, edit, message):
     assert str(path) in str(caught.value)
 
 
-def test_enabling_an_unsupported_pipeline_is_an_error(tmp_path):
+def test_an_unknown_pipeline_is_an_error(tmp_path):
     text = SHIPPED_CATALOG.read_text()
     start = text.index("[models.sdxl-turbo]")
+    text = text[:start] + text[start:].replace('pipeline = "stable-diffusion-xl"', 'pipeline = "no-such-family"', 1)
     text = text[:start] + text[start:].replace("enabled = false", "enabled = true", 1)
     with pytest.raises(CatalogError, match=r"\[models\.sdxl-turbo\]: field `pipeline`"):
         load_catalog(write(tmp_path, text))

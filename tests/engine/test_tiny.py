@@ -1,6 +1,23 @@
 import json
 
-from bot.engine.tiny import REQUIRED_FILES, VAE_BLOCKS, cli, create_tiny_model, is_complete, is_current
+import pytest
+
+from bot.engine.tiny import (
+    REQUIRED_FILES,
+    REQUIRED_FILES_XL,
+    VAE_BLOCKS,
+    cli,
+    create_tiny_model,
+    family_of,
+    is_complete,
+    is_current,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory):
+    """The tiny SDXL folder, built once (about a second)."""
+    return create_tiny_model(tmp_path_factory.mktemp("tiny-sdxl") / "tiny-sdxl", seed=0, family="sdxl")
 
 
 def test_tiny_model_folder_is_complete(engine_models_dir):
@@ -47,3 +64,93 @@ def test_an_outdated_tiny_model_is_rebuilt_with_the_8x_vae(tmp_path):
 
     assert is_current(target)
     assert tuple(json.loads(config_path.read_text())["block_out_channels"]) == VAE_BLOCKS
+
+
+def test_tiny_sdxl_folder_is_complete_and_current(tiny_sdxl, engine_models_dir):
+    assert is_complete(tiny_sdxl) and is_current(tiny_sdxl) and is_current(tiny_sdxl, "sdxl")
+    assert family_of(tiny_sdxl) == "sdxl"
+    assert all((tiny_sdxl / name).is_file() for name in REQUIRED_FILES_XL)
+    index = json.loads((tiny_sdxl / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionXLPipeline"
+    assert index["force_zeros_for_empty_prompt"] is True
+    assert index["text_encoder_2"] == ["transformers", "CLIPTextModelWithProjection"]
+    assert index["tokenizer_2"] == ["transformers", "CLIPTokenizer"]
+    assert json.loads((tiny_sdxl / "vae" / "config.json").read_text())["scaling_factor"] == 0.13025
+    # one family is not the other: asking for sdxl where an sd model is (or the reverse) is not "current"
+    sd = engine_models_dir / "tiny-sd"
+    assert is_current(sd) and is_current(sd, "sd") and not is_current(sd, "sdxl")
+    assert not is_current(tiny_sdxl, "sd")
+    with pytest.raises(ValueError, match="family"):
+        create_tiny_model(tiny_sdxl, family="sd3")
+
+
+def test_sdxl_is_incomplete_without_its_second_encoder(tmp_path):
+    target = create_tiny_model(tmp_path / "xl", seed=0, family="sdxl")
+    (target / "text_encoder_2" / "model.safetensors").unlink()
+    assert not is_complete(target) and not is_current(target, "sdxl")
+    with pytest.raises(FileExistsError):
+        create_tiny_model(target, family="sdxl")
+    create_tiny_model(target, family="sdxl", force=True)
+    assert is_current(target, "sdxl")
+
+
+def test_sdxl_creation_is_deterministic(tiny_sdxl, tmp_path):
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    before = (tiny_sdxl / weights).stat().st_mtime_ns
+    create_tiny_model(tiny_sdxl, seed=0, family="sdxl")  # current: nothing is rewritten
+    assert (tiny_sdxl / weights).stat().st_mtime_ns == before
+    copy = create_tiny_model(tmp_path / "again", seed=0, family="sdxl")
+    for name in REQUIRED_FILES_XL:
+        assert (copy / name).read_bytes() == (tiny_sdxl / name).read_bytes(), name
+
+
+def test_cli_family_sdxl_with_a_positional_path(tmp_path, capsys):
+    target = tmp_path / "xl"
+    assert cli(["--family", "sdxl", str(target), "--seed", "1"]) == 0
+    assert is_current(target, "sdxl")
+    assert cli(["--family", "sdxl", "--path", str(target)]) == 0
+    assert "already complete" in capsys.readouterr().out
+    # the same folder asked for as an sd model is replaced by one
+    assert cli([str(target)]) == 0
+    assert family_of(target) == "sd" and is_current(target, "sd")
+
+
+def test_tiny_sdxl_generates_through_auto_pipelines(tiny_sdxl):
+    import torch
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image, StableDiffusionXLPipeline
+
+    txt2img = AutoPipelineForText2Image.from_pretrained(tiny_sdxl, local_files_only=True)
+    assert type(txt2img) is StableDiffusionXLPipeline
+    txt2img.set_progress_bar_config(disable=True)
+
+    def generate(seed):
+        return txt2img(
+            "a red circle",
+            negative_prompt="blurry",
+            num_images_per_prompt=2,
+            width=64,
+            height=64,
+            num_inference_steps=2,
+            guidance_scale=5.0,
+            generator=[torch.Generator("cpu").manual_seed(seed + i) for i in range(2)],
+            output_type="pil",
+        ).images
+
+    images = generate(7)
+    assert len(images) == 2 and all(image.size == (64, 64) for image in images)
+    again = generate(7)
+    assert [image.tobytes() for image in images] == [image.tobytes() for image in again]
+    assert images[0].tobytes() != images[1].tobytes()  # different seeds, different noise
+
+    img2img = AutoPipelineForImage2Image.from_pipe(txt2img)
+    img2img.set_progress_bar_config(disable=True)
+    out = img2img(
+        "a blue square",
+        image=images[0],
+        strength=0.5,
+        num_inference_steps=2,
+        guidance_scale=5.0,
+        generator=torch.Generator("cpu").manual_seed(1),
+        output_type="pil",
+    ).images
+    assert len(out) == 1 and out[0].size == (64, 64)
