@@ -8,10 +8,11 @@ import pytest
 PREVIEW = "preview.png"
 
 
+@pytest.mark.parametrize("model", ["tiny", "tiny-xl"])  # an SD and an SDXL latent space
 @pytest.mark.parametrize("dreamgrid", [{"preview_interval": 1e-9}], indirect=True)  # a preview every step
-async def test_the_message_shows_previews_while_generating_then_the_grid(dreamgrid):
+async def test_the_message_shows_previews_while_generating_then_the_grid(dreamgrid, model):
     user = dreamgrid.discord.add_user("alice")
-    ix = await dreamgrid.discord.slash(user, "imagine", {"prompt": "a lighthouse at dusk --steps 8"})
+    ix = await dreamgrid.discord.slash(user, "imagine", {"prompt": f"a lighthouse at dusk --steps 8 --model {model}"})
     message = await ix.wait_original(
         lambda m: any(attachment.filename != PREVIEW for attachment in m.attachments), timeout=60)
 
