@@ -5,7 +5,9 @@ came. The pool serves the same jobs (4 users, each job a grid of 4 images) with 
 batching and batch-size tuner. Both run on one worker thread with the same torch threads, in this
 process, on the default device. Before each size is measured the pool serves one warm-up round of the same
 jobs, so its tuner has measured the batch sizes it tries, as in a bot that has been running a while (the
-JSON also gives the warm-up round, `pool_first_round_images_per_s`); the naive bot warms up with one job."""
+JSON also gives the warm-up round, `pool_first_round_images_per_s`); the naive bot warms up with one job.
+The machine is noisy, so naive and pool run interleaved for `--rounds` rounds (new prompts and seeds each
+round) and the ratio reported is the median of the rounds' ratios, with their min and max."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import sys
 import threading
 import time
@@ -65,7 +68,7 @@ async def pooled(pool: WorkerPool, batch: list[tuple[str, GenerateRequest]]) -> 
 
 
 async def measure(settings: Settings, model_name: str | None, configs: list[tuple[int, int]], count: int,
-                  users: int, max_batch_jobs: int) -> dict:
+                  users: int, max_batch_jobs: int, rounds: int = 3) -> dict:
     from bot.engine.pipelines import LoadedModel
 
     catalog = load_catalog(settings.catalog_path)
@@ -75,24 +78,32 @@ async def measure(settings: Settings, model_name: str | None, configs: list[tupl
     guidance = spec.guidance  # --configs sets size and steps; guidance stays the model's
     naive_model = await asyncio.to_thread(LoadedModel, spec, settings.models_dir, device)
     results = []
-    for round_, (size, steps) in enumerate(configs):
+    images = count * IMAGES_PER_JOB
+    for config, (size, steps) in enumerate(configs):
         naive(naive_model, jobs(spec.name, 1, 1, size, steps, guidance, 99), threads)  # warm-up
-        naive_seconds = naive(naive_model, jobs(spec.name, count, users, size, steps, guidance, round_), threads)
         pool = WorkerPool(catalog, settings.models_dir, devices=[device], torch_threads=threads,
                           max_batch_jobs=max_batch_jobs, max_running_per_owner=settings.max_running_per_user)
         await pool.start(preload=[spec.name])
+        naive_rates, pool_rates, batched = [], [], []
         try:
-            first_seconds, _ = await pooled(pool, jobs(spec.name, count, users, size, steps, guidance, 50 + round_))
-            pool_seconds, batched = await pooled(pool, jobs(spec.name, count, users, size, steps, guidance, round_))
+            first_seconds, _ = await pooled(pool, jobs(spec.name, count, users, size, steps, guidance, 50 + config))
+            for round_ in range(rounds):  # interleaved: both sides see the same noise
+                key = 100 * config + round_
+                naive_rates.append(images / naive(naive_model, jobs(spec.name, count, users, size, steps, guidance,
+                                                                    key), threads))
+                pool_seconds, calls = await pooled(pool, jobs(spec.name, count, users, size, steps, guidance, key))
+                pool_rates.append(images / pool_seconds)
+                batched += calls
             tuned = pool.batching()[device]
         finally:
             await pool.close()
-        images = count * IMAGES_PER_JOB
-        naive_rate, pool_rate = images / naive_seconds, images / pool_seconds
+        ratios = [p / n for p, n in zip(pool_rates, naive_rates)]
         results.append({
-            "size": size, "steps": steps, "jobs": count, "users": users,
-            "naive_images_per_s": round(naive_rate, 3), "pool_images_per_s": round(pool_rate, 3),
-            "ratio": round(pool_rate / naive_rate, 3),
+            "size": size, "steps": steps, "jobs": count, "users": users, "rounds": rounds,
+            "naive_images_per_s": round(statistics.median(naive_rates), 3),
+            "pool_images_per_s": round(statistics.median(pool_rates), 3),
+            "ratio": round(statistics.median(ratios), 3), "ratio_min": round(min(ratios), 3),
+            "ratio_max": round(max(ratios), 3),
             "pool_first_round_images_per_s": round(images / first_seconds, 3),
             "jobs_per_call": sorted(set(batched)),
             "measured_images_per_s": {str(jobs): rate for shape, rates in tuned.items() for jobs, rate in rates.items()},
@@ -117,12 +128,13 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--users", type=int, default=4, help="users the jobs come from")
     parser.add_argument("--model", default=None, help="a catalog model (default: the default model)")
     parser.add_argument("--max-batch-jobs", type=int, default=None, help="default: MAX_BATCH_JOBS")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved naive/pool rounds per size (median ratio)")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = Settings.load()
     result = asyncio.run(measure(settings, args.model, args.configs, args.jobs, args.users,
-                                 args.max_batch_jobs or settings.max_batch_jobs))
+                                 args.max_batch_jobs or settings.max_batch_jobs, args.rounds))
     if not args.json:
         for row in result["results"]:
             print(f"{row['size']} px / {row['steps']} steps: naive {row['naive_images_per_s']} images/s, "

@@ -75,6 +75,8 @@ def failed(job: Job, reason: str) -> str:
               else "It cost nothing (relax mode).")
     if job.status is JobStatus.CANCELLED:
         return fit(f"{prompt_line(job)}\n❌ Job #{job.id} was cancelled. {refund}")
+    if not job.status.refunded:  # not ended: the bot could not record it, and runs it again later
+        return fit(f"{prompt_line(job)}\n⚠️ Job #{job.id}: {shorten(reason, 300)}.")
     return fit(f"{prompt_line(job)}\n❌ Job #{job.id} failed: {shorten(reason, 300)}. {refund}")
 
 

@@ -168,20 +168,7 @@ class Runner:
                     elif isinstance(event, Preview):
                         png = await asyncio.to_thread(png_bytes, event.image)  # encoding is CPU work: off the loop
                         await _quietly(listener.preview(job, png, event.fraction))
-            result = await ticket.result()
-            if any(result.nsfw) and not await self.policy.allow_nsfw(job, result.nsfw):
-                await self._fail(job, listener, NSFW_REFUSED)  # nothing kept, nothing posted
-                return
-            try:
-                stored = await asyncio.to_thread(self.images.save, job, result, self._text_of(job, result))
-            except OSError as error:  # the disk is full or gone: nothing half-saved is shown
-                log.error("job %s: could not save its images: %s", job.id, error)
-                await asyncio.to_thread(self.images.remove, job.id)
-                await self._fail(job, listener, "its images could not be saved (the bot's disk is full or "
-                                                "unavailable); tell an admin")
-                return
-            await self.store.finish_job(job.id, stored)
-            await self._deliver(await self.store.get_job(job.id), listener)
+            await self._keep(job, await ticket.result(), listener)
         except EngineError as error:
             status = JobStatus.CANCELLED if isinstance(error, Cancelled) else JobStatus.FAILED
             await self._fail(job, listener, str(error), status)
@@ -193,6 +180,22 @@ class Runner:
             await self._fail(job, listener, f"an internal error ({type(error).__name__})")
         finally:
             self._tickets.pop(job.id, None)
+
+    async def _keep(self, job: Job, result: GenerationResult, listener: JobListener) -> None:
+        """A finished pipeline's images: refused (NSFW), or saved, recorded as done, and delivered."""
+        if any(result.nsfw) and not await self.policy.allow_nsfw(job, result.nsfw):
+            await self._fail(job, listener, NSFW_REFUSED)  # nothing kept, nothing posted
+            return
+        try:
+            stored = await asyncio.to_thread(self.images.save, job, result, self._text_of(job, result))
+        except OSError as error:  # the disk is full or gone: nothing half-saved is shown
+            log.error("job %s: could not save its images: %s", job.id, error)
+            await asyncio.to_thread(self.images.remove, job.id)
+            await self._fail(job, listener, "its images could not be saved (the bot's disk is full or "
+                                            "unavailable); tell an admin")
+            return
+        await self.store.finish_job(job.id, stored)
+        await self._deliver(await self.store.get_job(job.id), listener)
 
     async def _watched(self, ticket: Ticket):
         """The ticket's events; once it runs, each must come within `job_timeout` seconds, or the job is
