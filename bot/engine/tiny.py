@@ -133,37 +133,9 @@ def _build_pipeline(work_dir: Path, seed: int) -> StableDiffusionPipeline:
             cross_attention_dim=32,
             attention_head_dim=4,
         )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            block_out_channels=VAE_BLOCKS,
-            down_block_types=("DownEncoderBlock2D",) * len(VAE_BLOCKS),
-            up_block_types=("UpDecoderBlock2D",) * len(VAE_BLOCKS),
-            latent_channels=4,
-            sample_size=64,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=77,
-                projection_dim=32,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
-    scheduler = EulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,  # the value diffusers expects for SD schedulers (it rewrites and warns otherwise)
-        timestep_spacing="trailing",  # sensible for the few steps this model is run with
-    )
+        vae = _vae(scaling_factor=0.18215)  # SD 1.x/2.x latent scale
+        text_encoder = CLIPTextModel(_text_config(tokenizer))
+    scheduler = _scheduler()
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -205,46 +177,11 @@ def _build_xl_pipeline(work_dir: Path, seed: int) -> StableDiffusionXLPipeline:
             projection_class_embeddings_input_dim=6 * time_embed + projection,
             cross_attention_dim=hidden + hidden,  # both encoders' hidden states, concatenated
         )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            block_out_channels=VAE_BLOCKS,
-            down_block_types=("DownEncoderBlock2D",) * len(VAE_BLOCKS),
-            up_block_types=("UpDecoderBlock2D",) * len(VAE_BLOCKS),
-            latent_channels=4,
-            sample_size=64,
-            scaling_factor=0.13025,  # SDXL's latent scale
-        )
-        encoders = []
+        vae = _vae(scaling_factor=0.13025)  # SDXL's latent scale
         # as in SDXL: CLIP ViT-L's quick_gelu for the first encoder, OpenCLIP bigG's gelu for the second
-        pairs = ((CLIPTextModel, tokenizer, "quick_gelu"), (CLIPTextModelWithProjection, tokenizer_2, "gelu"))
-        for cls, tok, act in pairs:
-            encoders.append(
-                cls(
-                    CLIPTextConfig(
-                        vocab_size=len(tok),
-                        hidden_size=hidden,
-                        intermediate_size=64,
-                        num_hidden_layers=2,
-                        num_attention_heads=4,
-                        max_position_embeddings=77,
-                        projection_dim=projection,
-                        hidden_act=act,
-                        bos_token_id=tok.bos_token_id,
-                        eos_token_id=tok.eos_token_id,
-                        pad_token_id=tok.pad_token_id,
-                    )
-                )
-            )
-        text_encoder, text_encoder_2 = encoders
-    scheduler = EulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        steps_offset=1,
-        timestep_spacing="trailing",
-    )
+        text_encoder = CLIPTextModel(_text_config(tokenizer, hidden, projection, "quick_gelu"))
+        text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer_2, hidden, projection, "gelu"))
+    scheduler = _scheduler()
     return StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -287,3 +224,44 @@ def cli(argv: list[str] | None = None) -> int:
         return 1
     print(f"{path}: tiny {args.family} model written in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _vae(scaling_factor: float) -> AutoencoderKL:
+    """The 8x-downsampling VAE both families share (4 blocks, as in every SD model)."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=VAE_BLOCKS,
+        down_block_types=("DownEncoderBlock2D",) * len(VAE_BLOCKS),
+        up_block_types=("UpDecoderBlock2D",) * len(VAE_BLOCKS),
+        latent_channels=4,
+        sample_size=64,
+        scaling_factor=scaling_factor,
+    )
+
+
+def _text_config(tokenizer, hidden: int = 32, projection: int = 32, activation: str = "quick_gelu") -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=projection,
+        hidden_act=activation,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _scheduler() -> EulerDiscreteScheduler:
+    return EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,  # the value diffusers expects for SD schedulers (it rewrites and warns otherwise)
+        timestep_spacing="trailing",  # sensible for the few steps these models are run with
+    )
