@@ -122,14 +122,7 @@ def _build_pipeline(work_dir: Path, seed: int) -> StableDiffusionPipeline:
     # fork_rng: seed the weights without disturbing the caller's global torch RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=64 // 8,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        unet = _unet(
             cross_attention_dim=32,
             attention_head_dim=4,
         )
@@ -159,14 +152,7 @@ def _build_xl_pipeline(work_dir: Path, seed: int) -> StableDiffusionXLPipeline:
     hidden, projection, time_embed = 32, 32, 8
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=64 // 8,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        unet = _unet(
             attention_head_dim=(2, 4),
             use_linear_projection=True,
             addition_embed_type="text_time",
@@ -264,4 +250,18 @@ def _scheduler() -> EulerDiscreteScheduler:
         beta_schedule="scaled_linear",
         steps_offset=1,  # the value diffusers expects for SD schedulers (it rewrites and warns otherwise)
         timestep_spacing="trailing",  # sensible for the few steps these models are run with
+    )
+
+
+def _unet(**family: object) -> UNet2DConditionModel:
+    """The two-level UNet both families share (64 px images, 8x8 latents), with the family's own settings."""
+    return UNet2DConditionModel(
+        sample_size=64 // 8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **family,
     )

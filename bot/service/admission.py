@@ -125,8 +125,9 @@ class Admission:
 
     async def _accept(self, who: Requester, kind: JobKind, recipes: list[Recipe], parent: Job | None = None,
                       index: int | None = None) -> list[Job] | Refused:
-        for recipe in recipes:  # every new job, buttons included, before anything is charged
-            await self.policy.admit(who, recipe.prompt, recipe.negative_prompt)
+        # Every new job, buttons included, before anything is charged; a --repeat's grids share their prompts.
+        for prompt, negative_prompt in dict.fromkeys((r.prompt, r.negative_prompt) for r in recipes):
+            await self.policy.admit(who, prompt, negative_prompt)
         new = [NewJob(owner_id=who.user_id, owner_name=who.name, guild_id=who.guild_id, channel_id=who.channel_id,
                       kind=kind, recipe=recipe, parent_job_id=parent.id if parent else None, parent_index=index)
                for recipe in recipes]
