@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-# The tiny random models the catalog's `tiny` and `tiny-xl` entries point at (seconds; deterministic).
+# The tiny random models of each family the catalog's `tiny*` entries point at (seconds; deterministic).
 models: setup
 	HF_HUB_OFFLINE=1 $(BIN)/dreamgrid models create-tiny
-	HF_HUB_OFFLINE=1 $(BIN)/dreamgrid models create-tiny --family sdxl
+	for family in sdxl flux sd3; do HF_HUB_OFFLINE=1 $(BIN)/dreamgrid models create-tiny --family $$family || exit 1; done
 
 run: models
 	$(BIN)/dreamgrid run

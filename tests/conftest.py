@@ -43,25 +43,42 @@ steps = 4
 guidance = 5.0
 upscaler = "realesr-animevideov3"
 description = "The tiny model's SDXL sibling: two text encoders, random weights."
+
+[models.tiny-flux]
+source = "tiny-flux"
+pipeline = "flux"
+width = 64
+height = 64
+steps = 4
+guidance = 3.5
+upscaler = "realesr-animevideov3"
+description = "A tiny FLUX.1-dev: a packed-latent transformer, CLIP and T5, random weights."
+
+[models.tiny-sd3]
+source = "tiny-sd3"
+pipeline = "stable-diffusion-3"
+width = 64
+height = 64
+steps = 4
+guidance = 5.0
+max_prompt_tokens = 64
+upscaler = "realesr-animevideov3"
+description = "A tiny SD 3.5: an MMDiT, two CLIPs and T5, random weights."
 """
 
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """A models folder with the tiny random model, a broken copy of it, and a catalog naming both."""
-    from bot.engine.tiny import create_tiny_model, is_current
+    from bot.engine.tiny import FAMILIES, create_tiny_model, is_current
 
     folder = tmp_path_factory.mktemp("models")
-    shared_tiny = ROOT / "models" / "tiny-sd"
-    if is_current(shared_tiny):  # `make test` built it already
-        shutil.copytree(shared_tiny, folder / "tiny-sd")
-    else:
-        create_tiny_model(folder / "tiny-sd")
-    shared_xl = ROOT / "models" / "tiny-sdxl"
-    if is_current(shared_xl, "sdxl"):
-        shutil.copytree(shared_xl, folder / "tiny-sdxl")
-    else:
-        create_tiny_model(folder / "tiny-sdxl", family="sdxl")
+    for family in FAMILIES:
+        shared = ROOT / "models" / f"tiny-{family}"
+        if is_current(shared, family):  # `make test` built it already
+            shutil.copytree(shared, folder / f"tiny-{family}")
+        else:
+            create_tiny_model(folder / f"tiny-{family}", family=family)
     shutil.copytree(folder / "tiny-sd", folder / "broken-sd")
     for weights in (folder / "broken-sd" / "unet").glob("*.safetensors"):
         weights.write_bytes(b"not a safetensors file")

@@ -1,8 +1,9 @@
 """Cross-user batching: which requests may share one pipeline call, and how many jobs to put in one.
 
 Two requests can run in one diffusers call when everything the call takes as a single value is equal:
-the model, txt2img or img2img, the size, the steps, the guidance scale, the img2img strength and --tile.
-Prompts, negative prompts and seeds may differ (diffusers takes lists; every image has its own generator).
+the model, txt2img or img2img, the size, the steps, the guidance scale, the img2img strength, --tile, and
+(on FLUX) whether a negative prompt needs true CFG's second pass. Prompts, negative prompts and seeds may
+differ (diffusers takes lists; every image has its own generator).
 
 Batching is not always faster (on a CPU a batch of 4 jobs was 1.51x at 64 px but 0.69x at 256 px), so a
 BatchTuner measures images/s per (model, kind, size, steps) for the batch sizes it tries and keeps the
@@ -15,6 +16,7 @@ import collections
 from dataclasses import dataclass
 from typing import Hashable
 
+from bot.engine.families import Family
 from bot.engine.requests import GenerateRequest, Request
 
 
@@ -28,6 +30,7 @@ class BatchKey:
     guidance: float
     strength: float
     tile: bool
+    true_cfg: bool = False
 
     @property
     def shape(self) -> tuple:
@@ -35,15 +38,18 @@ class BatchKey:
         return (self.model, self.kind, self.width, self.height, self.steps)
 
 
-def batch_key(request: Request) -> BatchKey | None:
-    """The key two requests must share to run in one pipeline call; None: this one always runs alone."""
+def batch_key(request: Request, family: Family | None = None) -> BatchKey | None:
+    """The key two requests must share to run in one pipeline call; None: this one always runs alone.
+    `family` is the model's (bot/engine/families.py), where known."""
     if not isinstance(request, GenerateRequest):
         return None
     if request.init_image is not None:
         (width, height), kind, strength = request.init_image.size, "img2img", request.strength
     else:
         width, height, kind, strength = request.width, request.height, "txt2img", 1.0
-    return BatchKey(request.model, kind, width, height, request.steps, request.guidance, strength, request.tile)
+    true_cfg = family is not None and family.true_cfg(request.negative_prompt)
+    return BatchKey(request.model, kind, width, height, request.steps, request.guidance, strength, request.tile,
+                    true_cfg)
 
 
 class BatchTuner:

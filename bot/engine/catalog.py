@@ -155,15 +155,19 @@ def _parse_entry(name: str, entry: dict, where: str, models_dir: Path) -> ModelS
             wanted = " or ".join(t.__name__ for t in types)
             raise CatalogError(f"{where}: field `{key}` must be {wanted}, got {value!r}")
 
+    pipeline = entry.get("pipeline", "stable-diffusion")
+    if pipeline not in SUPPORTED_PIPELINES:
+        raise CatalogError(f"{where}: field `pipeline` must be one of {', '.join(SUPPORTED_PIPELINES)}")
+    family = family_of(pipeline)
     spec = ModelSpec(
         name=name,
         source=entry["source"],
-        pipeline=entry.get("pipeline", "stable-diffusion"),
+        pipeline=pipeline,
         width=entry["width"],
         height=entry["height"],
         steps=entry["steps"],
         guidance=float(entry["guidance"]),
-        max_prompt_tokens=entry.get("max_prompt_tokens", 77),
+        max_prompt_tokens=entry.get("max_prompt_tokens", family.max_prompt_tokens),
         upscaler=entry.get("upscaler", "lanczos"),
         description=entry.get("description", ""),
     )
@@ -171,20 +175,20 @@ def _parse_entry(name: str, entry: dict, where: str, models_dir: Path) -> ModelS
     problem = _source_problem(spec.source)
     if problem:
         raise CatalogError(f"{where}: field `source` {spec.source!r} {problem}")
-    if spec.pipeline not in SUPPORTED_PIPELINES:
-        raise CatalogError(f"{where}: field `pipeline` must be one of {', '.join(SUPPORTED_PIPELINES)}")
-    multiple = spec.family.size_multiple
+    multiple = family.size_multiple
     for key in ("width", "height"):
         value = getattr(spec, key)
-        # The UNet halves the latents several times; diffusers rejects sizes that are not multiples of it.
+        # The VAE (and a transformer's patches) divide the size; diffusers rejects sizes that do not divide.
         if value <= 0 or value % multiple:
             raise CatalogError(f"{where}: field `{key}` must be a positive multiple of {multiple}, got {value}")
     if spec.steps < 1:
         raise CatalogError(f"{where}: field `steps` must be at least 1, got {spec.steps}")
     if spec.guidance < 0:
         raise CatalogError(f"{where}: field `guidance` must be 0 or more, got {spec.guidance}")
-    if spec.max_prompt_tokens < 1:
-        raise CatalogError(f"{where}: field `max_prompt_tokens` must be at least 1")
+    if not 1 <= spec.max_prompt_tokens <= family.max_prompt_tokens:
+        # Beyond its text encoder's length the pipeline would cut prompts silently.
+        raise CatalogError(f"{where}: field `max_prompt_tokens` must be 1 to {family.max_prompt_tokens} for "
+                           f"pipeline \"{pipeline}\", got {spec.max_prompt_tokens}")
     upscalers = available_upscalers(models_dir)
     if spec.upscaler not in upscalers:
         raise CatalogError(f"{where}: field `upscaler` must be one of {', '.join(upscalers)} (files in "

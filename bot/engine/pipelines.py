@@ -16,6 +16,7 @@ import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
 from bot.engine.catalog import ModelSpec
+from bot.engine.families import TRUE_CFG_SCALE, Family, NegativePrompt
 from bot.engine.requests import DeviceOptions, EngineError, GenerateRequest, GenerationResult
 from bot.engine.safety import load_safety_checker
 
@@ -37,6 +38,7 @@ A1111_SAMPLERS = {
     "PNDMScheduler": "PLMS", "LMSDiscreteScheduler": "LMS", "HeunDiscreteScheduler": "Heun",
     "DPMSolverMultistepScheduler": "DPM++ 2M", "UniPCMultistepScheduler": "UniPC", "LCMScheduler": "LCM",
     "DPMSolverSinglestepScheduler": "DPM++ SDE", "KDPM2DiscreteScheduler": "DPM2",
+    "FlowMatchEulerDiscreteScheduler": "Euler",  # SD3's and FLUX's (Forge writes it so too)
 }
 
 
@@ -61,11 +63,14 @@ def circular_padding(convolutions: list[torch.nn.Conv2d]):
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def dtype_for(device: str, choice: str = "auto") -> torch.dtype:
+def dtype_for(device: str, choice: str = "auto", family: Family | None = None) -> torch.dtype:
     if choice != "auto":
         return _DTYPES[choice]
-    # Half precision halves memory and doubles speed on CUDA; CPUs have no fast float16 kernels.
-    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    # Half precision halves memory and doubles speed on CUDA; CPUs have no fast float16 kernels. T5 (SD3,
+    # FLUX) overflows in float16: those families take bfloat16.
+    if torch.device(device).type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if family is not None and family.bfloat16 else torch.float16
 
 
 class LoadedModel:
@@ -73,9 +78,9 @@ class LoadedModel:
         self.spec = spec
         self.device = device
         self.options = options = options or DeviceOptions()
-        self.dtype = dtype_for(device, options.dtype)
+        self.family = family = spec.family
+        self.dtype = dtype_for(device, options.dtype, family)
         source = spec.resolve(models_dir)
-        family = spec.family
         started = time.perf_counter()
         # The family's own pipeline class comes from the folder's model_index.json; its safety checker is
         # loaded on its own (safety.py), so the pipeline never blocks images itself.
@@ -91,6 +96,7 @@ class LoadedModel:
             self.txt2img = txt2img
         else:
             self.txt2img = txt2img.to(device)
+        self.denoiser = getattr(self.txt2img, family.denoiser)  # the UNet or the transformer
         self._apply(options)
         # from_pipe reuses the same modules (no second copy of the weights). It casts to float32 unless
         # told otherwise, which would also cast the shared txt2img modules: pass our dtype.
@@ -102,26 +108,30 @@ class LoadedModel:
 
     def _apply(self, options: DeviceOptions) -> None:
         """The device options that change modules in place (shared by img2img through from_pipe)."""
-        pipe = self.txt2img
-        if options.attention == "classic":
+        pipe, unet = self.txt2img, self.family.denoiser == "unet"
+        # Transformers (SD3, FLUX) bring their own attention processors (joint attention, rotary
+        # embeddings), all on scaled_dot_product_attention; only a UNet's can be swapped for the classic one.
+        if unet and options.attention == "classic":
             from diffusers.models.attention_processor import AttnProcessor
 
             pipe.unet.set_attn_processor(AttnProcessor())
             pipe.vae.set_attn_processor(AttnProcessor())
-        else:  # diffusers' default on torch 2: F.scaled_dot_product_attention
+        elif unet:  # diffusers' default on torch 2: F.scaled_dot_product_attention
             from diffusers.models.attention_processor import AttnProcessor2_0
 
             pipe.unet.set_attn_processor(AttnProcessor2_0())
-        if options.channels_last:
+        if options.channels_last and unet:  # NHWC helps convolutions; a transformer has none
             pipe.unet.to(memory_format=torch.channels_last)
         if options.vae_tiling:
             pipe.vae.enable_tiling()
         if options.compile_unet:
-            pipe.unet = torch.compile(pipe.unet)
+            self.denoiser = torch.compile(self.denoiser)
+            setattr(pipe, self.family.denoiser, self.denoiser)
 
     def prompt_tokens(self, text: str) -> int:
-        """Tokens `text` takes in the text encoder, start and end tokens included."""
-        return len(self.txt2img.tokenizer(text, truncation=False).input_ids)
+        """Tokens `text` takes in the text encoder that reads the whole prompt, start and end tokens included."""
+        tokenizer = getattr(self.txt2img, self.family.prompt_tokenizer)
+        return len(tokenizer(text, truncation=False).input_ids)
 
     def run(self, request: GenerateRequest, on_step: StepCallback,
             on_latents: LatentsCallback | None = None) -> GenerationResult:
@@ -134,15 +144,20 @@ class LoadedModel:
 
         The one place that refuses a request. Callers call it once per request; run_batch does not repeat
         it (it tokenises the prompts, which is not free)."""
+        refusal = self.family.refusal(self.spec.name, negative_prompt=request.negative_prompt, tile=request.tile)
+        if refusal:
+            raise EngineError(refusal)
         if request.is_img2img and int(request.steps * request.strength) < 1:
             raise EngineError(f"{request.steps} steps at strength {request.strength} leaves no denoising step; "
                               "use more steps")
         self._check_prompt_length(request.prompt, "prompt")
         self._check_prompt_length(request.negative_prompt, "negative prompt")
-        if request.init_image is not None and (request.init_image.width % 8 or request.init_image.height % 8):
-            # diffusers would silently crop to a multiple of 8; say so instead.
+        multiple = self.family.size_multiple
+        if request.init_image is not None and (request.init_image.width % multiple
+                                               or request.init_image.height % multiple):
+            # diffusers would silently crop to a multiple; say so instead.
             raise EngineError(f"the source image is {request.init_image.width}x{request.init_image.height}; "
-                              "both sides must be multiples of 8")
+                              f"model {self.spec.name} needs both sides multiples of {multiple}")
 
     def run_batch(self, requests: list[GenerateRequest], on_step: StepCallback,
                   on_latents: LatentsCallback | None = None) -> list[GenerationResult]:
@@ -150,8 +165,9 @@ class LoadedModel:
         negative prompts and seeds may differ. Each must have passed check(). Returns one result per request,
         in order."""
         first = requests[0]
-        spec = self.spec
+        spec, family = self.spec, self.family
         steps, guidance = first.steps, first.guidance
+        width, height = first.init_image.size if first.init_image is not None else (first.width, first.height)
 
         # One generator per image, each seeded with its own seed: image i depends only on seeds[i], so it
         # is the same alone or in a batch. CPU generators give the same noise on every device (a reroll
@@ -162,18 +178,21 @@ class LoadedModel:
             # num_timesteps counts the steps this call really runs (fewer for img2img).
             on_step(step_index + 1, pipe.num_timesteps)
             if on_latents is not None:
-                on_latents(step_index + 1, pipe.num_timesteps, tensors["latents"])
+                latents = tensors["latents"]
+                if family.packed_latents:  # back to (batch, channels, height, width) for the projection
+                    latents = type(pipe)._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+                on_latents(step_index + 1, pipe.num_timesteps, latents)
             return tensors
 
         common = dict(
             prompt=[request.prompt for request in requests for _ in request.seeds],
-            negative_prompt=[request.negative_prompt for request in requests for _ in request.seeds],
             num_inference_steps=steps,
             guidance_scale=guidance,
             generator=generators,
             callback_on_step_end=step_end,
             output_type="pil",
         )
+        common.update(self._prompt_options(requests))
         started = time.perf_counter()
         with circular_padding(self._convolutions() if first.tile else []):
             output = self._generate(requests, common)
@@ -207,9 +226,11 @@ class LoadedModel:
         if first.init_image is not None:
             # One copy of each init image per seed, so every image gets its own VAE sample and noise.
             images = [request.init_image.convert("RGB") for request in requests for _ in request.seeds]
+            if self.family.img2img_needs_size:
+                common.update(width=first.init_image.width, height=first.init_image.height)
             return self.img2img(image=images, strength=first.strength, **common)
         width, height = first.width, first.height
-        if len(requests) > 1 or first.shared_noise > 0:
+        if any(request.shared_noise > 0 for request in requests):
             # The noise the pipeline would draw (one generator per image), each request's own --chaos applied.
             generators, parts, at = common["generator"], [], 0
             for request in requests:
@@ -225,18 +246,32 @@ class LoadedModel:
         from diffusers.utils.torch_utils import randn_tensor
 
         pipe = self.txt2img
-        shape = (len(generators), pipe.unet.config.in_channels,
-                 height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+        channels = pipe.vae.config.latent_channels
+        shape = (len(generators), channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
         noise = randn_tensor(shape, generator=generators, device=torch.device(self.device), dtype=self.dtype)
-        if share <= 0:
-            return noise
-        mixed = noise * (1 - share) ** 0.5 + noise[:1] * share ** 0.5
-        mixed[0] = noise[0]
-        return mixed
+        if share > 0:
+            mixed = noise * (1 - share) ** 0.5 + noise[:1] * share ** 0.5
+            mixed[0] = noise[0]
+            noise = mixed
+        if self.family.packed_latents:  # the pipeline takes its latents packed, as it draws them
+            noise = type(pipe)._pack_latents(noise, len(generators), channels, *shape[2:])
+        return noise
+
+    def _prompt_options(self, requests: list[GenerateRequest]) -> dict:
+        """The call's negative prompts and text length, as this family takes them."""
+        family, options = self.family, {}
+        negatives = [request.negative_prompt for request in requests for _ in request.seeds]
+        if family.negative_prompt is NegativePrompt.CFG:
+            options["negative_prompt"] = negatives
+        elif family.true_cfg(requests[0].negative_prompt):  # the batch key keeps these batches uniform
+            options.update(negative_prompt=negatives, true_cfg_scale=TRUE_CFG_SCALE)
+        if family.takes_sequence_length:  # T5 pads every prompt to this: the entry's limit, no longer
+            options["max_sequence_length"] = self.spec.max_prompt_tokens
+        return options
 
     def _convolutions(self) -> list[torch.nn.Conv2d]:
         # txt2img and img2img share these modules (from_pipe), so one switch covers both.
-        return [m for part in (self.txt2img.unet, self.txt2img.vae) for m in part.modules()
+        return [m for part in (self.denoiser, self.txt2img.vae) for m in part.modules()
                 if isinstance(m, torch.nn.Conv2d)]
 
     def _check_prompt_length(self, text: str, what: str) -> None:

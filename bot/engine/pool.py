@@ -358,7 +358,7 @@ class WorkerPool:
                     if not self._queue:  # closing, and nothing left
                         return
                     tuner = self._tuners[device]
-                    batch = self._queue.popbatch(lambda t: batch_key(t.request),
+                    batch = self._queue.popbatch(lambda t: batch_key(t.request, self._family(t.request)),
                                                  lambda key: tuner.jobs_for(key.shape))
                     for ticket in batch:
                         ticket.state = TicketState.RUNNING
@@ -450,6 +450,14 @@ class WorkerPool:
             last[0] = time.monotonic()  # the interval counts from the end of this preview's work
 
         return on_latents
+
+    def _family(self, request: Request):
+        """The family of the request's model, for its batch key (None for an upscale or an unknown model,
+        which then fails on its own)."""
+        try:
+            return self.catalog.get(request.model).family
+        except CatalogError:
+            return None
 
     def _guarded(self, work: Callable, request: Request, device: str):
         """work(), with any failure turned into an EngineError whose message is safe to show."""

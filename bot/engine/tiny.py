@@ -1,8 +1,10 @@
-"""The tiny random-weight Stable Diffusion models for tests and the playground (`dreamgrid models create-tiny`).
+"""The tiny random-weight models for tests and the playground (`dreamgrid models create-tiny`), one per family.
 
-Two families. "sd" is a genuine StableDiffusionPipeline folder (UNet, VAE, CLIP text encoder, real CLIP
-tokenizer, scheduler); "sdxl" is a genuine StableDiffusionXLPipeline folder (a text_time UNet, the same
-VAE, two CLIP text encoders, the second with a projection, two tokenizers). Both are saved with
+"sd" is a genuine StableDiffusionPipeline folder (UNet, VAE, CLIP text encoder, real CLIP tokenizer,
+scheduler); "sdxl" a StableDiffusionXLPipeline (a text_time UNet, two CLIP text encoders, the second with a
+projection); "flux" a FluxPipeline (FLUX.1-dev's layout: a packed-latent transformer with guidance
+embedding, CLIP and T5, a 16-channel VAE); "sd3" a StableDiffusion3Pipeline (an MMDiT, two CLIPs with
+projections and T5). T5's tokenizer is built offline too (bot/engine/tokenizer.py). All are saved with
 save_pretrained, so the engine loads them exactly like a downloaded model. Their weights are random, so
 their images are coloured noise; they exist to exercise the whole path in seconds.
 """
@@ -19,42 +21,51 @@ import torch
 from diffusers import (
     AutoencoderKL,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
 from bot.engine.folders import replaced_on_success
-from bot.engine.tokenizer import build_clip_tokenizer
+from bot.engine.tokenizer import build_clip_tokenizer, build_t5_tokenizer
 
-FAMILIES = ("sd", "sdxl")
-DEFAULT_PATHS = {"sd": Path("models") / "tiny-sd", "sdxl": Path("models") / "tiny-sdxl"}
+FAMILIES = ("sd", "sdxl", "flux", "sd3")
+DEFAULT_PATHS = {family: Path("models") / f"tiny-{family}" for family in FAMILIES}
 DEFAULT_PATH = DEFAULT_PATHS["sd"]
-PIPELINE_CLASSES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
+PIPELINE_CLASSES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline",
+                    "flux": "FluxPipeline", "sd3": "StableDiffusion3Pipeline"}
 
-# Everything from_pretrained needs; a folder missing any of these was interrupted while being written.
-REQUIRED_FILES = (
-    "model_index.json",
-    "scheduler/scheduler_config.json",
-    "text_encoder/config.json",
-    "text_encoder/model.safetensors",
-    "tokenizer/tokenizer_config.json",
-    "tokenizer/vocab.json",
-    "tokenizer/merges.txt",
-    "unet/config.json",
-    "unet/diffusion_pytorch_model.safetensors",
-    "vae/config.json",
-    "vae/diffusion_pytorch_model.safetensors",
-)
-REQUIRED_FILES_XL = REQUIRED_FILES + (
-    "text_encoder_2/config.json",
-    "text_encoder_2/model.safetensors",
-    "tokenizer_2/tokenizer_config.json",
-    "tokenizer_2/vocab.json",
-    "tokenizer_2/merges.txt",
-)
-REQUIRED = {"sd": REQUIRED_FILES, "sdxl": REQUIRED_FILES_XL}
+# Each family's components: (folder, kind). Everything from_pretrained needs; a folder missing any file
+# of these was interrupted while being written.
+_COMPONENTS = {
+    "sd": (("unet", "diffusers"), ("vae", "diffusers"), ("text_encoder", "transformers"),
+           ("tokenizer", "clip")),
+    "sdxl": (("unet", "diffusers"), ("vae", "diffusers"), ("text_encoder", "transformers"),
+             ("text_encoder_2", "transformers"), ("tokenizer", "clip"), ("tokenizer_2", "clip")),
+    "flux": (("transformer", "diffusers"), ("vae", "diffusers"), ("text_encoder", "transformers"),
+             ("text_encoder_2", "transformers"), ("tokenizer", "clip"), ("tokenizer_2", "t5")),
+    "sd3": (("transformer", "diffusers"), ("vae", "diffusers"), ("text_encoder", "transformers"),
+            ("text_encoder_2", "transformers"), ("text_encoder_3", "transformers"), ("tokenizer", "clip"),
+            ("tokenizer_2", "clip"), ("tokenizer_3", "t5")),
+}
+_FILES = {
+    "diffusers": ("config.json", "diffusion_pytorch_model.safetensors"),
+    "transformers": ("config.json", "model.safetensors"),
+    "clip": ("tokenizer_config.json", "vocab.json", "merges.txt"),
+    "t5": ("tokenizer_config.json", "tokenizer.json"),
+}
+REQUIRED = {
+    family: ("model_index.json", "scheduler/scheduler_config.json") + tuple(
+        f"{folder}/{name}" for folder, kind in components for name in _FILES[kind])
+    for family, components in _COMPONENTS.items()
+}
+REQUIRED_FILES, REQUIRED_FILES_XL = REQUIRED["sd"], REQUIRED["sdxl"]
 
 
 # The VAE's blocks: four, an 8x down-sampling as in every SD model (so a 64 px picture is 8x8 latents and the
@@ -101,7 +112,7 @@ def is_current(path: Path, family: str | None = None) -> bool:
 def create_tiny_model(path: Path | None = None, seed: int = 0, force: bool = False, family: str = "sd") -> Path:
     """Build the tiny `family` model into `path` (deterministic from `seed`) unless a current one is there.
 
-    `path` defaults to models/tiny-sd or models/tiny-sdxl. A complete tiny model of the other family
+    `path` defaults to models/tiny-<family>. A complete tiny model of the other family
     (or an outdated one) at `path` is replaced; a folder with something else in it needs force=True.
     """
     _check_family(family)
@@ -111,7 +122,7 @@ def create_tiny_model(path: Path | None = None, seed: int = 0, force: bool = Fal
     if path.exists() and not force and any(path.iterdir()) and not is_complete(path):
         raise FileExistsError(f"{path} exists but is not a complete tiny model; pass force=True to replace it")
 
-    build = _build_pipeline if family == "sd" else _build_xl_pipeline
+    build = _BUILDERS[family]
     with replaced_on_success(path) as staging:
         build(staging, seed).save_pretrained(staging, safe_serialization=True)
     return path
@@ -181,6 +192,74 @@ def _build_xl_pipeline(work_dir: Path, seed: int) -> StableDiffusionXLPipeline:
     )
 
 
+def _build_flux_pipeline(work_dir: Path, seed: int) -> FluxPipeline:
+    """FLUX.1 (dev: it embeds the distilled guidance): a rectified-flow transformer on the VAE's 16
+    channels packed 2x2 into tokens, CLIP's pooled embedding and T5's sequence as the text."""
+    tokenizer = build_clip_tokenizer(work_dir / "tokenizer")
+    tokenizer_2 = build_t5_tokenizer(work_dir / "tokenizer_2", model_max_length=512)
+    hidden = 32
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=16 * 4,  # 2x2 patches of 16 latent channels
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=hidden,  # T5's width
+            pooled_projection_dim=hidden,  # CLIP's pooled width
+            guidance_embeds=True,
+            axes_dims_rope=(4, 4, 8),  # sums to attention_head_dim
+        )
+        vae = _vae(scaling_factor=0.3611, shift_factor=0.1159, latent_channels=16)  # FLUX's latent space
+        text_encoder = CLIPTextModel(_text_config(tokenizer, hidden))
+        text_encoder_2 = T5EncoderModel(_t5_config(tokenizer_2, hidden))
+    return FluxPipeline(
+        scheduler=_flow_scheduler(use_dynamic_shifting=True, base_image_seq_len=16, max_image_seq_len=4096,
+                                  base_shift=0.5, max_shift=1.15),
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2, transformer=transformer,
+    )
+
+
+def _build_sd3_pipeline(work_dir: Path, seed: int) -> StableDiffusion3Pipeline:
+    """SD 3.5: an MMDiT on 16 latent channels in 2x2 patches; two CLIP encoders (pooled and per token)
+    and T5, whose width the CLIP embeddings are padded to."""
+    tokenizer = build_clip_tokenizer(work_dir / "tokenizer")
+    tokenizer_2 = build_clip_tokenizer(work_dir / "tokenizer_2")
+    tokenizer_3 = build_t5_tokenizer(work_dir / "tokenizer_3", model_max_length=256)
+    clip_hidden, t5_hidden = 32, 64  # T5 at least as wide as both CLIPs' hidden states side by side
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = SD3Transformer2DModel(
+            sample_size=64 // 8,
+            patch_size=2,
+            in_channels=16,
+            out_channels=16,
+            num_layers=2,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            joint_attention_dim=t5_hidden,
+            caption_projection_dim=32,
+            pooled_projection_dim=2 * clip_hidden,  # both CLIPs' pooled projections, concatenated
+            pos_embed_max_size=96,  # as SD 3.5: up to 96x96 patches (1536 px), cropped to the image
+        )
+        vae = _vae(scaling_factor=1.5305, shift_factor=0.0609, latent_channels=16)  # SD3's latent space
+        text_encoder = CLIPTextModelWithProjection(_text_config(tokenizer, clip_hidden, clip_hidden))
+        text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer_2, clip_hidden, clip_hidden, "gelu"))
+        text_encoder_3 = T5EncoderModel(_t5_config(tokenizer_3, t5_hidden))
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=_flow_scheduler(shift=3.0), vae=vae,
+        text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
+        text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3,
+    )
+
+
+_BUILDERS = {"sd": _build_pipeline, "sdxl": _build_xl_pipeline, "flux": _build_flux_pipeline,
+             "sd3": _build_sd3_pipeline}
+
+
 def cli(argv: list[str] | None = None) -> int:
     """`dreamgrid models create-tiny [--family sd|sdxl] [--path PATH | PATH] [--seed 0] [--force]`."""
     parser = argparse.ArgumentParser(
@@ -188,10 +267,10 @@ def cli(argv: list[str] | None = None) -> int:
         description="Build a tiny random-weight test model (its images are noise).",
     )
     parser.add_argument("target", nargs="?", type=Path, default=None, metavar="path",
-                        help="target folder (default: models/tiny-sd, or models/tiny-sdxl for --family sdxl)")
+                        help="target folder (default: models/tiny-<family>)")
     parser.add_argument("--path", type=Path, default=None, help="target folder (the same as the positional path)")
     parser.add_argument("--family", choices=FAMILIES, default="sd",
-                        help="sd: a StableDiffusionPipeline; sdxl: a StableDiffusionXLPipeline (default: %(default)s)")
+                        help="sd: SD 1.x; sdxl: SDXL; flux: FLUX.1-dev; sd3: SD 3.5 (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete model is there")
     args = parser.parse_args(argv)
@@ -212,17 +291,22 @@ def cli(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _vae(scaling_factor: float) -> AutoencoderKL:
-    """The 8x-downsampling VAE both families share (4 blocks, as in every SD model)."""
+def _vae(scaling_factor: float, shift_factor: float | None = None, latent_channels: int = 4) -> AutoencoderKL:
+    """The 8x-downsampling VAE every family shares (4 blocks, as in every SD model); the family sets its
+    latent space: 4 channels (SD, SDXL) or 16 (SD3, FLUX), and their scale and shift."""
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         block_out_channels=VAE_BLOCKS,
         down_block_types=("DownEncoderBlock2D",) * len(VAE_BLOCKS),
         up_block_types=("UpDecoderBlock2D",) * len(VAE_BLOCKS),
-        latent_channels=4,
+        latent_channels=latent_channels,
         sample_size=64,
         scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
+        # SD3/FLUX's VAEs decode without the quantisation convolutions SD's VAE has
+        use_quant_conv=latent_channels == 4,
+        use_post_quant_conv=latent_channels == 4,
     )
 
 
@@ -240,6 +324,27 @@ def _text_config(tokenizer, hidden: int = 32, projection: int = 32, activation: 
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+def _t5_config(tokenizer, hidden: int) -> T5Config:
+    return T5Config(
+        vocab_size=len(tokenizer),
+        d_model=hidden,
+        d_kv=8,
+        d_ff=2 * hidden,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu",  # T5 v1.1, the variant FLUX and SD3 use
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _flow_scheduler(**settings: object) -> FlowMatchEulerDiscreteScheduler:
+    """The rectified-flow Euler sampler SD3 and FLUX ship with."""
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, **settings)
 
 
 def _scheduler() -> EulerDiscreteScheduler:

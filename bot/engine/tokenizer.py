@@ -83,3 +83,49 @@ def build_clip_tokenizer(
     tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=model_max_length)
     tokenizer.save_pretrained(out_dir)
     return tokenizer
+
+
+def t5_pieces(bpe_path: Path = DEFAULT_BPE_PATH) -> list[str]:
+    """SentencePiece-style pieces from CLIP's vocabulary: a word token ("cat</w>") becomes "▁cat" (a word
+    start), a fragment stays as it is. ASCII only: T5's own vocabulary is mostly English too."""
+    vocab, _ = clip_vocab_and_merges(bpe_path)
+    pieces, seen = [], set()
+    for token in vocab:
+        if token in (BOS, EOS):
+            continue
+        word = token.removesuffix("</w>")
+        if not (word.isascii() and word.isprintable()):
+            continue
+        piece = "▁" + word if token.endswith("</w>") else word
+        if piece not in seen:
+            seen.add(piece)
+            pieces.append(piece)
+    return pieces
+
+
+def build_t5_tokenizer(out_dir: Path, bpe_path: Path = DEFAULT_BPE_PATH, model_max_length: int = 512):
+    """A T5TokenizerFast (SentencePiece unigram, as FLUX's and SD3's T5 encoders use) built offline.
+
+    Google's spiece.model cannot be downloaded here, so the pieces come from CLIP's vocabulary, scored by
+    merge order (earlier merges are commoner words). Special tokens sit where T5 has them: <pad> 0, </s> 1,
+    <unk> 2, and every encoding ends with </s>. Ids differ from Google's T5, so this tokenizer goes with
+    the random-weight text encoders built here, never with a downloaded one.
+    """
+    import math
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    scored = [(token, 0.0) for token in specials]
+    scored += [(piece, -math.log(2 + rank)) for rank, piece in enumerate(t5_pieces(Path(bpe_path)))]
+    backend = Tokenizer(models.Unigram(scored, unk_id=2, byte_fallback=False))
+    backend.normalizer = normalizers.Replace(" {2,}", " ")
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+    tokenizer = T5TokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>",
+                                pad_token="<pad>", extra_ids=0, model_max_length=model_max_length)
+    tokenizer.save_pretrained(Path(out_dir))
+    return tokenizer

@@ -1,6 +1,7 @@
 """How many tokens a prompt takes in a model's text encoder, counted without loading the model.
 
-The tokenizer comes from the model's own `tokenizer/` folder (or its hub cache) and is built once per model.
+The tokenizer is the one of the text encoder that reads the whole prompt (CLIP's `tokenizer/` for SD and
+SDXL, T5's for SD3 and FLUX), from the model's own folder (or its hub cache), built once per model.
 Counting is CPU work in Python: callers on the event loop run it in a thread.
 """
 
@@ -16,11 +17,11 @@ log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=8)
-def _tokenizer(source: str, local: bool):
-    from transformers import CLIPTokenizer
+def _tokenizer(source: str, subfolder: str, local: bool):
+    from transformers import AutoTokenizer
 
     try:
-        return CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", local_files_only=local)
+        return AutoTokenizer.from_pretrained(source, subfolder=subfolder, local_files_only=local)
     except Exception:  # no tokenizer to be had before the model loads: the engine still checks at run time
         log.warning("no tokenizer for %s; prompts are checked when the model runs", source, exc_info=True)
         return None
@@ -32,5 +33,5 @@ def prompt_tokens(spec: ModelSpec, models_dir: Path, text: str) -> int | None:
         source = spec.resolve(models_dir)
     except CatalogError:  # the model cannot load either; the job's own failure says why
         return None
-    tokenizer = _tokenizer(source, Path(source).is_dir())
+    tokenizer = _tokenizer(source, spec.family.prompt_tokenizer, Path(source).is_dir())
     return None if tokenizer is None else len(tokenizer(text, truncation=False).input_ids)

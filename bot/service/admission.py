@@ -85,6 +85,7 @@ class Admission:
         if remix and plan.repeat > 1:
             raise UserError("`--repeat` works with /imagine only; remove it from the remixed prompt.")
         self.check_prompt(plan.recipe.prompt)
+        self._check_family(plan.recipe)
         await self._check_tokens(plan.recipe)
         return plan
 
@@ -97,6 +98,13 @@ class Admission:
                 f"The prompt is {len(text):,} characters long; the limit is {self.max_prompt_chars:,}. "
                 "Shorten it and try again.")
         return text
+
+    def _check_family(self, recipe: Recipe) -> None:
+        """What the model's family cannot do (--tile on a transformer, --no without a negative branch)."""
+        spec = self.catalog.get(recipe.model)
+        refusal = spec.family.refusal(spec.name, negative_prompt=recipe.negative_prompt, tile=recipe.tile)
+        if refusal:
+            raise UserError(refusal[0].upper() + refusal[1:])
 
     async def _check_tokens(self, recipe: Recipe) -> None:
         spec = self.catalog.get(recipe.model)

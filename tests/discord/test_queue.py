@@ -19,8 +19,9 @@ def models_dir(models_dir, tmp_path):
     """The test models plus `slow`: the tiny model's weights with a step count nobody waits for."""
     folder = tmp_path / "models"
     folder.mkdir()
-    for model in ("tiny-sd", "tiny-sdxl", "broken-sd", "upscalers"):
-        (folder / model).symlink_to(models_dir / model)
+    for model in models_dir.iterdir():
+        if model.is_dir():
+            (folder / model.name).symlink_to(model)
     catalog = (models_dir / "catalog.toml").read_text()
     slow = re.search(r"\[models\.tiny\].*?(?=\n\[|\Z)", catalog, re.S).group(0)
     slow = slow.replace("[models.tiny]", "[models.slow]").replace("steps = 4", f"steps = {NO_MORE_STEPS}")
