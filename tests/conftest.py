@@ -64,6 +64,17 @@ guidance = 5.0
 max_prompt_tokens = 64
 upscaler = "realesr-animevideov3"
 description = "A tiny SD 3.5: an MMDiT, two CLIPs and T5, random weights."
+
+[models.tiny-zimage]
+source = "tiny-zimage"
+pipeline = "z-image"
+width = 64
+height = 64
+steps = 4
+guidance = 0.0
+max_prompt_tokens = 128
+upscaler = "realesr-animevideov3"
+description = "A tiny Z-Image Turbo: a single-stream transformer and a Qwen3 text encoder, no guidance."
 """
 
 

@@ -38,7 +38,7 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SD, SDXL, SD3, FLUX = "stable-diffusion", "stable-diffusion-xl", "stable-diffusion-3", "flux"
 PIPELINE_CLASSES = {SD: "StableDiffusionPipeline", SDXL: "StableDiffusionXLPipeline",
                     SD3: "StableDiffusion3Pipeline", FLUX: "FluxPipeline"}
-FAMILY_NAMES = {SD: "SD 1.x/2.x", SDXL: "SDXL", SD3: "SD3", FLUX: "FLUX.1"}
+A_FAMILY = {SD: "an SD 1.x/2.x", SDXL: "an SDXL", SD3: "an SD3", FLUX: "a FLUX.1"}  # for messages
 
 # (family, variant) -> the folder of bot/bench/architectures whose configs describe it. SD 2.x base and
 # SD-Turbo share one architecture (SD 2.1 base); the 768 px SD 2.x models predict v, which a config
@@ -116,7 +116,8 @@ def detect(path: Path | str, models_dir: Path | str | None = None) -> Detected:
         return any(key.startswith(prefixes) for key in shapes)
 
     if any(key in shapes for key in (SD3_BLOCK, UNET + SD3_BLOCK)):
-        variant = _diffusers_type(tensors) or "sd3"
+        variant = _diffusers_type(tensors)
+        variant = variant if variant in ("sd3", "sd35_medium", "sd35_large") else "sd3"
         return Detected(SD3, variant, has("text_encoders.clip_l.") and has("text_encoders.clip_g."))
     if any(key in shapes for key in (FLUX_BLOCK, UNET + FLUX_BLOCK)):
         variant = _diffusers_type(tensors) or "flux-dev"
@@ -127,10 +128,7 @@ def detect(path: Path | str, models_dir: Path | str | None = None) -> Detected:
     conv_in = shapes.get(UNET + "input_blocks.0.0.weight")
     if conv_in is not None:
         return _detect_unet(name, shapes, conv_in, has)
-    variant = _diffusers_type(tensors)
-    if variant not in (None, "v1"):  # "v1" is diffusers' answer for anything it does not know
-        raise CheckpointError(f"{name} is a {variant} model; Dreamgrid runs SD, SDXL, SD3 and FLUX.1 checkpoints")
-    raise CheckpointError(f"{name} {_describe_unknown(list(shapes))}")
+    raise CheckpointError(f"{name} {_describe_unknown(tensors)}")
 
 
 def _detect_unet(name: str, shapes: dict, conv_in: tuple, has) -> Detected:
@@ -156,12 +154,13 @@ def _detect_unet(name: str, shapes: dict, conv_in: tuple, has) -> Detected:
 
 
 def _diffusers_type(tensors: dict) -> str | None:
-    """diffusers' model type for a header, or None where its guess trips over a header-only tensor."""
+    """diffusers' model type for a header, or None where its guess fails: it indexes tensors it expects in
+    full-size models and treats them as real ones, which header shapes are not."""
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
     try:
         return infer_diffusers_model_type(tensors)
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError, RuntimeError):
+    except Exception:
         return None
 
 
@@ -184,18 +183,22 @@ def _pickle_problem(name: str) -> str:
             "where you trust it (torch.load(..., weights_only=True), then safetensors.torch.save_file)")
 
 
-def _describe_unknown(keys: list[str]) -> str:
-    """What a file that is no checkpoint holds, and where it belongs if we can tell."""
+def _describe_unknown(tensors: dict) -> str:
+    """What a file that is no checkpoint we run holds, and where it belongs if we can tell."""
+    keys = list(tensors)
     if not keys:
         return "holds no tensors"
     found = f"holds {len(keys)} tensors but none of the keys of an SD, SDXL, SD3 or FLUX checkpoint"
     if any(re.search(r"lora|lokr|hada_|\.alpha$", key) for key in keys):
         return f"{found}; it looks like a LoRA (put those in models/loras/)"
+    variant = _diffusers_type(tensors)  # checked after the LoRA test: a LoRA's keys can look like a model's
+    if variant not in (None, "v1"):  # "v1" is diffusers' answer for anything it does not know
+        return f"is a {variant} model; Dreamgrid runs SD, SDXL, SD3 and FLUX.1 checkpoints"
     if all(key.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")) for key in keys):
         return f"{found}; it looks like a VAE on its own"
     if any(key.startswith(("control_model.", "controlnet_")) for key in keys):
         return f"{found}; it looks like a ControlNet"
-    if len(keys) <= 4 and set(keys) & {"emb_params", "clip_l", "clip_g", "string_to_param.*"}:
+    if len(keys) <= 4 and set(keys) & {"emb_params", "clip_l", "clip_g"}:
         return f"{found}; it looks like a textual-inversion embedding"
     if any(key.startswith(("down_blocks.", "transformer_blocks.", "text_model.", "encoder.layers.")) for key in keys):
         return (f"{found}; it looks like one component of a diffusers model (those are folders: put the whole "
@@ -235,7 +238,7 @@ def default_config(family: str, variant: str, cache_dir: Path | str) -> Path:
         arch = DEFAULT_ARCHITECTURES[family, variant]
     except KeyError:
         needs = {SD3: "an SD3 diffusers folder", FLUX: "a FLUX.1 diffusers folder with its text encoders and VAE"}
-        raise CheckpointError(f"Dreamgrid ships no config for a {FAMILY_NAMES.get(family, family)} "
+        raise CheckpointError(f"Dreamgrid ships no config for {A_FAMILY.get(family, family)} "
                               f"({variant}) checkpoint; its catalog entry must name a config folder"
                               + (f" ({needs[family]})" if family in needs else "")) from None
     folder = Path(cache_dir) / arch
@@ -251,12 +254,12 @@ def default_config(family: str, variant: str, cache_dir: Path | str) -> Path:
         if family == SD:
             index.update(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
         (staging / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-        # OpenAI's CLIP tokenizer pads with <|endoftext|>; OpenCLIP's (SD 2.x, SDXL's second) with "!".
-        openclip = {"tokenizer": variant == "v2", "tokenizer_2": True}
+        # OpenAI's CLIP tokenizer pads with <|endoftext|>; OpenCLIP's (SD 2.x's, SDXL's second) with "!".
+        open_clip = {"tokenizer_2"} | ({"tokenizer"} if variant == "v2" else set())
         for name in ("tokenizer", "tokenizer_2"):
             if name in index:
                 tokenizer = build_clip_tokenizer(staging / name)
-                if openclip[name]:
+                if name in open_clip:
                     tokenizer.pad_token = "!"
                     tokenizer.save_pretrained(staging / name)
         (staging / CONFIG_MARKER).write_text(json.dumps({"version": CONFIG_VERSION, "architecture": arch}) + "\n")
@@ -271,20 +274,21 @@ def load_single_file(path: Path | str, family: str, config: Path | str, dtype: t
     name, config_name = display_name(path, models_dir), display_name(config, models_dir)
     detected = detect(path, models_dir)
     if detected.family != family:
-        raise CheckpointError(f"{name} is a {FAMILY_NAMES[detected.family]} checkpoint, but its catalog entry "
+        raise CheckpointError(f"{name} is {A_FAMILY[detected.family]} checkpoint, but its catalog entry "
                               f"says pipeline = \"{family}\"; fix the entry's `pipeline`")
     _check_config(config, family, config_name)
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
     try:
         return _load(path, detected, config, dtype, name, config_name)
-    except CheckpointError:
-        raise
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        reason = getattr(exc, "message", None) or str(exc)
+    except (SingleFileComponentError, OSError, ValueError, KeyError, RuntimeError) as exc:
+        reason = str(exc)
         for local, shown in ((config, config_name), (path, name)):
             for form in (str(local.resolve()), os.path.abspath(local), str(local)):
                 reason = reason.replace(form, shown)
-        reason = reason.strip().splitlines()[0] if reason.strip() else type(exc).__name__
-        raise CheckpointError(f"{name} could not be loaded as a {FAMILY_NAMES[family]} checkpoint with the "
+        # diffusers' first sentence says what went wrong; the rest is advice for its API's callers
+        reason = re.split(r"\.\s+(?=[A-Z])", reason.strip())[0] if reason.strip() else type(exc).__name__
+        raise CheckpointError(f"{name} could not be loaded as {A_FAMILY[family]} checkpoint with the "
                               f"config {config_name}: {reason}") from exc
 
 
@@ -296,8 +300,8 @@ def _check_config(config: Path, family: str, config_name: str) -> None:
                               "model_index.json)") from None
     expected = PIPELINE_CLASSES[family]
     if index.get("_class_name") != expected:
-        raise CheckpointError(f"config {config_name} is a {index.get('_class_name')} folder; a "
-                              f"{FAMILY_NAMES[family]} checkpoint needs a {expected} one")
+        raise CheckpointError(f"config {config_name} is a {index.get('_class_name')} folder; "
+                              f"{A_FAMILY[family]} checkpoint needs a {expected} one")
 
 
 # The SD pipelines' safety checker is the engine's business (bot/engine/safety.py), never the pipeline's.
@@ -312,10 +316,12 @@ def _load(path: Path, detected: Detected, config: Path, dtype, name: str, config
     if family == FLUX or not detected.text_encoders:
         return _denoiser_only(pipeline_class, path, family, config, dtype, name, config_name)
     extra = {}
+    if family in (SD, SDXL) and not _has_vae(path):
+        extra["vae"] = _config_vae(config, dtype, name, config_name)
     if family == SD:
-        extra = _NO_SAFETY_CHECKER
+        extra.update(_NO_SAFETY_CHECKER)
     elif family == SDXL and _encoders_as_wide(path):
-        extra = {"text_encoder_2": _sdxl_open_clip(path, config, dtype)}
+        extra["text_encoder_2"] = _sdxl_open_clip(path, config, dtype)
     elif family == SD3 and not (_has_weights(config / "text_encoder_3") or _has_t5(path)):
         extra = {"text_encoder_3": None, "tokenizer_3": None}  # SD3 runs without T5 (a zero T5 embedding)
     return pipeline_class.from_single_file(str(path), config=str(config), local_files_only=True,
@@ -342,6 +348,21 @@ def _denoiser_only(pipeline_class, path: Path, family: str, config: Path, dtype,
 
 def _has_weights(folder: Path) -> bool:
     return folder.is_dir() and (any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")))
+
+
+def _has_vae(path: Path) -> bool:
+    with safe_open(str(path), framework="pt") as file:
+        return any(key.startswith(VAE) for key in file.keys())
+
+
+def _config_vae(config: Path, dtype, name: str, config_name: str):
+    """The VAE of a checkpoint saved without one ("no VAE" releases): the config folder's."""
+    from diffusers import AutoencoderKL
+
+    if not _has_weights(config / "vae"):
+        raise CheckpointError(f"{name} holds no VAE; its config {config_name} must then have VAE weights "
+                              "(vae/diffusion_pytorch_model.safetensors), but it has none")
+    return AutoencoderKL.from_pretrained(str(config), subfolder="vae", local_files_only=True, torch_dtype=dtype)
 
 
 def _has_t5(path: Path) -> bool:

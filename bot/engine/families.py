@@ -39,6 +39,7 @@ class Family:
     img2img_needs_size: bool = False  # its img2img pipeline defaults to its training size, not the image's
     packed_latents: bool = False  # latents travel as 2x2 patches flattened into tokens (unpacked for previews)
     bfloat16: bool = False  # half precision on a GPU means bfloat16 (T5 overflows in float16)
+    chat_prompt: bool = False  # the text encoder is a chat LLM: the pipeline wraps the prompt in its template
 
     @property
     def tiles(self) -> bool:
@@ -46,7 +47,7 @@ class Family:
         all through, a transformer has none between its patches."""
         return self.denoiser == "unet"
 
-    def refusal(self, model: str, *, negative_prompt: str, tile: bool) -> str | None:
+    def refusal(self, model: str, *, negative_prompt: str, tile: bool, guidance: float) -> str | None:
         """Why `model` (of this family) cannot run a request with these options, or None."""
         if tile and not self.tiles:
             return (f"model `{model}` ({self.label}) cannot tile: --tile wraps a UNet's convolutions, and "
@@ -54,6 +55,10 @@ class Family:
         if negative_prompt and self.negative_prompt is NegativePrompt.NONE:
             return (f"model `{model}` ({self.label}) has no negative prompt. Remove --no (or the negative "
                     "prompt), or pick another model.")
+        if negative_prompt and self.negative_prompt is NegativePrompt.CFG and guidance <= 1:
+            # Without guidance the negative branch never runs: --no would be ignored without a word.
+            return (f"model `{model}` runs without guidance (a few-step turbo model), so it cannot use a "
+                    "negative prompt. Remove --no, or pick a model that uses guidance.")
         return None
 
     def true_cfg(self, negative_prompt: str) -> bool:
@@ -72,6 +77,8 @@ FAMILIES = {
         Family("flux", "FLUX", ("FluxPipeline",), 16, "transformer", "tokenizer_2", 512,
                negative_prompt=NegativePrompt.TRUE_CFG, takes_sequence_length=True, img2img_needs_size=True,
                packed_latents=True, bfloat16=True),
+        Family("z-image", "Z-Image", ("ZImagePipeline",), 16, "transformer", "tokenizer", 512,
+               takes_sequence_length=True, img2img_needs_size=True, bfloat16=True, chat_prompt=True),
     )
 }
 

@@ -16,6 +16,7 @@ import logging
 import math
 import re
 import sys
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,6 +30,21 @@ from safetensors.torch import save_file
 from bot.engine.requests import EngineError
 
 log = logging.getLogger(__name__)
+
+# Several adapters in one model, loaded and unloaded as jobs come, is what LoraSlots is for; PEFT warns
+# each time (LoraSlots sets the active adapters itself after every change), and transformers 5 logs a
+# "LOAD REPORT" listing every other loaded adapter's weights as missing (they are not: only the new
+# adapter's are loaded). LoraSlots.load counts the layers that really got the adapter instead.
+warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute in the model")
+warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+
+
+class _NoAdapterLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+logging.getLogger("transformers.integrations.peft").addFilter(_NoAdapterLoadReport())
 
 MAX_WEIGHT = 4.0  # A1111 takes any number; past this a LoRA only burns the image
 MAX_LORAS = 8  # per prompt
@@ -143,7 +159,7 @@ def find_lora(loras_dir: Path, name: str) -> Path:
     path = root / f"{stem}.safetensors"
     if path.is_file():
         return path
-    available = {lora.name: root / lora.path for lora in _files(root)}
+    available = {other: root / relative for other, relative in _files(root)}
     same = [other for other in available if other.casefold() == stem.casefold()]
     if len(same) == 1:
         return available[same[0]]
@@ -164,17 +180,17 @@ def list_loras(loras_dir: Path) -> list[LoraFile]:
     """Every usable LoRA under `loras_dir`, by name, with its family read from the file's header."""
     root = Path(loras_dir)
     found = []
-    for lora in _files(root):
+    for name, relative in _files(root):
         try:
-            family = lora_family(root / lora.path)
+            family = lora_family(root / relative)
         except LoraError:
             continue  # not a readable safetensors file
-        found.append(LoraFile(lora.name, lora.path, family, lora.size))
+        found.append(LoraFile(name, relative, family, (root / relative).stat().st_size))
     return found
 
 
-def _files(root: Path) -> list[LoraFile]:
-    """The .safetensors files whose name is a valid LoRA name (family not read)."""
+def _files(root: Path) -> list[tuple[str, Path]]:
+    """(name, path relative to `root`) of each .safetensors file a tag can name."""
     if not root.is_dir():
         return []
     files = []
@@ -186,7 +202,7 @@ def _files(root: Path) -> list[LoraFile]:
         except LoraError:
             continue  # hidden folders, odd characters: not reachable from a tag
         if path.is_file():
-            files.append(LoraFile(name, relative, None, path.stat().st_size))
+            files.append((name, relative))
     return files
 
 
@@ -250,16 +266,18 @@ def lora_family(path: Path) -> str | None:
       single one (`lora_te_`, diffusers `text_encoder.` next to `unet.`) -> SD 1.x/2.x.
     - the metadata's ss_base_model_version / modelspec.architecture.
     """
-    shapes, metadata = _header(path)
+    return _family(*_header(path))
+
+
+def _family(shapes: dict[str, tuple[int, ...]], metadata: dict[str, str]) -> str | None:
     keys = list(shapes)
     if any(part in key for key in keys for part in ("double_blocks", "single_blocks", "single_transformer_blocks")):
         return "flux"
     if any("joint_blocks" in key for key in keys):
         return "stable-diffusion-3"
     for key in keys:
-        if _TRANSFORMER_TO_K.search(key) and not key.startswith("unet."):
-            if family := _TRANSFORMER_DIMS.get(shapes[key][-1]):
-                return family
+        if _TRANSFORMER_TO_K.search(key) and (family := _TRANSFORMER_DIMS.get(shapes[key][-1])):
+            return family
     if any(key.startswith(("lora_unet_", "unet.")) for key in keys):
         for key in keys:
             if _UNET_TO_K.search(key) and len(shapes[key]) >= 2 and (family := _UNET_DIMS.get(shapes[key][1])):
@@ -304,18 +322,22 @@ def _label(pipe) -> str:
 
 
 def check_compatible(pipe, path: Path, name: str | None = None) -> None:
-    """LoraError when the file's header says it is for another family than `pipe` (cheap: no tensors read).
+    """LoraError when the file is not a LoRA, or its header says it is for another family than `pipe`
+    (cheap: no tensor is read). A file whose family cannot be told (a tiny test LoRA, an unusual layout)
+    passes; LoraSlots.load then checks that its layers fit the model."""
+    _check_header(pipe, *_header(path), name or Path(path).stem)
 
-    A file whose family cannot be told (a tiny test LoRA, an unusual layout) passes; LoraSlots.load then
-    checks that its layers fit the model."""
-    name = name or Path(path).stem
-    shapes, _ = _header(path)
-    if not any(_LAYER_KEY.search(key) for key in shapes):
+
+def _check_header(pipe, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str], name: str) -> int:
+    """check_compatible on a read header; returns how many layers the LoRA changes."""
+    layers = sum(1 for key in shapes if _LAYER_KEY.search(key))
+    if not layers:
         raise LoraError(f"{name} is not a LoRA file (it has no LoRA weights; LyCORIS LoHa and full "
                         "checkpoints are not supported)")
-    family, mine = lora_family(path), model_family(pipe)
+    family, mine = _family(shapes, metadata), model_family(pipe)
     if family and mine and family != mine:
         raise LoraError(f"LoRA {name} is for {FAMILY_LABELS[family]} models; this model is {_label(pipe)}")
+    return layers
 
 
 # --- adapters --------------------------------------------------------------------------------------------
@@ -352,10 +374,12 @@ class LoraSlots:
 
         Returns each use's file, in order (for lora_hash). LoraError for a missing or unfit LoRA, in which
         case no adapter is active."""
-        paths = tuple(find_lora(self.loras_dir, use.name) for use in uses)
-        if len(set(paths)) < len(paths):
-            raise LoraError("the prompt names the same LoRA twice; give it once, with one weight")
+        if len(uses) > MAX_LORAS:
+            raise LoraError(f"{len(uses)} LoRAs at once; at most {MAX_LORAS}")
         try:
+            paths = tuple(find_lora(self.loras_dir, use.name) for use in uses)
+            if len(set(paths)) < len(paths):
+                raise LoraError("the prompt names the same LoRA twice; give it once, with one weight")
             adapters = [self.load(pipe, path, use.name, keep=paths) for path, use in zip(paths, uses)]
         except Exception:
             self._disable(pipe)  # never a previous job's LoRAs, nor a half-loaded one's
@@ -384,7 +408,7 @@ class LoraSlots:
             return adapter.name
         if adapter is not None:  # the file was replaced: drop the old weights
             self._unload(pipe, path)
-        check_compatible(pipe, path, name)
+        expected = _check_header(pipe, *_header(path), name)
         keep = set(keep)
         while len(self._adapters) >= self.max_loaded:
             self._unload(pipe, next(path for path in self._adapters if path not in keep))
@@ -393,6 +417,8 @@ class LoraSlots:
             pipe.load_lora_weights(str(path), adapter_name=adapter_name)
         except Exception as exc:  # a size mismatch, keys diffusers cannot convert: the file does not fit
             pipe.delete_adapters(adapter_name)  # whatever parts did load
+            if isinstance(exc, torch.OutOfMemoryError):
+                raise
             log.info("LoRA %s did not load into %s: %s", name, type(pipe).__name__, exc)
             raise LoraError(f"LoRA {name} does not fit this model ({_label(pipe)}): its layers have other "
                             "shapes or names; is it for another kind of model?") from None
@@ -401,7 +427,6 @@ class LoraSlots:
             pipe.delete_adapters(adapter_name)
             raise LoraError(f"LoRA {name} matched none of this model's layers ({_label(pipe)}); "
                             "is it for another kind of model?")
-        expected = sum(1 for key in _header(path)[0] if _LAYER_KEY.search(key))
         if layers < expected:
             log.warning("LoRA %s: %d of its %d layers matched the model; the rest are ignored", name, layers, expected)
         self._adapters[path] = _Adapter(adapter_name, stamp)
@@ -461,6 +486,8 @@ def create_tiny_lora(pipeline_folder: Path, out_path: Path, *, rank: int = 4, se
     if style not in ("diffusers", "kohya"):
         raise ValueError(f"unknown LoRA style {style!r}; expected diffusers or kohya")
     folder = Path(pipeline_folder)
+    if not (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file():
+        raise ValueError(f"{folder} is not a diffusers model folder with a safetensors UNet")
     xl = (folder / "text_encoder_2").is_dir()
     generator = torch.Generator("cpu").manual_seed(seed)
     tensors: dict[str, torch.Tensor] = {}
@@ -476,6 +503,10 @@ def create_tiny_lora(pipeline_folder: Path, out_path: Path, *, rank: int = 4, se
             down = torch.randn(rank, in_features, generator=generator) / in_features ** 0.5
             up = torch.randn(out_features, rank, generator=generator) * (scale / rank ** 0.5)
             module = match.group(1)
+            if part != "unet" and not module.startswith("text_model."):
+                # As real LoRAs name CLIP's layers (and transformers < 5 its modules); diffusers drops the
+                # prefix for a transformers 5 CLIPTextModel, which has no text_model.
+                module = f"text_model.{module}"
             if style == "diffusers":
                 tensors[f"{prefix}.{module}.lora_A.weight"] = down
                 tensors[f"{prefix}.{module}.lora_B.weight"] = up

@@ -19,6 +19,7 @@ from bot.engine.catalog import ModelSpec
 from bot.engine.families import TRUE_CFG_SCALE, Family, NegativePrompt
 from bot.engine.requests import DeviceOptions, EngineError, GenerateRequest, GenerationResult
 from bot.engine.safety import load_safety_checker
+from bot.engine.tokens import count_tokens
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,7 @@ class LoadedModel:
 
     def prompt_tokens(self, text: str) -> int:
         """Tokens `text` takes in the text encoder that reads the whole prompt, start and end tokens included."""
-        tokenizer = getattr(self.txt2img, self.family.prompt_tokenizer)
-        return len(tokenizer(text, truncation=False).input_ids)
+        return count_tokens(getattr(self.txt2img, self.family.prompt_tokenizer), text, self.family)
 
     def run(self, request: GenerateRequest, on_step: StepCallback,
             on_latents: LatentsCallback | None = None) -> GenerationResult:
@@ -144,7 +144,8 @@ class LoadedModel:
 
         The one place that refuses a request. Callers call it once per request; run_batch does not repeat
         it (it tokenises the prompts, which is not free)."""
-        refusal = self.family.refusal(self.spec.name, negative_prompt=request.negative_prompt, tile=request.tile)
+        refusal = self.family.refusal(self.spec.name, negative_prompt=request.negative_prompt, tile=request.tile,
+                                      guidance=request.guidance)
         if refusal:
             raise EngineError(refusal)
         if request.is_img2img and int(request.steps * request.strength) < 1:

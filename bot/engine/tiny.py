@@ -4,7 +4,8 @@
 scheduler); "sdxl" a StableDiffusionXLPipeline (a text_time UNet, two CLIP text encoders, the second with a
 projection); "flux" a FluxPipeline (FLUX.1-dev's layout: a packed-latent transformer with guidance
 embedding, CLIP and T5, a 16-channel VAE); "sd3" a StableDiffusion3Pipeline (an MMDiT, two CLIPs with
-projections and T5). T5's tokenizer is built offline too (bot/engine/tokenizer.py). All are saved with
+projections and T5); "zimage" a ZImagePipeline (Z-Image Turbo: a single-stream transformer, a Qwen3 text
+encoder). T5's and Qwen's tokenizers are built offline too (bot/engine/tokenizer.py). All are saved with
 save_pretrained, so the engine loads them exactly like a downloaded model. Their weights are random, so
 their images are coloured noise; they exist to exercise the whole path in seconds.
 """
@@ -29,17 +30,27 @@ from diffusers import (
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
+    ZImagePipeline,
+    ZImageTransformer2DModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    Qwen3Config,
+    Qwen3Model,
+    T5Config,
+    T5EncoderModel,
+)
 
 from bot.engine.folders import replaced_on_success
-from bot.engine.tokenizer import build_clip_tokenizer, build_t5_tokenizer
+from bot.engine.tokenizer import build_clip_tokenizer, build_qwen_tokenizer, build_t5_tokenizer
 
-FAMILIES = ("sd", "sdxl", "flux", "sd3")
+FAMILIES = ("sd", "sdxl", "flux", "sd3", "zimage")
 DEFAULT_PATHS = {family: Path("models") / f"tiny-{family}" for family in FAMILIES}
 DEFAULT_PATH = DEFAULT_PATHS["sd"]
 PIPELINE_CLASSES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline",
-                    "flux": "FluxPipeline", "sd3": "StableDiffusion3Pipeline"}
+                    "flux": "FluxPipeline", "sd3": "StableDiffusion3Pipeline", "zimage": "ZImagePipeline"}
 
 # Each family's components: (folder, kind). Everything from_pretrained needs; a folder missing any file
 # of these was interrupted while being written.
@@ -53,12 +64,15 @@ _COMPONENTS = {
     "sd3": (("transformer", "diffusers"), ("vae", "diffusers"), ("text_encoder", "transformers"),
             ("text_encoder_2", "transformers"), ("text_encoder_3", "transformers"), ("tokenizer", "clip"),
             ("tokenizer_2", "clip"), ("tokenizer_3", "t5")),
+    "zimage": (("transformer", "diffusers"), ("vae", "diffusers"), ("text_encoder", "transformers"),
+               ("tokenizer", "qwen")),
 }
 _FILES = {
     "diffusers": ("config.json", "diffusion_pytorch_model.safetensors"),
     "transformers": ("config.json", "model.safetensors"),
     "clip": ("tokenizer_config.json", "vocab.json", "merges.txt"),
     "t5": ("tokenizer_config.json", "tokenizer.json"),
+    "qwen": ("tokenizer_config.json", "tokenizer.json", "chat_template.jinja"),
 }
 REQUIRED = {
     family: ("model_index.json", "scheduler/scheduler_config.json") + tuple(
@@ -256,8 +270,37 @@ def _build_sd3_pipeline(work_dir: Path, seed: int) -> StableDiffusion3Pipeline:
     )
 
 
+def _build_zimage_pipeline(work_dir: Path, seed: int) -> ZImagePipeline:
+    """Z-Image Turbo: a single-stream transformer on FLUX's 16-channel latent space in 2x2 patches, with a
+    Qwen3 language model (its second-to-last hidden states) as the text encoder."""
+    tokenizer = build_qwen_tokenizer(work_dir / "tokenizer")
+    hidden = 32
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = ZImageTransformer2DModel(
+            all_patch_size=(2,),
+            all_f_patch_size=(1,),
+            in_channels=16,
+            dim=32,
+            n_layers=1,
+            n_refiner_layers=1,
+            n_heads=2,
+            n_kv_heads=2,
+            cap_feat_dim=hidden,  # the text encoder's width
+            axes_dims=(8, 4, 4),  # sums to dim / n_heads
+            axes_lens=(1024, 96, 96),  # up to 1024 text tokens, 96x96 patches
+        )
+        vae = _vae(scaling_factor=0.3611, shift_factor=0.1159, latent_channels=16)  # FLUX.1's VAE
+        text_encoder = Qwen3Model(Qwen3Config(
+            vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=1024,
+            pad_token_id=tokenizer.pad_token_id))
+    return ZImagePipeline(scheduler=_flow_scheduler(shift=3.0), vae=vae, text_encoder=text_encoder,
+                          tokenizer=tokenizer, transformer=transformer)
+
+
 _BUILDERS = {"sd": _build_pipeline, "sdxl": _build_xl_pipeline, "flux": _build_flux_pipeline,
-             "sd3": _build_sd3_pipeline}
+             "sd3": _build_sd3_pipeline, "zimage": _build_zimage_pipeline}
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -270,7 +313,8 @@ def cli(argv: list[str] | None = None) -> int:
                         help="target folder (default: models/tiny-<family>)")
     parser.add_argument("--path", type=Path, default=None, help="target folder (the same as the positional path)")
     parser.add_argument("--family", choices=FAMILIES, default="sd",
-                        help="sd: SD 1.x; sdxl: SDXL; flux: FLUX.1-dev; sd3: SD 3.5 (default: %(default)s)")
+                        help="sd: SD 1.x; sdxl: SDXL; flux: FLUX.1-dev; sd3: SD 3.5; zimage: Z-Image Turbo "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete model is there")
     args = parser.parse_args(argv)

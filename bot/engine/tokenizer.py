@@ -129,3 +129,36 @@ def build_t5_tokenizer(out_dir: Path, bpe_path: Path = DEFAULT_BPE_PATH, model_m
                                 pad_token="<pad>", extra_ids=0, model_max_length=model_max_length)
     tokenizer.save_pretrained(Path(out_dir))
     return tokenizer
+
+
+# Qwen's chat template, as far as a text encoder needs it: Z-Image wraps each prompt as a user turn and
+# opens the assistant's.
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+def build_qwen_tokenizer(out_dir: Path, bpe_path: Path = DEFAULT_BPE_PATH, vocab_size: int = 8192,
+                         model_max_length: int = 512):
+    """A Qwen2TokenizerFast (byte-level BPE with Qwen's special tokens and chat template), built offline.
+
+    Qwen's own vocabulary cannot be downloaded here, so a BPE of `vocab_size` tokens is trained on the words
+    of CLIP's vocabulary (deterministic: the same input gives the same merges). Like the T5 one, it goes with
+    the random-weight text encoders built here only.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2TokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator([piece.replace("▁", " ") for piece in t5_pieces(Path(bpe_path))], trainer=trainer)
+    tokenizer = Qwen2TokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   unk_token=None, model_max_length=model_max_length)
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    tokenizer.save_pretrained(Path(out_dir))
+    return tokenizer

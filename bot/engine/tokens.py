@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from bot.engine.catalog import CatalogError, ModelSpec
+from bot.engine.families import Family
 
 log = logging.getLogger(__name__)
 
@@ -34,4 +35,13 @@ def prompt_tokens(spec: ModelSpec, models_dir: Path, text: str) -> int | None:
     except CatalogError:  # the model cannot load either; the job's own failure says why
         return None
     tokenizer = _tokenizer(source, spec.family.prompt_tokenizer, Path(source).is_dir())
-    return None if tokenizer is None else len(tokenizer(text, truncation=False).input_ids)
+    return None if tokenizer is None else count_tokens(tokenizer, text, spec.family)
+
+
+def count_tokens(tokenizer, text: str, family: Family) -> int:
+    """Tokens `text` takes as the family's pipeline feeds it to its text encoder (inside the chat template,
+    for an LLM encoder), start and end tokens included."""
+    if family.chat_prompt:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                             add_generation_prompt=True, enable_thinking=True)
+    return len(tokenizer(text, truncation=False).input_ids)

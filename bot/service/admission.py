@@ -102,7 +102,8 @@ class Admission:
     def _check_family(self, recipe: Recipe) -> None:
         """What the model's family cannot do (--tile on a transformer, --no without a negative branch)."""
         spec = self.catalog.get(recipe.model)
-        refusal = spec.family.refusal(spec.name, negative_prompt=recipe.negative_prompt, tile=recipe.tile)
+        refusal = spec.family.refusal(spec.name, negative_prompt=recipe.negative_prompt, tile=recipe.tile,
+                                      guidance=recipe.guidance)
         if refusal:
             raise UserError(refusal[0].upper() + refusal[1:])
 

@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 
 # model, pipeline, the grid for --ar 2:1 on a 64x64 pixel budget (each family's size rule: 8 for UNets,
-# 16 for the transformers' 2x2 patches of 8x latents)
+# 16 for the transformers' 2x2 patches of 8x latents), the negative prompt it takes
 FAMILIES = [
-    ("tiny", "stable-diffusion", (176, 96)),
-    ("tiny-xl", "stable-diffusion-xl", (176, 96)),
-    ("tiny-sd3", "stable-diffusion-3", (192, 96)),
-    ("tiny-flux", "flux", (192, 96)),
+    ("tiny", "stable-diffusion", (176, 96), "fog"),
+    ("tiny-xl", "stable-diffusion-xl", (176, 96), "fog"),
+    ("tiny-sd3", "stable-diffusion-3", (192, 96), "fog"),
+    ("tiny-flux", "flux", (192, 96), "fog"),  # FLUX.1-dev has no negative branch: --no runs true CFG
+    ("tiny-zimage", "z-image", (192, 96), ""),  # Turbo runs without guidance: no --no (refused, below)
 ]
 
 
@@ -29,12 +30,12 @@ def job_id_of(message) -> int:
     return int(re.findall(r"job #(\d+)", message.content)[-1])
 
 
-@pytest.mark.parametrize("model, pipeline, grid_size", FAMILIES)
-async def test_imagine_upscale_vary_and_reroll_on_each_family(dreamgrid, model, pipeline, grid_size):
+@pytest.mark.parametrize("model, pipeline, grid_size, negative", FAMILIES)
+async def test_imagine_upscale_vary_and_reroll_on_each_family(dreamgrid, model, pipeline, grid_size, negative):
     assert dreamgrid.app.catalog.get(model).pipeline == pipeline
     alice = dreamgrid.discord.add_user("alice")
-    # --no on FLUX runs true CFG (FLUX.1-dev has no negative branch of its own)
-    _, grid = await dreamgrid.grid(alice, f"a lighthouse --ar 2:1 --no fog --chaos 40 --model {model}")
+    no = f"--no {negative}" if negative else ""
+    _, grid = await dreamgrid.grid(alice, f"a lighthouse --ar 2:1 {no} --chaos 40 --model {model}")
     assert png(grid).size == grid_size
     job = job_id_of(grid)
 
@@ -46,7 +47,7 @@ async def test_imagine_upscale_vary_and_reroll_on_each_family(dreamgrid, model, 
     for message in (varied, strong, rerolled):
         assert png(message).size == grid_size and f"`{model}`" in message.content
     jobs = [await dreamgrid.app.store.get_job(job_id_of(m)) for m in (grid, upscaled, varied, strong, rerolled)]
-    assert all(j.status == "done" and j.model == model and j.negative_prompt == "fog" for j in jobs)
+    assert all(j.status == "done" and j.model == model and j.negative_prompt == negative for j in jobs)
     assert len({png(m).tobytes() for m in (grid, varied, strong, rerolled)}) == 4
 
 
@@ -64,6 +65,13 @@ async def test_tile_is_refused_on_a_transformer_naming_the_model_and_costs_nothi
     assert f"`{model}` ({label}) cannot tile" in said and "Remove --tile" in said
     assert await dreamgrid.app.store.used(bob.id) == 0
     assert await dreamgrid.app.store.jobs("WHERE owner_id = ?", (bob.id,)) == []
+
+
+async def test_no_is_refused_where_a_model_runs_without_guidance(dreamgrid):
+    dave = dreamgrid.discord.add_user("dave")
+    said = await refusal(dreamgrid, dave, "a quiet harbour --no boats --model tiny-zimage")
+    assert "`tiny-zimage` runs without guidance" in said and "Remove --no" in said
+    assert await dreamgrid.app.store.used(dave.id) == 0
 
 
 async def test_a_prompt_longer_than_t5_reads_is_refused_not_cut(dreamgrid):

@@ -8,7 +8,7 @@ import pytest
 PREVIEW = "preview.png"
 
 
-@pytest.mark.parametrize("model", ["tiny", "tiny-xl", "tiny-sd3", "tiny-flux"])  # every latent space (FLUX packed)
+@pytest.mark.parametrize("model", ["tiny", "tiny-xl", "tiny-sd3", "tiny-flux", "tiny-zimage"])  # every latent space (FLUX packed)
 @pytest.mark.parametrize("dreamgrid", [{"preview_interval": 1e-9}], indirect=True)  # a preview every step
 async def test_the_message_shows_previews_while_generating_then_the_grid(dreamgrid, model):
     user = dreamgrid.discord.add_user("alice")
