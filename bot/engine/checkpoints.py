@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -40,10 +39,26 @@ PIPELINE_CLASSES = {SD: "StableDiffusionPipeline", SDXL: "StableDiffusionXLPipel
                     SD3: "StableDiffusion3Pipeline", FLUX: "FluxPipeline"}
 A_FAMILY = {SD: "an SD 1.x/2.x", SDXL: "an SDXL", SD3: "an SD3", FLUX: "a FLUX.1"}  # for messages
 
-# (family, variant) -> the folder of bot/bench/architectures whose configs describe it. SD 2.x base and
-# SD-Turbo share one architecture (SD 2.1 base); the 768 px SD 2.x models predict v, which a config
-# folder with prediction_type = "v_prediction" in its scheduler config must say.
-DEFAULT_ARCHITECTURES = {(SD, "v1"): "sd15", (SD, "v2"): "sd-turbo", (SDXL, "xl_base"): "sdxl"}
+
+
+@dataclass(frozen=True)
+class _DefaultConfig:
+    name: str  # its folder under default_config's cache dir
+    arch: str  # the folder of bot/bench/architectures whose configs describe it
+    overrides: dict  # config file -> the values that differ from the architecture's
+
+
+# (family, variant) -> its default config. SD 2.x base and SD-Turbo share one architecture (SD 2.1 base,
+# which predicts the noise, as "v2" does); the 768 px SD 2.x models predict v instead, which nothing in their
+# weights says: detect never answers "v2-v", a catalog entry asks for it.
+DEFAULT_CONFIGS = {
+    (SD, "v1"): _DefaultConfig("sd15", "sd15", {}),
+    (SD, "v2"): _DefaultConfig("sd2", "sd-turbo", {}),
+    (SD, "v2-v"): _DefaultConfig("sd2-768-v", "sd-turbo", {
+        "scheduler/scheduler_config.json": {"prediction_type": "v_prediction"},
+        "unet/config.json": {"sample_size": 96, "upcast_attention": True}}),
+    (SDXL, "xl_base"): _DefaultConfig("sdxl", "sdxl", {}),
+}
 # Bumped when default_config builds its folders differently, so that older cached ones are rebuilt.
 CONFIG_VERSION = 1
 CONFIG_MARKER = "dreamgrid-single-file-config.json"
@@ -105,46 +120,46 @@ def detect(path: Path | str, models_dir: Path | str | None = None) -> Detected:
     block, the 10th OpenCLIP layer) and calls anything it does not know "v1", so the SD and SDXL layouts
     are told apart here by their component prefixes, which holds at any size; diffusers names the rest.
     """
-    path = Path(path)
     name = display_name(path, models_dir)
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise CheckpointError(_pickle_problem(name))
-    shapes = _read_header(path, name)
+    return _detect(name, _read_header(Path(path), name))
+
+
+def _detect(name: str, shapes: dict[str, tuple[int, ...]]) -> Detected:
     tensors = {key: _Tensor(torch.Size(shape)) for key, shape in shapes.items()}
-
-    def has(*prefixes: str) -> bool:
-        return any(key.startswith(prefixes) for key in shapes)
-
     if any(key in shapes for key in (SD3_BLOCK, UNET + SD3_BLOCK)):
         variant = _diffusers_type(tensors)
         variant = variant if variant in ("sd3", "sd35_medium", "sd35_large") else "sd3"
-        return Detected(SD3, variant, has("text_encoders.clip_l.") and has("text_encoders.clip_g."))
+        return Detected(SD3, variant, _has(shapes, "text_encoders.clip_l.") and _has(shapes, "text_encoders.clip_g."))
     if any(key in shapes for key in (FLUX_BLOCK, UNET + FLUX_BLOCK)):
         variant = _diffusers_type(tensors) or "flux-dev"
         if variant not in ("flux-dev", "flux-schnell"):
             raise CheckpointError(f"{name} is a {variant} model, not a FLUX.1 text-to-image one; "
                                   "Dreamgrid cannot run it")
-        return Detected(FLUX, variant, has("text_encoders."))
+        return Detected(FLUX, variant, _has(shapes, "text_encoders."))
     conv_in = shapes.get(UNET + "input_blocks.0.0.weight")
     if conv_in is not None:
-        return _detect_unet(name, shapes, conv_in, has)
+        return _detect_unet(name, shapes, conv_in)
     raise CheckpointError(f"{name} {_describe_unknown(tensors)}")
 
 
-def _detect_unet(name: str, shapes: dict, conv_in: tuple, has) -> Detected:
+def _has(shapes: dict, prefix: str) -> bool:
+    return any(key.startswith(prefix) for key in shapes)
+
+
+def _detect_unet(name: str, shapes: dict, conv_in: tuple) -> Detected:
     """An SD 1.x/2.x or SDXL checkpoint (a UNet under model.diffusion_model.), by its text encoders' layout."""
     if len(conv_in) == 4 and conv_in[1] != 4:
         kind = {9: "an inpainting", 8: "an InstructPix2Pix"}.get(conv_in[1], f"a {conv_in[1]}-channel")
         raise CheckpointError(f"{name} is {kind} checkpoint; only text-to-image checkpoints (4 latent "
                               "channels in) are supported")
-    if has(OPEN_CLIP_XL_REFINER) and not has(OPEN_CLIP_XL):
+    if _has(shapes, OPEN_CLIP_XL_REFINER) and not _has(shapes, OPEN_CLIP_XL):
         raise CheckpointError(f"{name} is an SDXL refiner: it only refines SDXL images and cannot make its own; "
                               "use an SDXL base checkpoint")
-    if has(OPEN_CLIP_XL):
+    if _has(shapes, OPEN_CLIP_XL):
         return Detected(SDXL, "xl_base", True)
-    if has(CLIP_SD1):
+    if _has(shapes, CLIP_SD1):
         return Detected(SD, "v1", True)
-    if has(OPEN_CLIP_SD2):
+    if _has(shapes, OPEN_CLIP_SD2):
         return Detected(SD, "v2", True)
     # A UNet alone (the config folder must then hold the text encoders): SDXL's has its size/crop embedding.
     if UNET + "label_emb.0.0.weight" in shapes:
@@ -165,7 +180,9 @@ def _diffusers_type(tensors: dict) -> str | None:
 
 
 def _read_header(path: Path, name: str) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape, from the safetensors header alone."""
+    """Tensor name -> shape, from the safetensors header alone (a pickle is refused unopened)."""
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise CheckpointError(_pickle_problem(name))
     if not path.is_file():
         raise CheckpointError(f"{name} was not found")
     try:
@@ -235,34 +252,37 @@ def default_config(family: str, variant: str, cache_dir: Path | str) -> Path:
     engine loads its safety checker on its own.
     """
     try:
-        arch = DEFAULT_ARCHITECTURES[family, variant]
+        default = DEFAULT_CONFIGS[family, variant]
     except KeyError:
         needs = {SD3: "an SD3 diffusers folder", FLUX: "a FLUX.1 diffusers folder with its text encoders and VAE"}
         raise CheckpointError(f"Dreamgrid ships no config for {A_FAMILY.get(family, family)} "
                               f"({variant}) checkpoint; its catalog entry must name a config folder"
                               + (f" ({needs[family]})" if family in needs else "")) from None
-    folder = Path(cache_dir) / arch
+    folder = Path(cache_dir) / default.name
     marker = folder / CONFIG_MARKER
     if marker.is_file() and json.loads(marker.read_text()).get("version") == CONFIG_VERSION:
         return folder
-    shipped = ARCHITECTURES_DIR / arch
+    shipped = ARCHITECTURES_DIR / default.arch
     with replaced_on_success(folder) as staging:
         for config in shipped.glob("*/*.json"):
-            (staging / config.parent.name).mkdir(exist_ok=True)
-            shutil.copyfile(config, staging / config.parent.name / config.name)
+            relative = config.relative_to(shipped).as_posix()
+            values = {**json.loads(config.read_text()), **default.overrides.get(relative, {})}
+            (staging / relative).parent.mkdir(exist_ok=True)
+            (staging / relative).write_text(json.dumps(values, indent=2) + "\n")
         index = json.loads((shipped / "model_index.json").read_text())
         if family == SD:
             index.update(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
         (staging / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
         # OpenAI's CLIP tokenizer pads with <|endoftext|>; OpenCLIP's (SD 2.x's, SDXL's second) with "!".
-        open_clip = {"tokenizer_2"} | ({"tokenizer"} if variant == "v2" else set())
+        open_clip = {"tokenizer_2"} | ({"tokenizer"} if variant.startswith("v2") else set())
         for name in ("tokenizer", "tokenizer_2"):
             if name in index:
                 tokenizer = build_clip_tokenizer(staging / name)
                 if name in open_clip:
                     tokenizer.pad_token = "!"
                     tokenizer.save_pretrained(staging / name)
-        (staging / CONFIG_MARKER).write_text(json.dumps({"version": CONFIG_VERSION, "architecture": arch}) + "\n")
+        (staging / CONFIG_MARKER).write_text(json.dumps({"version": CONFIG_VERSION, "family": family,
+                                                         "variant": variant}) + "\n")
     return folder
 
 
@@ -272,7 +292,8 @@ def load_single_file(path: Path | str, family: str, config: Path | str, dtype: t
     folder) for everything the file does not hold; offline. CheckpointError (user-safe) when it cannot."""
     path, config = Path(path), Path(config)
     name, config_name = display_name(path, models_dir), display_name(config, models_dir)
-    detected = detect(path, models_dir)
+    shapes = _read_header(path, name)
+    detected = _detect(name, shapes)
     if detected.family != family:
         raise CheckpointError(f"{name} is {A_FAMILY[detected.family]} checkpoint, but its catalog entry "
                               f"says pipeline = \"{family}\"; fix the entry's `pipeline`")
@@ -280,7 +301,7 @@ def load_single_file(path: Path | str, family: str, config: Path | str, dtype: t
     from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     try:
-        return _load(path, detected, config, dtype, name, config_name)
+        return _load(path, shapes, detected, config, dtype, name, config_name)
     except (SingleFileComponentError, OSError, ValueError, KeyError, RuntimeError) as exc:
         reason = str(exc)
         for local, shown in ((config, config_name), (path, name)):
@@ -308,7 +329,7 @@ def _check_config(config: Path, family: str, config_name: str) -> None:
 _NO_SAFETY_CHECKER = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
-def _load(path: Path, detected: Detected, config: Path, dtype, name: str, config_name: str):
+def _load(path: Path, shapes: dict, detected: Detected, config: Path, dtype, name: str, config_name: str):
     import diffusers
 
     family = detected.family
@@ -316,14 +337,15 @@ def _load(path: Path, detected: Detected, config: Path, dtype, name: str, config
     if family == FLUX or not detected.text_encoders:
         return _denoiser_only(pipeline_class, path, family, config, dtype, name, config_name)
     extra = {}
-    if family in (SD, SDXL) and not _has_vae(path):
+    if family in (SD, SDXL) and not _has(shapes, VAE):
         extra["vae"] = _config_vae(config, dtype, name, config_name)
     if family == SD:
         extra.update(_NO_SAFETY_CHECKER)
-    elif family == SDXL and _encoders_as_wide(path):
+    elif family == SDXL and _encoders_as_wide(shapes):
         extra["text_encoder_2"] = _sdxl_open_clip(path, config, dtype)
-    elif family == SD3 and not (_has_weights(config / "text_encoder_3") or _has_t5(path)):
-        extra = {"text_encoder_3": None, "tokenizer_3": None}  # SD3 runs without T5 (a zero T5 embedding)
+    elif family == SD3 and not (_has_weights(config / "text_encoder_3")
+                                or _has(shapes, "text_encoders.t5xxl.")):
+        extra.update(text_encoder_3=None, tokenizer_3=None)  # SD3 runs without T5 (a zero T5 embedding)
     return pipeline_class.from_single_file(str(path), config=str(config), local_files_only=True,
                                            torch_dtype=dtype, **extra)
 
@@ -350,11 +372,6 @@ def _has_weights(folder: Path) -> bool:
     return folder.is_dir() and (any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")))
 
 
-def _has_vae(path: Path) -> bool:
-    with safe_open(str(path), framework="pt") as file:
-        return any(key.startswith(VAE) for key in file.keys())
-
-
 def _config_vae(config: Path, dtype, name: str, config_name: str):
     """The VAE of a checkpoint saved without one ("no VAE" releases): the config folder's."""
     from diffusers import AutoencoderKL
@@ -365,21 +382,14 @@ def _config_vae(config: Path, dtype, name: str, config_name: str):
     return AutoencoderKL.from_pretrained(str(config), subfolder="vae", local_files_only=True, torch_dtype=dtype)
 
 
-def _has_t5(path: Path) -> bool:
-    with safe_open(str(path), framework="pt") as file:
-        return any(key.startswith("text_encoders.t5xxl.") for key in file.keys())
-
-
-def _encoders_as_wide(path: Path) -> bool:
+def _encoders_as_wide(shapes: dict) -> bool:
     """SDXL's two text encoders have position embeddings of the same width (only in test-sized models).
 
     diffusers picks the checkpoint's encoder for a text model by that width, trying the first (CLIP ViT-L)
     one first, so it would then load the first encoder's weights into the second."""
-    with safe_open(str(path), framework="pt") as file:
-        widths = {file.get_slice(key).get_shape()[-1] for key in
-                  (CLIP_XL + "text_model.embeddings.position_embedding.weight", OPEN_CLIP_XL + "positional_embedding")
-                  if key in file.keys()}
-    return len(widths) == 1
+    first = shapes.get(CLIP_XL + "text_model.embeddings.position_embedding.weight")
+    second = shapes.get(OPEN_CLIP_XL + "positional_embedding")
+    return first is not None and second is not None and first[-1] == second[-1]
 
 
 def _sdxl_open_clip(path: Path, config: Path, dtype):
@@ -521,6 +531,9 @@ def _open_clip_to_original(state: dict, prefix: str) -> dict:
 def original_layout(unet, vae, text_encoder, text_encoder_2=None) -> dict[str, torch.Tensor]:
     """The weights of an SD 1.x/2.x (no `text_encoder_2`) or SDXL model's diffusers modules, keyed as in the
     original single-file checkpoints."""
+    if not isinstance(unet.config.layers_per_block, int):
+        raise ValueError("the UNet has a different number of layers per level, which the original layout "
+                         "(and diffusers' conversion of it) cannot hold")
     tensors = {**_unet_to_original(unet.state_dict(), unet.config.layers_per_block),
                **_vae_to_original(vae.state_dict(), len(vae.config.up_block_types))}
     text = text_encoder.state_dict()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
+import json
 import logging
 import math
 import re
@@ -54,6 +55,7 @@ FAMILY_LABELS = {
     "stable-diffusion-xl": "SDXL",
     "stable-diffusion-3": "Stable Diffusion 3",
     "flux": "FLUX",
+    "z-image": "Z-Image",
 }
 
 _TAG = re.compile(r"<lora:([^<>]*)>", re.IGNORECASE)
@@ -260,7 +262,8 @@ def lora_family(path: Path) -> str | None:
 
     - FLUX: `double_blocks` / `single_blocks` (kohya, original BFL) or `single_transformer_blocks` keys.
     - SD3: `joint_blocks` keys (kohya, original SAI).
-    - diffusers `transformer_blocks.N.attn.to_k` LoRAs: FLUX or SD3 by their width (see _TRANSFORMER_DIMS).
+    - diffusers `transformer_blocks.N.attn.to_k` LoRAs: FLUX or SD3 by their width (see _TRANSFORMER_DIMS);
+      any other `transformer.` LoRA only by its metadata (below).
     - UNet LoRAs: attn2.to_k's input width 768/1024 -> SD 1.x/2.x, 2048 -> SDXL; else a second text
       encoder (`lora_te2_`, `text_encoder_2.`) or SGM block names (`lora_unet_input_blocks`...) -> SDXL; a
       single one (`lora_te_`, diffusers `text_encoder.` next to `unet.`) -> SD 1.x/2.x.
@@ -278,6 +281,8 @@ def _family(shapes: dict[str, tuple[int, ...]], metadata: dict[str, str]) -> str
     for key in keys:
         if _TRANSFORMER_TO_K.search(key) and (family := _TRANSFORMER_DIMS.get(shapes[key][-1])):
             return family
+    if any(key.startswith(("transformer.", "lora_transformer_")) for key in keys):
+        return _metadata_family(metadata)  # a transformer LoRA (its text encoder keys are not SDXL's)
     if any(key.startswith(("lora_unet_", "unet.")) for key in keys):
         for key in keys:
             if _UNET_TO_K.search(key) and len(shapes[key]) >= 2 and (family := _UNET_DIMS.get(shapes[key][1])):
@@ -288,6 +293,10 @@ def _family(shapes: dict[str, tuple[int, ...]], metadata: dict[str, str]) -> str
     if any(key.startswith("lora_te_") for key in keys) or (
             any(key.startswith("unet.") for key in keys) and any(key.startswith("text_encoder.") for key in keys)):
         return "stable-diffusion"
+    return _metadata_family(metadata)
+
+
+def _metadata_family(metadata: dict[str, str]) -> str | None:
     for field in ("ss_base_model_version", "modelspec.architecture"):
         value = str(metadata.get(field, "")).lower()
         for prefix, family in _METADATA_PREFIXES:
@@ -310,7 +319,7 @@ def model_family(pipe) -> str | None:
     """The family of a loaded diffusers pipeline, from its class (txt2img and img2img classes alike)."""
     name = type(pipe).__name__
     for prefix, family in (("StableDiffusionXL", "stable-diffusion-xl"), ("StableDiffusion3", "stable-diffusion-3"),
-                           ("StableDiffusion", "stable-diffusion"), ("Flux", "flux")):
+                           ("StableDiffusion", "stable-diffusion"), ("Flux", "flux"), ("ZImage", "z-image")):
         if name.startswith(prefix):
             return family
     return None
@@ -400,6 +409,8 @@ class LoraSlots:
         recently used adapter not in `keep` is unloaded first."""
         path = Path(path)
         name = name or path.stem
+        if not hasattr(pipe, "load_lora_weights"):
+            raise LoraError(f"this model ({_label(pipe)}) cannot use LoRAs")
         stat = path.stat()
         stamp = (stat.st_mtime_ns, stat.st_size)
         adapter = self._adapters.get(path)
@@ -462,62 +473,68 @@ def _loaded_layers(pipe, adapter_name: str) -> int:
 
 # --- tiny test LoRAs -------------------------------------------------------------------------------------
 
-_UNET_TARGET = re.compile(r"^(.*\.(?:to_q|to_k|to_v|to_out\.0))\.weight$")
+_DENOISER_TARGET = re.compile(r"^(.*\.(?:to_q|to_k|to_v|to_out\.0))\.weight$")
 _TEXT_TARGET = re.compile(r"^(.*\.self_attn\.(?:q_proj|k_proj|v_proj|out_proj))\.weight$")
-# (folder, its diffusers prefix, its kohya prefix in an SD and in an SDXL LoRA)
-_PARTS = (
-    ("unet", "unet", "lora_unet", "lora_unet"),
-    ("text_encoder", "text_encoder", "lora_te", "lora_te1"),
-    ("text_encoder_2", "text_encoder_2", None, "lora_te2"),
-)
+# a UNet model's parts: their kohya prefixes in an SD and in an SDXL LoRA
+_KOHYA_PREFIXES = {"unet": ("lora_unet", "lora_unet"), "text_encoder": ("lora_te", "lora_te1"),
+                   "text_encoder_2": (None, "lora_te2")}
 
 
 def create_tiny_lora(pipeline_folder: Path, out_path: Path, *, rank: int = 4, seed: int = 0,
                      style: str = "diffusers", scale: float = 1.0, text_encoder: bool = True) -> Path:
-    """Write a random LoRA for the diffusers pipeline at `pipeline_folder` (its UNet's to_q/to_k/to_v/to_out.0,
-    with `text_encoder` also its text encoders' q/k/v/out projections): for tests and the playground.
+    """Write a random LoRA for the diffusers pipeline at `pipeline_folder`: its denoiser's (UNet's or
+    transformer's) to_q/to_k/to_v/to_out.0, with `text_encoder` also the q/k/v/out projections of the text
+    encoders its pipeline class loads LoRAs into. For tests and the playground.
 
     Both factors are random (PEFT's zero-initialised B would make it a no-op): each layer's change has
     about `scale` times the size of a layer initialised like the tiny models, so weight 1 visibly changes
-    their images. The layer shapes come from the model's safetensors headers. `style` "kohya" writes
-    lora_unet_* / lora_te_* keys (lora_te1_/lora_te2_ for SDXL) with lora_down/lora_up/alpha, "diffusers"
-    writes unet.* / text_encoder.* lora_A/lora_B; for the same seed both make the same change.
+    their images. The layer shapes come from the model's safetensors headers. `style` "diffusers" writes
+    unet.* / transformer.* / text_encoder.* lora_A/lora_B; "kohya" (UNet models only) writes lora_unet_* /
+    lora_te_* keys (lora_te1_/lora_te2_ for SDXL) with lora_down/lora_up/alpha. For the same seed both
+    make the same change.
     """
+    import diffusers
+
     if style not in ("diffusers", "kohya"):
         raise ValueError(f"unknown LoRA style {style!r}; expected diffusers or kohya")
     folder = Path(pipeline_folder)
-    if not (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file():
-        raise ValueError(f"{folder} is not a diffusers model folder with a safetensors UNet")
-    xl = (folder / "text_encoder_2").is_dir()
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+        parts = getattr(diffusers, index["_class_name"])._lora_loadable_modules
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise ValueError(f"{folder} is not a diffusers model folder whose pipeline takes LoRAs") from None
+    xl = "text_encoder_2" in parts and "unet" in parts
     generator = torch.Generator("cpu").manual_seed(seed)
     tensors: dict[str, torch.Tensor] = {}
-    for part, prefix, kohya_sd, kohya_xl in _PARTS:
-        weights = folder / part / ("diffusion_pytorch_model.safetensors" if part == "unet" else "model.safetensors")
-        if part != "unet" and (not text_encoder or not weights.is_file()):
+    for part in parts:
+        denoiser = part in ("unet", "transformer")
+        weights = folder / part / ("diffusion_pytorch_model.safetensors" if denoiser else "model.safetensors")
+        if not denoiser and not text_encoder:
             continue
-        target = _UNET_TARGET if part == "unet" else _TEXT_TARGET
+        if style == "kohya" and part not in _KOHYA_PREFIXES:
+            raise ValueError("kohya-style tiny LoRAs are for UNet models (SD, SDXL); use --style diffusers")
         for key, shape in _header(weights)[0].items():
-            if not (match := target.match(key)) or len(shape) != 2:
+            if not (match := (_DENOISER_TARGET if denoiser else _TEXT_TARGET).match(key)) or len(shape) != 2:
                 continue
             out_features, in_features = shape
             down = torch.randn(rank, in_features, generator=generator) / in_features ** 0.5
             up = torch.randn(out_features, rank, generator=generator) * (scale / rank ** 0.5)
             module = match.group(1)
-            if part != "unet" and not module.startswith("text_model."):
+            if not denoiser and not module.startswith("text_model."):
                 # As real LoRAs name CLIP's layers (and transformers < 5 its modules); diffusers drops the
                 # prefix for a transformers 5 CLIPTextModel, which has no text_model.
                 module = f"text_model.{module}"
             if style == "diffusers":
-                tensors[f"{prefix}.{module}.lora_A.weight"] = down
-                tensors[f"{prefix}.{module}.lora_B.weight"] = up
+                tensors[f"{part}.{module}.lora_A.weight"] = down
+                tensors[f"{part}.{module}.lora_B.weight"] = up
             else:
                 # alpha = rank / 2 scales the update by a half: double `up` to make the same change
-                stem = f"{kohya_xl if xl else kohya_sd}_{module.replace('.', '_')}"
+                stem = f"{_KOHYA_PREFIXES[part][xl]}_{module.replace('.', '_')}"
                 tensors[f"{stem}.lora_down.weight"] = down
                 tensors[f"{stem}.lora_up.weight"] = up * 2
                 tensors[f"{stem}.alpha"] = torch.tensor(rank / 2)
     if not tensors:
-        raise ValueError(f"{folder} has no UNet attention layers to put a LoRA on")
+        raise ValueError(f"{folder} has no attention layers to put a LoRA on")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.with_name(f".{out_path.name}.partial")

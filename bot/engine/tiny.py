@@ -79,7 +79,6 @@ REQUIRED = {
         f"{folder}/{name}" for folder, kind in components for name in _FILES[kind])
     for family, components in _COMPONENTS.items()
 }
-REQUIRED_FILES, REQUIRED_FILES_XL = REQUIRED["sd"], REQUIRED["sdxl"]
 
 
 # The VAE's blocks: four, an 8x down-sampling as in every SD model (so a 64 px picture is 8x8 latents and the

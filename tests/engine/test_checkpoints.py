@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from transformers import CLIPTokenizer
 
 from bot.engine.checkpoints import (
     FLUX, SD, SD3, SDXL, CheckpointError, Checkpoint, default_config, detect, detect_family, export_cli,
@@ -82,6 +83,17 @@ def test_a_unet_only_file_takes_the_rest_from_its_config_folder(models_dir, refe
     np.testing.assert_array_equal(images(pipeline), reference_images["sd"])
 
 
+def test_a_file_without_a_vae_takes_its_config_folders(models_dir, reference_images, tmp_path):
+    with safe_open(str(models_dir / "checkpoints" / "tiny-sd.safetensors"), framework="pt") as file:
+        no_vae = {key: file.get_tensor(key) for key in file.keys() if not key.startswith("first_stage_model.")}
+    save_file(no_vae, str(tmp_path / "no-vae.safetensors"))
+    pipeline = load_single_file(tmp_path / "no-vae.safetensors", SD, models_dir / "tiny-sd", torch.float32)
+    np.testing.assert_array_equal(images(pipeline), reference_images["sd"])
+    with pytest.raises(CheckpointError, match="no-vae.safetensors holds no VAE; its config sd15 must then have "
+                                              "VAE weights"):
+        load_single_file(tmp_path / "no-vae.safetensors", SD, default_config(SD, "v1", tmp_path / "configs"))
+
+
 def test_an_export_keeps_the_dtype_its_weights_are_stored_in(models_dir, tmp_path):
     from diffusers import StableDiffusionPipeline
 
@@ -94,13 +106,16 @@ def test_an_export_keeps_the_dtype_its_weights_are_stored_in(models_dir, tmp_pat
 
 # --- the layout of full-size models, on the meta device (no memory, no weights) ------------------------------
 
-def full_size_layout(arch: str) -> dict[str, torch.Tensor]:
-    """original_layout of the upstream `arch` (bot/bench/architectures), built on the meta device."""
+def full_size_modules(arch: str) -> dict[str, torch.nn.Module]:
+    """The weight modules of the upstream `arch` (bot/bench/architectures), built on the meta device."""
     from bot.bench.architectures import _build_component, components
 
     with torch.device("meta"):
-        parts = {name: _build_component(arch, name, cls) for name, cls in components(arch).items()}
-    return original_layout(parts["unet"], parts["vae"], parts["text_encoder"], parts.get("text_encoder_2"))
+        return {name: _build_component(arch, name, cls) for name, cls in components(arch).items()}
+
+
+def shapes(state: dict) -> dict[str, tuple[int, ...]]:
+    return {key.removeprefix("text_model."): tuple(value.shape) for key, value in state.items()}
 
 
 def header_file(path, keys, shapes=None) -> None:
@@ -111,12 +126,15 @@ def header_file(path, keys, shapes=None) -> None:
 
 @pytest.fixture(scope="session")
 def full_size_headers(tmp_path_factory):
-    """SD 1.5, SD 2.1 (SD-Turbo) and SDXL base keys as export writes them, in small files."""
+    """SD 1.5, SD 2.1 (SD-Turbo) and SDXL base keys as export writes them, in small files: arch -> (the file,
+    the meta modules, their original layout)."""
     root = tmp_path_factory.mktemp("headers")
     files = {}
     for arch in ("sd15", "sd-turbo", "sdxl"):
-        layout = full_size_layout(arch)
-        files[arch] = (root / f"{arch}.safetensors", layout)
+        modules = full_size_modules(arch)
+        layout = original_layout(modules["unet"], modules["vae"], modules["text_encoder"],
+                                 modules.get("text_encoder_2"))
+        files[arch] = (root / f"{arch}.safetensors", modules, layout)
         small = {key: tuple(value.shape) for key, value in layout.items() if value.numel() <= 65536}
         header_file(files[arch][0], layout, small)
     return files
@@ -127,12 +145,22 @@ def full_size_headers(tmp_path_factory):
 def test_full_size_layouts_are_the_upstream_ones(arch, family, variant, diffusers_type, full_size_headers):
     """diffusers' own detection (which looks for keys only full-size models have) agrees with ours, and its
     conversion of our layout gives back every weight of the diffusers modules."""
-    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
+    from diffusers.loaders import single_file_utils as diffusers_conversion
 
-    path, layout = full_size_headers[arch]
-    assert infer_diffusers_model_type(layout) == diffusers_type
+    path, modules, layout = full_size_headers[arch]
+    assert diffusers_conversion.infer_diffusers_model_type(layout) == diffusers_type
+    unet, vae = modules["unet"], modules["vae"]
+    assert shapes(diffusers_conversion.convert_ldm_unet_checkpoint(layout, unet.config)) == shapes(unet.state_dict())
+    assert shapes(diffusers_conversion.convert_ldm_vae_checkpoint(layout, vae.config)) == shapes(vae.state_dict())
+    encoders = [(modules["text_encoder"], "cond_stage_model.model." if arch == "sd-turbo" else None)]
+    if arch == "sdxl":
+        encoders.append((modules["text_encoder_2"], "conditioner.embedders.1.model."))
+    for encoder, open_clip in encoders:
+        converted = (diffusers_conversion.convert_open_clip_checkpoint(encoder, layout, open_clip) if open_clip
+                     else diffusers_conversion.convert_ldm_clip_checkpoint(layout))
+        assert shapes(converted) == shapes(encoder.state_dict())
     assert (detect(path).family, detect(path).variant) == (family, variant)
-    assert default_config(family, variant, path.parent / "configs").name == arch
+    assert default_config(family, variant, path.parent / "configs").name == {"sd-turbo": "sd2"}.get(arch, arch)
 
 
 def meta_module(folder, name: str, library: str, class_name: str):
@@ -148,7 +176,7 @@ def meta_module(folder, name: str, library: str, class_name: str):
 def test_a_default_config_builds_offline_and_from_single_file_accepts_it(arch, full_size_headers, tmp_path):
     import diffusers
 
-    path, _ = full_size_headers[arch]
+    path = full_size_headers[arch][0]
     detected = detect(path)
     folder = default_config(detected.family, detected.variant, tmp_path / ".single-file-configs")
     assert default_config(detected.family, detected.variant, tmp_path / ".single-file-configs") == folder  # cached
@@ -193,10 +221,31 @@ def test_detect_reads_the_family_from_the_header(keys, shapes, family, variant, 
     assert detect(tmp_path / "x.safetensors") == type(detect(tmp_path / "x.safetensors"))(family, variant, encoders)
 
 
+def test_the_768_px_sd2_default_config_predicts_v(tmp_path):
+    folder = default_config(SD, "v2-v", tmp_path)
+    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    unet = json.loads((folder / "unet" / "config.json").read_text())
+    assert (scheduler["prediction_type"], unet["sample_size"], unet["cross_attention_dim"]) == ("v_prediction", 96, 1024)
+    base = default_config(SD, "v2", tmp_path)
+    assert json.loads((base / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "epsilon"
+    assert CLIPTokenizer.from_pretrained(folder / "tokenizer").pad_token == "!"  # OpenCLIP's, as SD 2.x's
+
+
 def test_flux_and_sd3_have_no_default_config(tmp_path):
     for family, variant in ((FLUX, "flux-dev"), (SD3, "sd3")):
         with pytest.raises(CheckpointError, match="must name a config folder"):
             default_config(family, variant, tmp_path)
+
+
+def test_a_transformer_only_file_needs_a_config_with_the_other_weights(tmp_path):
+    header_file(tmp_path / "flux.safetensors", ["double_blocks.0.img_attn.norm.key_norm.scale", "img_in.weight"],
+                {"img_in.weight": (4, 64)})
+    (tmp_path / "flux-config").mkdir()
+    (tmp_path / "flux-config" / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(CheckpointError, match="flux.safetensors holds only the transformer; its config "
+                                              "flux-config must then be a full diffusers model, but it has no "
+                                              "weights for vae or text_encoder"):
+        load_single_file(tmp_path / "flux.safetensors", FLUX, tmp_path / "flux-config", models_dir=tmp_path)
 
 
 # --- refusals ------------------------------------------------------------------------------------------------
@@ -217,9 +266,9 @@ def bad_files(tmp_path_factory, full_size_headers):
     (folder / "garbage.safetensors").write_bytes(b"\xff" * 64)
     good = full_size_headers["sd15"][0].read_bytes()
     (folder / "truncated.safetensors").write_bytes(good[: len(good) // 2])
-    header_file(folder / "inpainting.safetensors", full_size_headers["sd15"][1],
+    header_file(folder / "inpainting.safetensors", full_size_headers["sd15"][2],
                 {"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)})
-    sdxl = full_size_headers["sdxl"][1]
+    sdxl = full_size_headers["sdxl"][2]
     refiner = [key.replace("embedders.1.", "embedders.0.") for key in sdxl if not key.startswith(
         "conditioner.embedders.0.")]
     header_file(folder / "refiner.safetensors", refiner)
@@ -283,10 +332,13 @@ def test_load_single_file_says_why_a_config_does_not_fit(models_dir, tmp_path):
     config = tmp_path / "other"
     shutil.copytree(models_dir / "tiny-sd", config)
     unet = config / "unet" / "config.json"
-    unet.write_text(json.dumps({**json.loads(unet.read_text()), "block_out_channels": [16, 32]}))
-    with pytest.raises(CheckpointError, match="could not be loaded as an SD 1.x/2.x checkpoint with the config "
-                                              "other: ") as refused:
+    unet.write_text(json.dumps({**json.loads(unet.read_text()), "cross_attention_dim": 64}))
+    with pytest.raises(CheckpointError) as refused:
         load_single_file(models_dir / "checkpoints" / "tiny-sd.safetensors", SD, config, models_dir=tmp_path)
+    assert str(refused.value).startswith(
+        "tiny-sd.safetensors could not be loaded as an SD 1.x/2.x checkpoint with the config other: ")
+    assert "expected shape torch.Size([64, 64]), but got torch.Size([64, 32])" in str(refused.value)
+    assert "If you want" not in str(refused.value)  # diffusers' advice to its API's callers is cut
     assert_user_safe(str(refused.value), tmp_path)
     assert str(models_dir) not in str(refused.value)
 

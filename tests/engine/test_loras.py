@@ -1,9 +1,10 @@
-"""LoRAs: prompt tags, files, family detection, and adapters on the tiny SD and SDXL models."""
+"""LoRAs: prompt tags, files, family detection, and adapters on the tiny SD, SDXL and FLUX models."""
 
 from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +27,15 @@ from bot.engine.loras import (
     lora_hash,
     parse_loras,
 )
-from bot.engine.tiny import create_tiny_model
+from bot.engine.tiny import create_tiny_model, is_current
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# loras.py silences these at import; pytest puts its own warning filters back for every test
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Already found a `peft_config` attribute"),
+    pytest.mark.filterwarnings("ignore:Adapter .* was active which is now deleted"),
+]
 
 
 @pytest.fixture(scope="session")
@@ -34,9 +43,17 @@ def sd_folder(engine_models_dir):
     return engine_models_dir / "tiny-sd"
 
 
+def _tiny_model(tmp_path_factory, family):
+    """The tiny model `make models` built (only read here), else a fresh one."""
+    built = REPO_ROOT / "models" / f"tiny-{family}"
+    if is_current(built, family):
+        return built
+    return create_tiny_model(tmp_path_factory.mktemp(f"lora-{family}") / f"tiny-{family}", seed=0, family=family)
+
+
 @pytest.fixture(scope="session")
 def sdxl_folder(tmp_path_factory):
-    return create_tiny_model(tmp_path_factory.mktemp("lora-sdxl") / "tiny-sdxl", seed=0, family="sdxl")
+    return _tiny_model(tmp_path_factory, "sdxl")
 
 
 @pytest.fixture(scope="session")
@@ -354,6 +371,19 @@ def _unload_all(slots, pipe):
     """Take a test's own LoraSlots' adapters out of the shared model again."""
     pipe.delete_adapters([adapter.name for adapter in slots._adapters.values()])
     slots._adapters.clear()
+
+
+def test_a_flux_lora_on_the_tiny_flux_model(tmp_path_factory, loras_dir):
+    """Transformer models take diffusers-style LoRAs the same way; an SD one is refused by its header."""
+    folder = _tiny_model(tmp_path_factory, "flux")
+    assert lora_family(create_tiny_lora(folder, loras_dir / "flux.safetensors")) == "flux"
+    flux = Model(folder, loras_dir)
+    assert not np.array_equal(flux.txt2img_with(LoraUse("flux")), flux.plain_txt2img)
+    assert np.array_equal(flux.txt2img_with(), flux.plain_txt2img)
+    with pytest.raises(LoraError, match="LoRA sd is for Stable Diffusion 1.x/2.x models; this model is FLUX"):
+        flux.slots.apply(flux.txt2img, (LoraUse("sd"),))
+    with pytest.raises(ValueError, match="kohya-style tiny LoRAs are for UNet models"):
+        create_tiny_lora(folder, loras_dir / "flux-kohya.safetensors", style="kohya")
 
 
 def test_cli_writes_a_kohya_lora(sd_folder, tmp_path, capsys):

@@ -3,8 +3,7 @@ import json
 import pytest
 
 from bot.engine.tiny import (
-    REQUIRED_FILES,
-    REQUIRED_FILES_XL,
+    REQUIRED,
     VAE_BLOCKS,
     cli,
     create_tiny_model,
@@ -37,7 +36,7 @@ def test_creation_is_idempotent_and_deterministic(engine_models_dir, tmp_path):
     assert (original / weights).stat().st_mtime_ns == before
 
     copy = create_tiny_model(tmp_path / "again", seed=0)
-    for name in REQUIRED_FILES:
+    for name in REQUIRED["sd"]:
         if name.endswith(".safetensors"):
             assert (copy / name).read_bytes() == (original / name).read_bytes(), name
 
@@ -69,7 +68,7 @@ def test_an_outdated_tiny_model_is_rebuilt_with_the_8x_vae(tmp_path):
 def test_tiny_sdxl_folder_is_complete_and_current(tiny_sdxl, engine_models_dir):
     assert is_complete(tiny_sdxl) and is_current(tiny_sdxl) and is_current(tiny_sdxl, "sdxl")
     assert family_of(tiny_sdxl) == "sdxl"
-    assert all((tiny_sdxl / name).is_file() for name in REQUIRED_FILES_XL)
+    assert all((tiny_sdxl / name).is_file() for name in REQUIRED["sdxl"])
     index = json.loads((tiny_sdxl / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionXLPipeline"
     assert index["force_zeros_for_empty_prompt"] is True
@@ -81,7 +80,7 @@ def test_tiny_sdxl_folder_is_complete_and_current(tiny_sdxl, engine_models_dir):
     assert is_current(sd) and is_current(sd, "sd") and not is_current(sd, "sdxl")
     assert not is_current(tiny_sdxl, "sd")
     with pytest.raises(ValueError, match="family"):
-        create_tiny_model(tiny_sdxl, family="sd3")
+        create_tiny_model(tiny_sdxl, family="sd4")
 
 
 def test_sdxl_is_incomplete_without_its_second_encoder(tmp_path):
@@ -100,7 +99,7 @@ def test_sdxl_creation_is_deterministic(tiny_sdxl, tmp_path):
     create_tiny_model(tiny_sdxl, seed=0, family="sdxl")  # current: nothing is rewritten
     assert (tiny_sdxl / weights).stat().st_mtime_ns == before
     copy = create_tiny_model(tmp_path / "again", seed=0, family="sdxl")
-    for name in REQUIRED_FILES_XL:
+    for name in REQUIRED["sdxl"]:
         assert (copy / name).read_bytes() == (tiny_sdxl / name).read_bytes(), name
 
 
@@ -154,3 +153,15 @@ def test_tiny_sdxl_generates_through_auto_pipelines(tiny_sdxl):
         output_type="pil",
     ).images
     assert len(out) == 1 and out[0].size == (64, 64)
+
+
+@pytest.mark.parametrize("family, pipeline", [("flux", "FluxPipeline"), ("sd3", "StableDiffusion3Pipeline"),
+                                              ("zimage", "ZImagePipeline")])
+def test_the_transformer_families_build_complete_and_deterministic(family, pipeline, tmp_path):
+    first = create_tiny_model(tmp_path / "one", seed=0, family=family)
+    assert is_current(first, family) and family_of(first) == family
+    assert json.loads((first / "model_index.json").read_text())["_class_name"] == pipeline
+    assert json.loads((first / "vae" / "config.json").read_text())["latent_channels"] == 16
+    again = create_tiny_model(tmp_path / "two", seed=0, family=family)
+    for name in REQUIRED[family]:
+        assert (again / name).read_bytes() == (first / name).read_bytes(), name
