@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--seed", type=int, default=None)
     generate.add_argument("--model", default=None, help="a catalog model (default: the catalog's default)")
 
-    models = sub.add_parser("models", help="list models, or build the shipped ones")
-    models.add_argument("action", nargs="?", default="list", choices=["list", "create-tiny", "train-shapes"])
+    models = sub.add_parser("models", help="list models, checkpoints and LoRAs, or build the shipped ones")
+    models.add_argument("action", nargs="?", default="list", choices=sorted(MODEL_ACTIONS))
 
     bench = sub.add_parser("bench", help="benchmarks; each prints one JSON object last")
     bench.add_argument("name", choices=sorted(BENCHES))
@@ -128,7 +128,7 @@ def _generate(args: argparse.Namespace) -> int:
                 result = await pool.submit(generate_request(grid)).result()
                 output = args.output if n == 0 else args.output.with_name(f"{args.output.stem}-{n + 1}{args.output.suffix}")
                 text = recipe_text(grid, sampler=result.sampler, seed=grid.seed, width=result.width,
-                                   height=result.height)
+                                   height=result.height, loras=result.loras)
                 output.parent.mkdir(parents=True, exist_ok=True)
                 output.write_bytes(png_bytes(make_grid(result.images), {CHUNK: text}))
                 print(f"{output}: model {grid.model}, seed {grid.seed}, {result.width}x{result.height} each, "
@@ -140,24 +140,38 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# `dreamgrid models <action>` -> the function that takes its own options (None: the list below)
+MODEL_ACTIONS = {
+    "list": None,
+    "create-tiny": "bot.engine.tiny:cli",
+    "create-tiny-lora": "bot.engine.loras:cli",
+    "export-checkpoint": "bot.engine.checkpoints:export_cli",
+    "train-shapes": "bot.shapes.train:cli",
+}
+
+
 def _models(args: argparse.Namespace) -> int:
-    if args.action == "create-tiny":
-        from bot.engine.tiny import cli
-
-        return cli(args.rest)
-    if args.action == "train-shapes":
-        from bot.shapes.train import cli
-
-        return cli(args.rest)
+    if MODEL_ACTIONS[args.action]:
+        module, function = MODEL_ACTIONS[args.action].split(":")
+        return getattr(importlib.import_module(module), function)(args.rest)
     from bot.engine import load_catalog
+    from bot.engine.checkpoints import list_checkpoints
+    from bot.engine.loras import LORAS_DIR, list_loras
 
     settings = Settings.load()
     catalog = load_catalog(settings.catalog_path)
     for spec in catalog.models.values():
         default = " (default)" if spec.name == catalog.default else ""
         where = spec.resolve(settings.models_dir)
-        print(f"{spec.name}{default}: {spec.width}x{spec.height}, {spec.steps} steps, guidance {spec.guidance}"
-              f" — {where}\n    {spec.description}")
+        loras = "".join(f", <lora:{name}:{weight:g}>" for name, weight in spec.loras)
+        print(f"{spec.name}{default}: {spec.pipeline}, {spec.width}x{spec.height}, {spec.steps} steps, guidance "
+              f"{spec.guidance}{loras} — {where}\n    {spec.description}")
+    sources = {spec.source for spec in catalog.models.values()}
+    for checkpoint in list_checkpoints(settings.models_dir):
+        state = "in the catalog" if checkpoint.path in sources else "not in the catalog"
+        print(f"checkpoint {checkpoint.path}: {checkpoint.family or checkpoint.problem} ({state})")
+    for lora in list_loras(settings.models_dir / LORAS_DIR):
+        print(f"LoRA {lora.name}: {lora.family or 'family not stated in the file'}, {lora.size / 1e6:.1f} MB")
     return 0
 
 

@@ -95,6 +95,8 @@ class Recipe:
     ar: str | None = None
     stylize: int | None = None
     quality: float | None = None
+    # <lora:name:weight> tags, taken out of the prompt: (name, weight) in the order typed
+    loras: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed <= MAX_SEED:
@@ -112,17 +114,19 @@ class Recipe:
         out: dict[str, Any] = {}
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
-            if item.name in Recipe.COLUMNS or value is None or (item.name == "tile" and not value):
+            if item.name in Recipe.COLUMNS or value is None or (item.name in ("tile", "loras") and not value):
                 continue
-            out[item.name] = value
+            out[item.name] = [list(lora) for lora in value] if item.name == "loras" else value
         return out
 
     @classmethod
     def from_params(cls, params: dict[str, Any], *, prompt: str, negative_prompt: str, model: str,
                     seed: int) -> Recipe:
         known = {item.name for item in dataclasses.fields(cls)}
-        return cls(prompt=prompt, negative_prompt=negative_prompt, model=model, seed=seed,
-                   **{key: value for key, value in params.items() if key in known})
+        values = {key: value for key, value in params.items() if key in known}
+        if "loras" in values:  # JSON has lists only
+            values["loras"] = tuple((name, float(weight)) for name, weight in values["loras"])
+        return cls(prompt=prompt, negative_prompt=negative_prompt, model=model, seed=seed, **values)
 
     # --- what other jobs start from ---------------------------------------------------------------
 
@@ -165,8 +169,15 @@ class Recipe:
             parts.append(f"--steps {self.steps}")
         return " ".join([*parts, f"--model {self.model}"])
 
+    @property
+    def lora_tags(self) -> str:
+        """The LoRAs as typed: `<lora:ghibli:0.8> <lora:film:1>`; empty without any."""
+        return " ".join(f"<lora:{name}:{weight:g}>" for name, weight in self.loras)
+
     def _look(self) -> list[str]:
-        parts = [f"--ar {self.ar}"] if self.ar else []
+        parts = [self.lora_tags] if self.loras else []
+        if self.ar:
+            parts.append(f"--ar {self.ar}")
         if self.negative_prompt:
             parts.append(f"--no {self.negative_prompt}")
         if self.stylize is not None:

@@ -75,6 +75,34 @@ guidance = 0.0
 max_prompt_tokens = 128
 upscaler = "realesr-animevideov3"
 description = "A tiny Z-Image Turbo: a single-stream transformer and a Qwen3 text encoder, no guidance."
+
+[models.tiny-ckpt]
+source = "checkpoints/tiny-sd.safetensors"
+config = "tiny-sd"
+width = 64
+height = 64
+steps = 4
+guidance = 5.0
+description = "The tiny model as one single-file checkpoint (its family read from the file)."
+
+[models.tiny-xl-ckpt]
+source = "checkpoints/tiny-sdxl.safetensors"
+config = "tiny-sdxl"
+width = 64
+height = 64
+steps = 4
+guidance = 5.0
+description = "The tiny SDXL model as one single-file checkpoint."
+
+[models.tiny-styled]
+source = "tiny-sd"
+pipeline = "stable-diffusion"
+width = 64
+height = 64
+steps = 4
+guidance = 5.0
+loras = { "styles/tiny-style" = 0.7 }
+description = "The tiny model with a LoRA on every job, as a catalog entry may have it."
 """
 
 
@@ -90,6 +118,16 @@ def models_dir(tmp_path_factory) -> Path:
             shutil.copytree(shared, folder / f"tiny-{family}")
         else:
             create_tiny_model(folder / f"tiny-{family}", family=family)
+    # Single-file checkpoints (the original key layout), and LoRAs in both formats people download.
+    from bot.engine.checkpoints import export_single_file
+    from bot.engine.loras import create_tiny_lora
+
+    export_single_file(folder / "tiny-sd", folder / "checkpoints" / "tiny-sd.safetensors")
+    export_single_file(folder / "tiny-sdxl", folder / "checkpoints" / "tiny-sdxl.safetensors")
+    create_tiny_lora(folder / "tiny-sd", folder / "loras" / "styles" / "tiny-style.safetensors", seed=1)
+    create_tiny_lora(folder / "tiny-sd", folder / "loras" / "tiny-kohya.safetensors", seed=2, style="kohya")
+    create_tiny_lora(folder / "tiny-sdxl", folder / "loras" / "tiny-xl-style.safetensors", seed=3)
+    create_tiny_lora(folder / "tiny-flux", folder / "loras" / "tiny-flux-style.safetensors", seed=4)
     shutil.copytree(folder / "tiny-sd", folder / "broken-sd")
     for weights in (folder / "broken-sd" / "unet").glob("*.safetensors"):
         weights.write_bytes(b"not a safetensors file")

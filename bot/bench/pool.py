@@ -3,10 +3,11 @@
 The naive bot is what most open-source Discord bots do: one pipeline call per job, in the order the jobs
 came. The pool serves the same jobs (4 users, each job a grid of 4 images) with its fair queue, cross-user
 batching and batch-size tuner. Both run on one worker thread with the same torch threads, in this
-process, on the default device. Before each size is measured the pool serves one warm-up round of the same
-jobs, so its tuner has measured the batch sizes it tries, as in a bot that has been running a while (the
-JSON also gives the warm-up round, `pool_first_round_images_per_s`); the naive bot warms up with one job.
-The machine is noisy, so naive and pool run interleaved for `--rounds` rounds (new prompts and seeds each
+process, on the default device, with a catalog model (`--model`) or the tiny random-weight model of a family
+(`--family`, built into the models dir if missing). Before each size is measured the pool serves one warm-up
+round of the same jobs, so its tuner has measured the batch sizes it tries, as in a bot that has been
+running a while (the JSON also gives the warm-up round, `pool_first_round_images_per_s`); the naive bot
+warms up with one job. The machine is noisy, so naive and pool run interleaved for `--rounds` rounds (new prompts and seeds each
 round) and the ratio reported is the median of the rounds' ratios, with their min and max."""
 
 from __future__ import annotations
@@ -21,10 +22,15 @@ import sys
 import threading
 import time
 
-from bot.engine import GenerateRequest, WorkerPool, load_catalog
+from bot.engine import Catalog, GenerateRequest, ModelSpec, WorkerPool, load_catalog
+from bot.engine.families import family_of
 from bot.settings import Settings
 
 IMAGES_PER_JOB = 4
+# bot/engine/tiny.py's family -> (catalog pipeline, guidance), as the tiny models' catalog entries have them.
+# FLUX's tiny model is FLUX.1-dev-shaped, so it takes the distilled guidance; Z-Image Turbo runs without.
+TINY_ENTRIES = {"sd": ("stable-diffusion", 5.0), "sdxl": ("stable-diffusion-xl", 5.0), "flux": ("flux", 3.5),
+                "sd3": ("stable-diffusion-3", 5.0), "zimage": ("z-image", 0.0)}
 
 
 def jobs(model: str, count: int, users: int, size: int, steps: int, guidance: float,
@@ -67,12 +73,24 @@ async def pooled(pool: WorkerPool, batch: list[tuple[str, GenerateRequest]]) -> 
     return time.perf_counter() - started, [result.batched for result in results]
 
 
-async def measure(settings: Settings, model_name: str | None, configs: list[tuple[int, int]], count: int,
+def tiny_catalog(settings: Settings, family: str) -> Catalog:
+    """A one-entry catalog for the tiny model of `family`, built into the models dir first if it is missing."""
+    from bot.engine.tiny import create_tiny_model
+
+    source = f"tiny-{family}"
+    create_tiny_model(settings.models_dir / source, family=family)
+    pipeline, guidance = TINY_ENTRIES[family]
+    # The family's own prompt-length limit, as a catalog entry without max_prompt_tokens gets it.
+    spec = ModelSpec(name=source, source=source, pipeline=pipeline, width=64, height=64, steps=4, guidance=guidance,
+                     max_prompt_tokens=family_of(pipeline).max_prompt_tokens,
+                     description=f"tiny {family} model, random weights")
+    return Catalog(default=spec.name, models={spec.name: spec})
+
+
+async def measure(settings: Settings, catalog: Catalog, spec: ModelSpec, configs: list[tuple[int, int]], count: int,
                   users: int, max_batch_jobs: int, rounds: int = 3) -> dict:
     from bot.engine.pipelines import LoadedModel
 
-    catalog = load_catalog(settings.catalog_path)
-    spec = catalog.get(model_name or settings.default_model or catalog.default)
     device = settings.devices[0]
     threads = settings.torch_threads
     guidance = spec.guidance  # --configs sets size and steps; guidance stays the model's
@@ -109,8 +127,8 @@ async def measure(settings: Settings, model_name: str | None, configs: list[tupl
             "measured_images_per_s": {str(jobs): rate for shape, rates in tuned.items() for jobs, rate in rates.items()},
         })
         print(f"pool bench: {json.dumps(results[-1])}", file=sys.stderr, flush=True)
-    return {"bench": "pool", "model": spec.name, "device": device, "max_batch_jobs": max_batch_jobs,
-            "images_per_job": IMAGES_PER_JOB,
+    return {"bench": "pool", "model": spec.name, "pipeline": spec.pipeline, "device": device,
+            "max_batch_jobs": max_batch_jobs, "images_per_job": IMAGES_PER_JOB,
             "machine": {"cores": os.cpu_count(), "torch_threads": threads, "python": platform.python_version()},
             "results": results}
 
@@ -126,14 +144,23 @@ def cli(argv: list[str]) -> int:
                         metavar="SIZE/STEPS", help="image sizes and steps to measure (default: 64/4 64/20 128/20 256/4)")
     parser.add_argument("--jobs", type=int, default=16, help="concurrent jobs (grids of 4) per size")
     parser.add_argument("--users", type=int, default=4, help="users the jobs come from")
-    parser.add_argument("--model", default=None, help="a catalog model (default: the default model)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--model", default=None, help="a catalog model (default: the default model)")
+    which.add_argument("--family", choices=list(TINY_ENTRIES), default=None,
+                       help="the tiny random-weight model of this family instead (built into MODELS_DIR if missing)")
     parser.add_argument("--max-batch-jobs", type=int, default=None, help="default: MAX_BATCH_JOBS")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved naive/pool rounds per size (median ratio)")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     settings = Settings.load()
-    result = asyncio.run(measure(settings, args.model, args.configs, args.jobs, args.users,
+    if args.family:
+        catalog = tiny_catalog(settings, args.family)
+        spec = catalog.get(catalog.default)
+    else:
+        catalog = load_catalog(settings.catalog_path)
+        spec = catalog.get(args.model or settings.default_model or catalog.default)
+    result = asyncio.run(measure(settings, catalog, spec, args.configs, args.jobs, args.users,
                                  args.max_batch_jobs or settings.max_batch_jobs, args.rounds))
     if not args.json:
         for row in result["results"]:

@@ -1,8 +1,9 @@
 """Cross-user batching: which requests may share one pipeline call, and how many jobs to put in one.
 
 Two requests can run in one diffusers call when everything the call takes as a single value is equal:
-the model, txt2img or img2img, the size, the steps, the guidance scale, the img2img strength, --tile, and
-(on FLUX) whether a negative prompt needs true CFG's second pass. Prompts, negative prompts and seeds may
+the model, txt2img or img2img, the size, the steps, the guidance scale, the img2img strength, --tile, the
+LoRAs and their weights (adapters apply to the whole call), and (on FLUX) whether a negative prompt needs
+true CFG's second pass. Prompts, negative prompts and seeds may
 differ (diffusers takes lists; every image has its own generator).
 
 Batching is not always faster (on a CPU a batch of 4 jobs was 1.51x at 64 px but 0.69x at 256 px), so a
@@ -31,6 +32,7 @@ class BatchKey:
     strength: float
     tile: bool
     true_cfg: bool = False
+    loras: tuple[tuple[str, float], ...] = ()
 
     @property
     def shape(self) -> tuple:
@@ -49,7 +51,7 @@ def batch_key(request: Request, family: Family | None = None) -> BatchKey | None
         width, height, kind, strength = request.width, request.height, "txt2img", 1.0
     true_cfg = family is not None and family.true_cfg(request.negative_prompt)
     return BatchKey(request.model, kind, width, height, request.steps, request.guidance, strength, request.tile,
-                    true_cfg)
+                    true_cfg, request.loras)
 
 
 class BatchTuner:

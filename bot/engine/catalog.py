@@ -15,6 +15,8 @@ from bot.engine.families import FAMILIES, Family, family_of
 from bot.engine.upscale import available_upscalers
 
 SUPPORTED_PIPELINES = tuple(FAMILIES)
+# A source with one of these suffixes is a single-file checkpoint (bot/engine/checkpoints.py)
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 # Model names appear in slash-command choices and in button custom_ids: keep them short and plain.
 _NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
@@ -27,7 +29,9 @@ class CatalogError(Exception):
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    source: str  # a hub id ("stabilityai/sd-turbo") or a folder relative to the models dir ("tiny-sd")
+    # a hub id ("stabilityai/sd-turbo"), a folder relative to the models dir ("tiny-sd"), or a single-file
+    # checkpoint there ("checkpoints/dreamshaper_8.safetensors")
+    source: str
     pipeline: str
     width: int
     height: int
@@ -36,6 +40,12 @@ class ModelSpec:
     max_prompt_tokens: int = 77
     upscaler: str = "lanczos"
     description: str = ""
+    config: str = ""  # a single-file checkpoint's config folder under the models dir ("" = the shipped one)
+    loras: tuple[tuple[str, float], ...] = ()  # LoRAs every job of this model uses (name, weight)
+
+    @property
+    def single_file(self) -> bool:
+        return PurePosixPath(self.source).suffix.lower() in CHECKPOINT_SUFFIXES
 
     @property
     def family(self) -> Family:
@@ -52,6 +62,11 @@ class ModelSpec:
         if problem:
             raise CatalogError(f"model {self.name!r}: source {self.source!r} {problem}")
         local = Path(models_dir) / self.source
+        if self.single_file:
+            if not local.is_file():
+                raise CatalogError(f"model {self.name!r}: there is no checkpoint {self.source} in the models "
+                                   "folder; put the .safetensors file there")
+            return str(local.resolve())
         if local.is_dir():
             return str(local.resolve())
         if not _looks_like_hub_id(self.source):
@@ -137,6 +152,8 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "max_prompt_tokens": ((int,), False),
     "upscaler": ((str,), False),
     "description": ((str,), False),
+    "config": ((str,), False),
+    "loras": ((dict,), False),
 }
 
 
@@ -155,7 +172,7 @@ def _parse_entry(name: str, entry: dict, where: str, models_dir: Path) -> ModelS
             wanted = " or ".join(t.__name__ for t in types)
             raise CatalogError(f"{where}: field `{key}` must be {wanted}, got {value!r}")
 
-    pipeline = entry.get("pipeline", "stable-diffusion")
+    pipeline = entry.get("pipeline") or _checkpoint_family(entry["source"], where, models_dir)
     if pipeline not in SUPPORTED_PIPELINES:
         raise CatalogError(f"{where}: field `pipeline` must be one of {', '.join(SUPPORTED_PIPELINES)}")
     family = family_of(pipeline)
@@ -170,11 +187,20 @@ def _parse_entry(name: str, entry: dict, where: str, models_dir: Path) -> ModelS
         max_prompt_tokens=entry.get("max_prompt_tokens", family.max_prompt_tokens),
         upscaler=entry.get("upscaler", "lanczos"),
         description=entry.get("description", ""),
+        config=entry.get("config", ""),
+        loras=_default_loras(entry.get("loras", {}), pipeline, where, models_dir),
     )
 
-    problem = _source_problem(spec.source)
-    if problem:
-        raise CatalogError(f"{where}: field `source` {spec.source!r} {problem}")
+    for key in ("source", "config") if spec.config else ("source",):
+        problem = _source_problem(getattr(spec, key))
+        if problem:
+            raise CatalogError(f"{where}: field `{key}` {getattr(spec, key)!r} {problem}")
+    if spec.single_file and PurePosixPath(spec.source).suffix.lower() != ".safetensors":
+        from bot.engine.checkpoints import pickle_problem
+
+        raise CatalogError(f"{where}: field `source`: {pickle_problem(spec.source)}")
+    if spec.config and not spec.single_file:
+        raise CatalogError(f"{where}: field `config` is for single-file checkpoints; a model folder has its own")
     multiple = family.size_multiple
     for key in ("width", "height"):
         value = getattr(spec, key)
@@ -194,6 +220,41 @@ def _parse_entry(name: str, entry: dict, where: str, models_dir: Path) -> ModelS
         raise CatalogError(f"{where}: field `upscaler` must be one of {', '.join(upscalers)} (files in "
                            f"{Path(models_dir) / 'upscalers'}), got {spec.upscaler!r}")
     return spec
+
+
+def _checkpoint_family(source: str, where: str, models_dir: Path) -> str:
+    """A single-file checkpoint's family, read from its header, where the entry does not say it."""
+    if not isinstance(source, str) or PurePosixPath(source).suffix.lower() != ".safetensors":
+        return "stable-diffusion"
+    from bot.engine.checkpoints import CheckpointError, detect_family
+
+    path = Path(models_dir) / source
+    if _source_problem(source) or not path.is_file():
+        return "stable-diffusion"  # the source's own check says what is wrong
+    try:
+        return detect_family(path, models_dir)
+    except CheckpointError as exc:
+        raise CatalogError(f"{where}: field `source`: {exc}") from None
+
+
+def _default_loras(table: dict, pipeline: str, where: str, models_dir: Path) -> tuple[tuple[str, float], ...]:
+    """`loras = { name = weight, ... }`: each file there, for this family, with a sane weight."""
+    from bot.engine.loras import LoraError, check_weight, find_lora, lora_family
+
+    loras = []
+    for name, weight in table.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise CatalogError(f"{where}: field `loras`: the weight of {name!r} must be a number, got {weight!r}")
+        try:
+            weight = check_weight(float(weight), name)
+            path = find_lora(Path(models_dir) / "loras", name)
+        except LoraError as exc:
+            raise CatalogError(f"{where}: field `loras`: {exc}") from None
+        family = lora_family(path)
+        if family not in (None, pipeline):
+            raise CatalogError(f"{where}: field `loras`: LoRA {name} is for {family}, not {pipeline}")
+        loras.append((name, weight))
+    return tuple(loras)
 
 
 def _source_problem(source: str) -> str | None:

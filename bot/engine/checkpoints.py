@@ -28,6 +28,7 @@ from safetensors import SafetensorError, safe_open
 
 from bot.bench.architectures import ARCHITECTURES_DIR
 from bot.engine.folders import replaced_on_success
+from bot.engine.requests import EngineError
 from bot.engine.tokenizer import build_clip_tokenizer
 
 CHECKPOINTS_DIR = "checkpoints"  # under the models dir
@@ -71,7 +72,7 @@ SD3_BLOCK = "joint_blocks.0.context_block.adaLN_modulation.1.bias"
 FLUX_BLOCK = "double_blocks.0.img_attn.norm.key_norm.scale"
 
 
-class CheckpointError(Exception):
+class CheckpointError(EngineError):
     """A checkpoint that cannot be used, said so a user can act on it: never a local absolute path, only the
     file's name relative to the models dir."""
 
@@ -182,7 +183,7 @@ def _diffusers_type(tensors: dict) -> str | None:
 def _read_header(path: Path, name: str) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape, from the safetensors header alone (a pickle is refused unopened)."""
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise CheckpointError(_pickle_problem(name))
+        raise CheckpointError(pickle_problem(name))
     if not path.is_file():
         raise CheckpointError(f"{name} was not found")
     try:
@@ -194,7 +195,7 @@ def _read_header(path: Path, name: str) -> dict[str, tuple[int, ...]]:
                               "it may be cut short or damaged: download it again") from None
 
 
-def _pickle_problem(name: str) -> str:
+def pickle_problem(name: str) -> str:
     return (f"{name} is a pickle file: loading one runs whatever code it holds, so Dreamgrid never opens them. "
             "Use the .safetensors version of the model, or convert this file to .safetensors on a machine "
             "where you trust it (torch.load(..., weights_only=True), then safetensors.torch.save_file)")
@@ -284,6 +285,18 @@ def default_config(family: str, variant: str, cache_dir: Path | str) -> Path:
         (staging / CONFIG_MARKER).write_text(json.dumps({"version": CONFIG_VERSION, "family": family,
                                                          "variant": variant}) + "\n")
     return folder
+
+
+def config_folder(path: Path | str, config: str, models_dir: Path | str) -> Path:
+    """The config folder the checkpoint at `path` loads with: `config` (a folder under the models dir, as
+    the catalog entry names it), else the shipped default for the family and variant the file holds."""
+    if config:
+        folder = Path(models_dir) / config
+        if not (folder / "model_index.json").is_file():
+            raise CheckpointError(f"config {config} is not a diffusers model folder in the models folder")
+        return folder
+    detected = detect(path, models_dir)
+    return default_config(detected.family, detected.variant, Path(models_dir) / CONFIG_CACHE_DIR)
 
 
 def load_single_file(path: Path | str, family: str, config: Path | str, dtype: torch.dtype | None = None,

@@ -47,6 +47,7 @@ class _NoAdapterLoadReport(logging.Filter):
 
 logging.getLogger("transformers.integrations.peft").addFilter(_NoAdapterLoadReport())
 
+LORAS_DIR = "loras"  # under the models dir
 MAX_WEIGHT = 4.0  # A1111 takes any number; past this a LoRA only burns the image
 MAX_LORAS = 8  # per prompt
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -121,10 +122,14 @@ def _parse_tag(tag: str, body: str) -> LoraUse:
         return LoraUse(name)
     if not _NUMBER.fullmatch(parts[1]):
         raise LoraError(f"{tag}: the weight {parts[1]!r} is not a number (e.g. <lora:{name}:0.8>)")
-    weight = float(parts[1])
+    return LoraUse(name, check_weight(float(parts[1]), tag))
+
+
+def check_weight(weight: float, where: str) -> float:
+    """`weight`, or LoraError where it is not a finite number in the range a LoRA is used with."""
     if not math.isfinite(weight) or abs(weight) > MAX_WEIGHT:
-        raise LoraError(f"{tag}: the weight must be between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
-    return LoraUse(name, weight)
+        raise LoraError(f"{where}: the weight must be between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
+    return weight
 
 
 def check_name(name: str) -> str:

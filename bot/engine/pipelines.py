@@ -18,6 +18,7 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 from bot.engine.catalog import ModelSpec
 from bot.engine.families import TRUE_CFG_SCALE, Family, NegativePrompt
 from bot.engine.requests import DeviceOptions, EngineError, GenerateRequest, GenerationResult
+from bot.engine.loras import LORAS_DIR, LoraSlots, LoraUse, check_compatible, find_lora, lora_hash
 from bot.engine.safety import load_safety_checker
 from bot.engine.tokens import count_tokens
 
@@ -82,12 +83,17 @@ class LoadedModel:
         self.family = family = spec.family
         self.dtype = dtype_for(device, options.dtype, family)
         source = spec.resolve(models_dir)
+        self.loras = LoraSlots(Path(models_dir) / LORAS_DIR)
         started = time.perf_counter()
-        # The family's own pipeline class comes from the folder's model_index.json; its safety checker is
-        # loaded on its own (safety.py), so the pipeline never blocks images itself.
-        extra = {"safety_checker": None} if family.safety_checker else {}
-        txt2img = AutoPipelineForText2Image.from_pretrained(
-            source, local_files_only=Path(source).is_dir(), torch_dtype=self.dtype, **extra)
+        if spec.single_file:
+            txt2img, folder = self._from_single_file(source, Path(models_dir))
+        else:
+            # The family's own pipeline class comes from the folder's model_index.json; its safety checker
+            # is loaded on its own (safety.py), so the pipeline never blocks images itself.
+            extra = {"safety_checker": None} if family.safety_checker else {}
+            txt2img = AutoPipelineForText2Image.from_pretrained(
+                source, local_files_only=Path(source).is_dir(), torch_dtype=self.dtype, **extra)
+            folder = source
         if type(txt2img).__name__ not in family.pipeline_classes:
             raise EngineError(f"model {spec.name} is a {type(txt2img).__name__}, but its catalog entry says "
                               f"pipeline = \"{family.pipeline}\"; fix the entry's `pipeline`")
@@ -104,8 +110,18 @@ class LoadedModel:
         self.img2img = AutoPipelineForImage2Image.from_pipe(self.txt2img, torch_dtype=self.dtype)
         for pipe in (self.txt2img, self.img2img):
             pipe.set_progress_bar_config(disable=True)
-        self.safety = load_safety_checker(source, device, self.dtype)
+        self.safety = load_safety_checker(folder, device, self.dtype)
         log.info("loaded model %s from %s on %s in %.1f s", spec.name, source, device, time.perf_counter() - started)
+
+    def _from_single_file(self, source: str, models_dir: Path):
+        """A single-file checkpoint's txt2img pipeline, and the config folder it was assembled with."""
+        from bot.engine.checkpoints import CheckpointError, config_folder, load_single_file
+
+        try:
+            config = config_folder(source, self.spec.config, models_dir)
+            return load_single_file(source, self.family.pipeline, config, self.dtype, models_dir), str(config)
+        except CheckpointError as exc:
+            raise EngineError(f"model {self.spec.name}: {exc}") from None
 
     def _apply(self, options: DeviceOptions) -> None:
         """The device options that change modules in place (shared by img2img through from_pipe)."""
@@ -151,6 +167,8 @@ class LoadedModel:
         if request.is_img2img and int(request.steps * request.strength) < 1:
             raise EngineError(f"{request.steps} steps at strength {request.strength} leaves no denoising step; "
                               "use more steps")
+        for name, _ in request.loras:
+            check_compatible(self.txt2img, find_lora(self.loras.loras_dir, name), name)
         self._check_prompt_length(request.prompt, "prompt")
         self._check_prompt_length(request.negative_prompt, "negative prompt")
         multiple = self.family.size_multiple
@@ -195,9 +213,13 @@ class LoadedModel:
         )
         common.update(self._prompt_options(requests))
         started = time.perf_counter()
+        # The model's own LoRAs, then the job's (a job's weight wins); every call sets them, none included.
+        uses = [LoraUse(name, weight) for name, weight in {**dict(spec.loras), **dict(first.loras)}.items()]
+        paths = self.loras.apply(self.txt2img, uses)
         with circular_padding(self._convolutions() if first.tile else []):
             output = self._generate(requests, common)
         seconds = time.perf_counter() - started
+        loras = tuple((use.name, use.weight, lora_hash(path)) for use, path in zip(uses, paths))
 
         images = list(output.images)
         flags = tuple(self.safety.flags(images)) if self.safety else ()
@@ -218,6 +240,7 @@ class LoadedModel:
                 sampler=sampler_name(self.txt2img.scheduler),
                 nsfw=flags[at:at + count],
                 batched=len(requests),
+                loras=loras,
             ))
             at += count
         return results

@@ -44,6 +44,7 @@ class GenerateRequest:
     strength: float = 0.6
     tile: bool = False  # seamless: the image wraps around at its edges (circular padding in every conv)
     shared_noise: float = 0.0  # 0..1 share of starting noise all images take from the first (txt2img only)
+    loras: tuple[tuple[str, float], ...] = ()  # (name under models/loras, weight), besides the model's own
 
     def __post_init__(self) -> None:
         # These are programming errors in the caller, not user input problems: fail loudly and early.
@@ -151,3 +152,4 @@ class GenerationResult:
     sampler: str = ""  # the scheduler, by the name AUTOMATIC1111 gives it ("Euler a"); empty for an upscale
     nsfw: tuple[bool, ...] = ()  # per image, from the model's safety checker; empty where it has none
     batched: int = 1  # jobs that shared the pipeline call (cross-user batching); `seconds` is the call's
+    loras: tuple[tuple[str, float, str], ...] = ()  # (name, weight, hash) of the LoRAs used, the model's too

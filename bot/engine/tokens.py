@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bot.engine.catalog import CatalogError, ModelSpec
 from bot.engine.families import Family
+from bot.engine.requests import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,11 @@ def prompt_tokens(spec: ModelSpec, models_dir: Path, text: str) -> int | None:
     """Tokens `text` takes, start and end tokens included (as LoadedModel.prompt_tokens); None if unknown."""
     try:
         source = spec.resolve(models_dir)
-    except CatalogError:  # the model cannot load either; the job's own failure says why
+        if spec.single_file:  # its tokenizers are in the config folder it loads with
+            from bot.engine.checkpoints import config_folder
+
+            source = str(config_folder(source, spec.config, models_dir))
+    except (CatalogError, EngineError):  # the model cannot load either; the job's own failure says why
         return None
     tokenizer = _tokenizer(source, spec.family.prompt_tokenizer, Path(source).is_dir())
     return None if tokenizer is None else count_tokens(tokenizer, text, spec.family)

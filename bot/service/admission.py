@@ -10,6 +10,8 @@ import sqlite3
 from pathlib import Path
 
 from bot.engine import Catalog
+from bot.engine.families import family_of
+from bot.engine.loras import LORAS_DIR, LoraError, find_lora, lora_family
 from bot.engine.tokens import prompt_tokens
 from bot.recipe import JobKind, Recipe
 from bot.service.compose import Defaults, Plan, plan_job
@@ -100,12 +102,23 @@ class Admission:
         return text
 
     def _check_family(self, recipe: Recipe) -> None:
-        """What the model's family cannot do (--tile on a transformer, --no without a negative branch)."""
+        """What the model's family cannot do (--tile on a transformer, --no without a negative branch), and
+        LoRAs that are missing or for another family."""
         spec = self.catalog.get(recipe.model)
         refusal = spec.family.refusal(spec.name, negative_prompt=recipe.negative_prompt, tile=recipe.tile,
                                       guidance=recipe.guidance)
         if refusal:
             raise UserError(refusal[0].upper() + refusal[1:])
+        for name, _ in recipe.loras:  # before charging: a missing or unfit LoRA would fail the job
+            try:
+                path = find_lora(self.models_dir / LORAS_DIR, name)
+            except LoraError as error:
+                raise UserError(f"{str(error)[0].upper()}{str(error)[1:]}. `/model info` lists the LoRAs "
+                                f"model `{spec.name}` can use.") from None
+            family = lora_family(path)
+            if family not in (None, spec.pipeline):
+                raise UserError(f"LoRA {name} is for {family_of(family).label} models; model `{spec.name}` is "
+                                f"{spec.family.label}. Remove it or pick a {family_of(family).label} model.")
 
     async def _check_tokens(self, recipe: Recipe) -> None:
         spec = self.catalog.get(recipe.model)

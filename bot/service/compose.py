@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.engine import Catalog, CatalogError, ModelSpec
+from bot.engine.loras import LoraError, parse_loras
 from bot.recipe import Recipe, random_seed
 from bot.service.prompt import PromptError, parse_prompt
 
@@ -43,8 +44,10 @@ class Plan:
 
 
 def plan_job(text: str, catalog: Catalog, default_model: str, defaults: Defaults = Defaults()) -> Plan:
+    text, typed_loras = _loras(text)
+    suffix_text, suffix_loras = _loras(defaults.suffix)
     typed = parse_prompt(text, defaults.options)
-    suffix = parse_prompt(defaults.suffix, defaults.options) if defaults.suffix.strip() else None
+    suffix = parse_prompt(suffix_text, defaults.options) if suffix_text.strip() else None
     values = {**(suffix.values if suffix else {}), **typed.values}
     prompt = " ".join(part for part in (typed.text, suffix.text if suffix else "") if part)
     spec = _model(values, catalog, default_model, defaults)
@@ -60,8 +63,18 @@ def plan_job(text: str, catalog: Catalog, default_model: str, defaults: Defaults
         width=width, height=height, steps=steps, guidance=guidance_for(spec, stylize),
         tile=bool(values.get("tile")), chaos=values.get("chaos"),
         ar="{}:{}".format(*values["ar"]) if "ar" in values else None, stylize=stylize,
-        quality=quality if "steps" not in values else None)
+        quality=quality if "steps" not in values else None,
+        loras=tuple({**dict(suffix_loras), **dict(typed_loras)}.items()))  # what was typed wins
     return Plan(recipe=recipe, repeat=values.get("repeat", 1), seed_typed="seed" in values)
+
+
+def _loras(text: str) -> tuple[str, tuple[tuple[str, float], ...]]:
+    """The text without its <lora:name:weight> tags, and the tags' (name, weight)."""
+    try:
+        text, uses = parse_loras(text)
+    except LoraError as error:
+        raise PromptError(f"{str(error)[0].upper()}{str(error)[1:]}.") from None
+    return text, tuple((use.name, use.weight) for use in uses)
 
 
 def size_for(spec: ModelSpec, across: int, down: int) -> tuple[int, int]:

@@ -9,6 +9,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from bot.engine import Catalog, CatalogError, EngineError, LoadedState, ModelSpec, WorkerPool
+from bot.engine.checkpoints import list_checkpoints
+from bot.engine.families import family_of
+from bot.engine.loras import LORAS_DIR, LoraFile, list_loras
 from bot.engine.tokens import prompt_tokens
 from bot.recipe import JobStatus
 from bot.service.policy import Policy
@@ -17,7 +20,6 @@ from bot.store import Store, utcnow
 from bot.store.admin import AdminStore
 from bot.text import shorten
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 
 
 class LoadFailed(UserError):
@@ -30,6 +32,7 @@ class FoundModel:
     path: str  # relative to the models dir
     kind: str  # "diffusers folder" | "checkpoint"
     in_catalog: str | None  # the catalog entry that uses it, if any
+    note: str = ""  # a checkpoint's family, or why it cannot be used
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,16 @@ class ModelAdmin:
         self.models_dir = Path(models_dir)
         self.policy = policy
 
-    def is_folder(self, spec: ModelSpec) -> bool:
-        """Whether a model's source is a folder under models/ (else a hub id)."""
-        return (self.models_dir / spec.source).is_dir()
+    def source_kind(self, spec: ModelSpec) -> str:
+        """What a model's source is, in words."""
+        if spec.single_file:
+            return "a checkpoint under models/" + (f", configs from `{spec.config}`" if spec.config else "")
+        return "a folder under models/" if (self.models_dir / spec.source).is_dir() else "a hub id"
+
+    def loras_for(self, spec: ModelSpec) -> list[LoraFile]:
+        """The LoRAs under models/loras a prompt for this model may name: its family's, and those whose
+        files do not say (they are checked when they load)."""
+        return [lora for lora in list_loras(self.models_dir / LORAS_DIR) if lora.family in (None, spec.pipeline)]
 
     def disabled(self) -> list[str]:
         """Catalog entries switched off (`enabled = false`)."""
@@ -115,8 +125,9 @@ class ModelAdmin:
             relative = path.relative_to(self.models_dir).as_posix()
             if path.is_dir() and (path / "model_index.json").is_file():
                 found.append(FoundModel(relative, "diffusers folder", by_source.get(relative)))
-            elif path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
-                found.append(FoundModel(relative, "checkpoint", by_source.get(relative)))
+        for checkpoint in list_checkpoints(self.models_dir):  # models/checkpoints/, as A1111 and ComfyUI have it
+            note = family_of(checkpoint.family).label if checkpoint.family else f"cannot be used: {checkpoint.problem}"
+            found.append(FoundModel(checkpoint.path, "checkpoint", by_source.get(checkpoint.path), note))
         return found
 
     async def use(self, who: Requester, name: str) -> tuple[str, list[LoadedState]]:

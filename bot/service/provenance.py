@@ -4,6 +4,8 @@ as do ComfyUI's loaders and most image sites), so an image says how it was made:
     a red fox in the snow
     Negative prompt: trees
     Steps: 4, Sampler: Euler, CFG scale: 5.0, Seed: 1234, Size: 64x64, Model: tiny
+
+(with LoRAs: `<lora:ghibli:0.8>` at the end of the prompt and `Lora hashes: "ghibli: 1a2b3c4d5e6f"`)
 """
 
 from __future__ import annotations
@@ -21,17 +23,21 @@ JOB_FIELD = "Dreamgrid job"
 
 
 def recipe_text(recipe: Recipe, *, sampler: str, seed: int, width: int, height: int,
-                job_id: int | None = None) -> str:
+                job_id: int | None = None, loras: tuple[tuple[str, float, str], ...] = ()) -> str:
     """The text of one image made from a recipe (of a grid's first image, for the grid): the bot's jobs
-    and `dreamgrid generate` alike."""
+    and `dreamgrid generate` alike. `loras`: the (name, weight, hash) the engine used, the model's own
+    included; as in AUTOMATIC1111, their tags end the prompt and their hashes get a field."""
     extra: dict[str, object] = {"Tiling": True} if recipe.tile else {}
     if recipe.chaos is not None:
         extra["Chaos"] = recipe.chaos
     if recipe.strength is not None:
         extra["Denoising strength"] = recipe.strength
+    if loras:
+        extra["Lora hashes"] = ", ".join(f"{name}: {digest}" for name, _, digest in loras)
     if job_id is not None:
         extra[JOB_FIELD] = job_id
-    return parameters_text(prompt=recipe.prompt, negative_prompt=recipe.negative_prompt, steps=recipe.steps,
+    prompt = " ".join([recipe.prompt, *(f"<lora:{name}:{weight:g}>" for name, weight, _ in loras)])
+    return parameters_text(prompt=prompt, negative_prompt=recipe.negative_prompt, steps=recipe.steps,
                            sampler=sampler, guidance=recipe.guidance, seed=seed, width=width, height=height,
                            model=recipe.model, extra=extra)
 

@@ -64,7 +64,8 @@ def generate_request(recipe: Recipe, init_image: Image.Image | None = None) -> G
     """The engine request a recipe makes: txt2img, or img2img from `init_image` brought to the recipe's size.
     The one place requests are built, for the bot's jobs and `dreamgrid generate` alike."""
     common = dict(model=recipe.model, prompt=recipe.prompt, negative_prompt=recipe.negative_prompt,
-                  seeds=recipe.seeds(), steps=recipe.steps, guidance=recipe.guidance, tile=recipe.tile)
+                  seeds=recipe.seeds(), steps=recipe.steps, guidance=recipe.guidance, tile=recipe.tile,
+                  loras=recipe.loras)
     if init_image is None:
         return GenerateRequest(width=recipe.width, height=recipe.height, shared_noise=recipe.shared_noise, **common)
     # img2img takes its size from the source image: bring it to the size the job asks for.
@@ -304,7 +305,7 @@ class Runner:
             return lambda seed, image: upscaled_text(read_parameters(source) or job.prompt, upscaler=upscaler,
                                                      scale=job.recipe.scale, job_id=job.id)
         return lambda seed, image: recipe_text(job.recipe, sampler=result.sampler, seed=seed, width=image.width,
-                                               height=image.height, job_id=job.id)
+                                               height=image.height, job_id=job.id, loras=result.loras)
 
 
 async def _quietly(call) -> None:

@@ -15,6 +15,7 @@ from discord.ext import commands
 
 from bot.discord_ui.checks import requester
 from bot.discord_ui.guard import AdminCog
+from bot.discord_ui.render import fit
 from bot.service.models import ModelRow
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class ModelCog(AdminCog):
             if uncatalogued:
                 lines.append("**Found under models/, not in the catalog** (add an entry to models/catalog.toml "
                              "to offer one):")
-                lines += [f"• `{f.path}` ({f.kind})" for f in uncatalogued]
+                lines += [f"• `{f.path}` ({f.kind}{': ' + f.note if f.note else ''})" for f in uncatalogued]
             return "\n".join(lines)
         await self.act(interaction, work)
 
@@ -97,8 +98,10 @@ class ModelCog(AdminCog):
         async def work() -> str:
             spec = self.admin.models.model(name)
             row = next(r for r in await self.admin.models.models(interaction.guild_id) if r.spec.name == spec.name)
-            source = "a folder under models/" if self.admin.models.is_folder(spec) else "a hub id"
-            return "\n".join([
+            source = self.admin.models.source_kind(spec)
+            own = ", ".join(f"`{name}` ({weight:g})" for name, weight in spec.loras)
+            usable = ", ".join(f"`{lora.name}`" for lora in self.admin.models.loras_for(spec))
+            return fit("\n".join([
                 f"**`{spec.name}`**{' — ' + spec.description if spec.description else ''}",
                 f"Source: `{spec.source}` ({source}) · pipeline {spec.pipeline}",
                 f"Default size {spec.width}×{spec.height} · {spec.steps} steps · guidance {spec.guidance:g} · "
@@ -107,7 +110,9 @@ class ModelCog(AdminCog):
                 "NSFW check: " + ("the model's safety checker (see /moderation nsfw)"
                                   if self.admin.models.has_safety_checker(spec) else "none"),
                 f"This server's default: {'yes' if row.is_default else 'no'}",
-            ])
+                *([f"LoRAs it always uses: {own}"] if own else []),
+                "LoRAs a prompt can add (`<lora:name:0.8>`): " + (usable or "none in models/loras/"),
+            ]))
         await self.act(interaction, work)
 
     @app_commands.command(name="stats", description="Queue, jobs and images in the last hour, time per job, memory")
