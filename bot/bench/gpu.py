@@ -1,10 +1,12 @@
 """`dreamgrid bench gpu`: images/s on a GPU, a plain diffusers bot against Dreamgrid's worker pool.
 
-The model is architecture-only (bot/bench/architectures): the real SD-Turbo / SD 1.5 layers with random
-weights, built once into --cache-dir, so no download is needed and the speed is the real model's.
+The model is architecture-only (bot/bench/architectures): the real SD-Turbo / SD 1.5 / SDXL / FLUX.1-schnell
+/ SD 3.5 medium layers with random weights, built once into --cache-dir, so no download is needed and the
+speed is the real model's.
 
-The baseline is what a naive bot runs: StableDiffusionPipeline.from_pretrained(folder, torch_dtype=fp16)
-.to(device), one call per job in the order the jobs came, 4 images per call. The pool serves the same
+The baseline is what a naive bot runs: the family's pipeline class (StableDiffusionPipeline, FluxPipeline...)
+.from_pretrained(folder, torch_dtype=fp16, or bf16 for FLUX and SD3).to(device), one call per job in the
+order the jobs came, 4 images per call, no negative prompt (FLUX and SD3 with the arch's T5 length). The pool serves the same
 jobs (submitted at once by several users) with its device options, fair queue, cross-user batching and
 batch-size tuner. Both sides are warmed up first and the warm-up is not timed: the baseline runs one job,
 the pool serves one whole round of the same jobs (first CUDA calls, torch.compile, and the tuner's
@@ -24,12 +26,16 @@ import sys
 import time
 from pathlib import Path
 
-from bot.bench.architectures import ARCHS, get_arch, parameter_counts
+from bot.bench.architectures import ARCHS, Arch, get_arch, parameter_counts
 from bot.bench.pool import IMAGES_PER_JOB, jobs, pooled
 from bot.engine import Catalog, DeviceOptions, GenerateRequest, ModelSpec, WorkerPool
+from bot.engine.families import family_of
 from bot.settings import Settings
 
 DEFAULT_CACHE_DIR = Path(".bench-models")  # git-ignored; a built model folder is reused
+# Off a GPU, random weights are initialised in float32 on the CPU: 4 bytes a parameter and minutes a
+# billion. SD-Turbo and SD 1.5 (1.1-1.3 B) are still practical; SDXL, FLUX and SD3 are not.
+CPU_PARAMETER_LIMIT = 2_000_000_000
 NO_CUDA = ("no CUDA device here: `bench gpu` measures a GPU (torch sees none: no NVIDIA GPU, or a CPU-only "
            "torch build). Run it on a GPU machine with a CUDA build of torch; to check it runs on a CPU: "
            "--device cpu --arch tiny --size 64")
@@ -38,8 +44,8 @@ NO_CUDA = ("no CUDA device here: `bench gpu` measures a GPU (torch sees none: no
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="dreamgrid bench gpu", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="sd-turbo", choices=list(ARCHS),
-                        help="architecture-only model (default sd-turbo; sdxl is for parameter counts only)")
-    parser.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
+                        help="architecture-only model (default sd-turbo)")
+    parser.add_argument("--size", type=int, default=None, help="image side in pixels (default: the arch's own)")
     # SD-Turbo is usually run with 1 step; 4 (its multi-step setting) makes the UNet, not the text encoder
     # and VAE, dominate the time, as it does for every other model.
     parser.add_argument("--steps", type=int, default=4, help="denoising steps per image (default 4)")
@@ -50,9 +56,11 @@ def cli(argv: list[str]) -> int:
                         help=f"where the random-weight models are built and kept (default {DEFAULT_CACHE_DIR}/)")
     parser.add_argument("--max-batch-jobs", type=int, default=None, help="default: MAX_BATCH_JOBS")
     parser.add_argument("--channels-last", action="store_true", help="pool: UNet in channels-last (CHANNELS_LAST)")
-    parser.add_argument("--compile", action="store_true", help="pool: torch.compile the UNet (COMPILE_UNET)")
+    parser.add_argument("--compile", action="store_true",
+                        help="pool: torch.compile the UNet or transformer (COMPILE_UNET)")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args(argv)
+    args.size = args.size or get_arch(args.arch).size
 
     problem = _problem(args)
     if problem:
@@ -77,14 +85,18 @@ def _problem(args: argparse.Namespace) -> str | None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         return NO_CUDA
     arch = get_arch(args.arch)
-    if arch.pipeline != "stable-diffusion":
-        return (f"--arch {arch.name} is a {arch.pipeline} pipeline, which the engine does not serve yet, so "
-                "there is no pool to compare; its configs are shipped for parameter counts. Use --arch "
-                "sd-turbo or sd15")
-    if args.size <= 0 or args.size % 8:
-        return f"--size must be a positive multiple of 8 (the VAE works in 8x8 pixel cells), got {args.size}"
+    family = family_of(arch.pipeline)
+    if args.size <= 0 or args.size % family.size_multiple:
+        return (f"--size must be a positive multiple of {family.size_multiple} for {arch.name} (the size rule of "
+                f"{family.label} models: VAE cells, and a transformer's patches of them), got {args.size}")
     if args.steps < 1 or args.jobs < 1 or args.users < 1:
         return "--steps, --jobs and --users must each be at least 1"
+    if torch.device(args.device).type != "cuda":
+        parameters = sum(parameter_counts(arch.name).values())
+        if parameters > CPU_PARAMETER_LIMIT:
+            return (f"--arch {arch.name} has {parameters / 1e9:.1f} B parameters: building them at random on "
+                    f"{args.device} would take {parameters * 4 / 2**30:.0f} GB of memory and a long time. Run it "
+                    "on a GPU (--device cuda); on a CPU use --arch tiny or tiny-flux")
     return None
 
 
@@ -96,14 +108,15 @@ async def measure(args: argparse.Namespace, settings: Settings) -> dict:
     from bot.engine.pipelines import dtype_for
 
     arch, device = get_arch(args.arch), args.device
+    family = family_of(arch.pipeline)
     options = DeviceOptions(dtype=settings.torch_dtype, attention=settings.attention,
                             channels_last=args.channels_last or settings.channels_last,
                             compile_unet=args.compile or settings.compile_unet, vae_tiling=settings.vae_tiling)
-    dtype = dtype_for(device, options.dtype)
+    dtype = dtype_for(device, options.dtype, family)
     max_batch_jobs = args.max_batch_jobs or settings.max_batch_jobs
     folder = await asyncio.to_thread(build_random_model, arch.name, args.cache_dir, dtype, 0, device)
-    spec = ModelSpec(name=arch.name, source=folder.name, pipeline="stable-diffusion", width=args.size,
-                     height=args.size, steps=args.steps, guidance=arch.guidance,
+    spec = ModelSpec(name=arch.name, source=folder.name, pipeline=arch.pipeline, width=args.size,
+                     height=args.size, steps=args.steps, guidance=arch.guidance, max_prompt_tokens=arch.prompt_tokens,
                      description=f"{arch.upstream or arch.name} architecture, random weights")
     catalog = Catalog(default=spec.name, models={spec.name: spec})
     on_cuda = torch.device(device).type == "cuda"
@@ -112,7 +125,8 @@ async def measure(args: argparse.Namespace, settings: Settings) -> dict:
     def round_of(number: int) -> list[tuple[str, GenerateRequest]]:
         return jobs(spec.name, args.jobs, args.users, args.size, args.steps, spec.guidance, number)
 
-    baseline_seconds, baseline_peak = await asyncio.to_thread(_baseline, folder, dtype, device, round_of(0), threads)
+    baseline_seconds, baseline_peak = await asyncio.to_thread(_baseline, folder, arch, dtype, device, round_of(0),
+                                                              threads)
 
     pool = WorkerPool(catalog, args.cache_dir, devices=[device], torch_threads=threads,
                       max_batch_jobs=max_batch_jobs, max_running_per_owner=settings.max_running_per_user,
@@ -136,7 +150,8 @@ async def measure(args: argparse.Namespace, settings: Settings) -> dict:
         "machine": {"cores": os.cpu_count(), "device": device, "device_name": _device_name(device),
                     "torch": torch.__version__, "diffusers": diffusers.__version__,
                     "python": platform.python_version(), "torch_threads": threads},
-        "arch": arch.name, "upstream": arch.upstream, "parameters": parameter_counts(arch.name),
+        "arch": arch.name, "upstream": arch.upstream, "family": arch.pipeline,
+        "parameters": parameter_counts(arch.name),
         "size": args.size, "steps": args.steps, "arch_usual_steps": arch.steps, "guidance": arch.guidance,
         "dtype": str(dtype).removeprefix("torch."), "jobs": args.jobs, "users": args.users,
         "images_per_job": IMAGES_PER_JOB,
@@ -156,20 +171,24 @@ async def measure(args: argparse.Namespace, settings: Settings) -> dict:
     return result
 
 
-def _baseline(folder: Path, dtype, device: str, batch: list[tuple[str, GenerateRequest]],
+def _baseline(folder: Path, arch: Arch, dtype, device: str, batch: list[tuple[str, GenerateRequest]],
               threads: int) -> tuple[float, float | None]:
     """Seconds for a plain diffusers pipeline to run every job, one call each, in order; and its peak MB."""
+    import diffusers
     import torch
-    from diffusers import StableDiffusionPipeline
 
     torch.set_num_threads(threads)
-    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, local_files_only=True).to(device)
+    family = family_of(arch.pipeline)
+    pipeline_class = getattr(diffusers, family.pipeline_classes[0])
+    pipe = pipeline_class.from_pretrained(folder, torch_dtype=dtype, local_files_only=True).to(device)
     pipe.set_progress_bar_config(disable=True)
+    # T5 pads every prompt to max_sequence_length: the same length as the pool's (its catalog entry's).
+    extra = {"max_sequence_length": arch.prompt_tokens} if family.takes_sequence_length else {}
 
     def call(request: GenerateRequest) -> None:
         pipe(prompt=request.prompt, num_images_per_prompt=len(request.seeds), width=request.width,
              height=request.height, num_inference_steps=request.steps, guidance_scale=request.guidance,
-             generator=[torch.Generator("cpu").manual_seed(seed) for seed in request.seeds])
+             generator=[torch.Generator("cpu").manual_seed(seed) for seed in request.seeds], **extra)
 
     try:
         call(batch[0][1])  # warm-up: the first CUDA calls pick kernels and allocate

@@ -127,7 +127,7 @@ async def measure(settings: Settings, catalog: Catalog, spec: ModelSpec, configs
             "measured_images_per_s": {str(jobs): rate for shape, rates in tuned.items() for jobs, rate in rates.items()},
         })
         print(f"pool bench: {json.dumps(results[-1])}", file=sys.stderr, flush=True)
-    return {"bench": "pool", "model": spec.name, "pipeline": spec.pipeline, "device": device,
+    return {"bench": "pool", "model": spec.name, "family": spec.pipeline, "device": device,
             "max_batch_jobs": max_batch_jobs, "images_per_job": IMAGES_PER_JOB,
             "machine": {"cores": os.cpu_count(), "torch_threads": threads, "python": platform.python_version()},
             "results": results}

@@ -105,3 +105,24 @@ async def test_a_transformer_refuses_tile_and_an_odd_source_size(pool, model, la
     from PIL import Image
     with pytest.raises(EngineError, match="multiples of 16"):
         await within(pool.submit(request(model, init_image=Image.new("RGB", (72, 64)))).result())
+
+
+@pytest.mark.parametrize("model, lora", [("tiny", "tiny-kohya"), ("tiny-flux", "tiny-flux-style")])
+async def test_a_lora_job_and_a_plain_job_never_share_a_call(pool, model, lora):
+    plain, styled = request(model), request(model, loras=((lora, 1.0),))
+    assert batch_key(plain) != batch_key(styled)
+    holder = pool.submit(request(model, steps=999), owner="holder")
+    await within(first(holder, Progress))
+    tickets = [pool.submit(r, owner=owner) for r, owner in ((plain, "alice"), (styled, "bob"), (plain, "carol"))]
+    holder.cancel()
+    results = [await within(ticket.result()) for ticket in tickets]
+    assert [result.batched for result in results] == [2, 1, 2]  # alice and carol together, bob alone
+    assert results[1].loras[0][:2] == (lora, 1.0) and results[0].loras == ()
+    assert not np.array_equal(pixels(results[0].images[0]), pixels(results[1].images[0]))
+    assert np.array_equal(pixels(results[0].images[0]), pixels(results[2].images[0]))
+
+
+async def test_a_lora_for_another_family_fails_alone(pool):
+    with pytest.raises(EngineError, match="tiny-xl-style"):
+        await within(pool.submit(request("tiny", loras=(("tiny-xl-style", 1.0),))).result())
+    assert (await within(pool.submit(request("tiny")).result())).images  # the model is fine after it
