@@ -1,6 +1,7 @@
-"""`dreamgrid bench gpu`: it runs end to end on a CPU with the tiny architecture, refuses clearly where there
-is no GPU, and its shipped SD-Turbo / SD 1.5 / SDXL configs are the real architectures (their parameter
-counts match the published models). No test needs a GPU."""
+"""`dreamgrid bench gpu`: it runs end to end on a CPU with the tiny SD and FLUX architectures, refuses clearly
+where there is no GPU or what it cannot run, and its shipped SD-Turbo / SD 1.5 / SDXL / FLUX.1-schnell /
+SD 3.5 medium configs are the real architectures (their parameter counts match the published models). No
+test needs a GPU, and none builds a real-size model (parameter counts come from the meta device)."""
 
 import json
 import os
@@ -23,29 +24,35 @@ def dreamgrid(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_bench_gpu_on_a_cpu_compares_plain_diffusers_with_the_pool(tmp_path):
-    result = dreamgrid("bench", "gpu", "--device", "cpu", "--arch", "tiny", "--size", "64", "--steps", "2",
+@pytest.mark.parametrize("arch, family", [("tiny", "stable-diffusion"), ("tiny-flux", "flux")])
+def test_bench_gpu_on_a_cpu_compares_plain_diffusers_with_the_pool(tmp_path, arch, family):
+    result = dreamgrid("bench", "gpu", "--device", "cpu", "--arch", arch, "--size", "64", "--steps", "2",
                        "--jobs", "2", "--users", "2", "--cache-dir", str(tmp_path), "--json")
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert figures["bench"] == "gpu" and figures["arch"] == "tiny"
+    assert figures["bench"] == "gpu" and figures["arch"] == arch and figures["family"] == family
     assert {"cores", "device", "device_name", "torch", "diffusers"} <= set(figures["machine"])
     assert figures["machine"]["device"] == "cpu"
     assert (figures["size"], figures["steps"], figures["jobs"], figures["users"]) == (64, 2, 2, 2)
-    assert figures["parameters"] == parameter_counts("tiny")
+    assert figures["parameters"] == parameter_counts(arch)
     assert figures["baseline_images_per_s"] > 0 and figures["pool_images_per_s"] > 0
     assert figures["ratio"] == round(figures["pool_images_per_s"] / figures["baseline_images_per_s"], 3)
     assert "channels_last" in figures["pool_options"] and "1" in figures["batching"]
     assert "peak_memory_mb" not in figures  # CUDA only
-    assert (tmp_path / "tiny-fp32" / "model_index.json").is_file()  # kept for the next run
+    assert (tmp_path / f"{arch}-fp32" / "model_index.json").is_file()  # kept for the next run
 
 
 # Published parameter counts of the upstream models (diffusers / transformers, counted the same way).
+SDXL = {"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480, "text_encoder_2": 694_659_840}
+T5_XXL, CLIP_L, VAE_16 = 4_762_310_656, 123_060_480, 83_819_683  # FLUX's and SD3's
 KNOWN = {
     "sd-turbo": {"unet": 865_910_724, "vae": 83_653_863, "text_encoder": 340_387_840},
     "sd15": {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480},
-    "sdxl": {"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480,
-             "text_encoder_2": 694_659_840},
+    "sdxl": SDXL,
+    "sdxl-turbo": SDXL,  # SDXL distilled: the same layers
+    "flux-schnell": {"transformer": 11_901_408_320, "vae": VAE_16, "text_encoder": CLIP_L, "text_encoder_2": T5_XXL},
+    "sd35-medium": {"transformer": 2_243_171_520, "vae": VAE_16, "text_encoder": CLIP_L + 768 * 768,  # + projection
+                    "text_encoder_2": SDXL["text_encoder_2"], "text_encoder_3": T5_XXL},
 }
 
 
@@ -66,7 +73,14 @@ def test_bench_gpu_without_a_gpu_says_what_is_wrong_and_what_to_do():
     assert result.stdout == ""
 
 
-def test_bench_gpu_refuses_an_architecture_the_engine_cannot_serve():
-    result = dreamgrid("bench", "gpu", "--device", "cpu", "--arch", "sdxl")
+def test_bench_gpu_will_not_build_a_real_size_transformer_on_a_cpu(tmp_path):
+    result = dreamgrid("bench", "gpu", "--device", "cpu", "--arch", "flux-schnell", "--cache-dir", str(tmp_path))
     assert result.returncode == 2
-    assert "--arch sd-turbo or sd15" in result.stderr
+    assert "flux-schnell has 16.9 B parameters" in result.stderr and "--device cuda" in result.stderr
+    assert not any(tmp_path.iterdir())  # refused before building anything
+
+
+def test_bench_gpu_refuses_a_size_the_family_cannot_make():
+    result = dreamgrid("bench", "gpu", "--device", "cpu", "--arch", "tiny-flux", "--size", "72")
+    assert result.returncode == 2
+    assert "--size must be a positive multiple of 16 for tiny-flux" in result.stderr

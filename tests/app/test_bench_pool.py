@@ -24,11 +24,16 @@ def last_json(result) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("model", ["tiny", "tiny-xl"])  # one model of each family
-def test_bench_pool_compares_the_pool_with_a_naive_bot(models_dir, model):
-    figures = last_json(dreamgrid("bench", "pool", "--configs", "64/2", "--jobs", "4", "--rounds", "2",
-                                  "--model", model, "--json", env={"MODELS_DIR": str(models_dir)}))
-    assert figures["bench"] == "pool" and figures["model"] == model
+@pytest.mark.parametrize("which, model, family", [
+    (("--model", "tiny"), "tiny", "stable-diffusion"),  # catalog entries, a UNet family each
+    (("--model", "tiny-xl"), "tiny-xl", "stable-diffusion-xl"),
+    (("--family", "flux"), "tiny-flux", "flux"),  # a transformer family, its tiny model built where missing
+])
+def test_bench_pool_compares_the_pool_with_a_naive_bot(models_dir, tmp_path, which, model, family):
+    folder = models_dir if which[0] == "--model" else tmp_path
+    figures = last_json(dreamgrid("bench", "pool", "--configs", "64/2", "--jobs", "4", "--rounds", "2", *which,
+                                  "--json", env={"MODELS_DIR": str(folder)}))
+    assert figures["bench"] == "pool" and figures["model"] == model and figures["family"] == family
     (row,) = figures["results"]
     assert (row["size"], row["steps"], row["jobs"], row["rounds"]) == (64, 2, 4, 2)
     assert row["naive_images_per_s"] > 0 and row["pool_images_per_s"] > 0

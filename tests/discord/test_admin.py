@@ -70,7 +70,8 @@ def models_dir(models_dir, tmp_path_factory):
             (folder / name / part.name).symlink_to(part)
         create_tiny_safety_checker(folder / name, flag_everything=flag_everything)
     (folder / "catalog.toml").write_text(ADMIN_CATALOG)
-    (folder / "dreamshaper.safetensors").write_bytes(b"weights would be here")
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "dreamshaper.safetensors").write_bytes(b"weights would be here")
     return folder
 
 
@@ -156,7 +157,7 @@ async def test_only_catalog_names_can_be_loaded(dreamgrid):
     boss = discord.add_user("boss", manage_guild=True)
     loaded_before = dreamgrid.app.pool.loaded()
 
-    names = ("../../etc/passwd", "/etc/passwd", "tiny-sd", "../broken-sd", "dreamshaper.safetensors")
+    names = ("../../etc/passwd", "/etc/passwd", "tiny-sd", "../broken-sd", "checkpoints/dreamshaper.safetensors")
     for name in names:
         for command in ("model use", "model load", "model info"):
             reply = await answer(discord, boss, command, {"name": name})
@@ -173,7 +174,9 @@ async def test_list_info_load_and_unload(dreamgrid):
     listing = await answer(discord, boss, "model list")
     assert re.search(r"`tiny` ★ default here — loaded on cpu \(\d+\.\d MB\) · 64×64, 4 steps", listing.content)
     assert "`other` — not loaded" in listing.content
-    assert "`dreamshaper.safetensors` (checkpoint)" in listing.content  # found, but no catalog entry uses it
+    # found, but no catalog entry uses it (and this one is not a checkpoint at all)
+    assert ("`checkpoints/dreamshaper.safetensors` (checkpoint: cannot be used: checkpoints/dreamshaper.safetensors "
+            "is not a valid .safetensors file") in listing.content
     assert "`tiny-sd`" not in listing.content  # a folder the catalog already offers is not listed twice
 
     loaded = await answer(discord, boss, "model load", {"name": "other"}, until=done)
