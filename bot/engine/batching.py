@@ -24,7 +24,7 @@ from bot.engine.requests import GenerateRequest, Request
 @dataclass(frozen=True)
 class BatchKey:
     model: str
-    kind: str  # "txt2img" | "img2img"
+    kind: str  # "txt2img" | "img2img" | "inpaint"
     width: int
     height: int
     steps: int
@@ -46,11 +46,11 @@ def batch_key(request: Request, family: Family | None = None) -> BatchKey | None
     if not isinstance(request, GenerateRequest):
         return None
     if request.init_image is not None:
-        (width, height), kind, strength = request.init_image.size, "img2img", request.strength
+        (width, height), strength = request.init_image.size, request.strength
     else:
-        width, height, kind, strength = request.width, request.height, "txt2img", 1.0
+        width, height, strength = request.width, request.height, 1.0
     true_cfg = family is not None and family.true_cfg(request.negative_prompt)
-    return BatchKey(request.model, kind, width, height, request.steps, request.guidance, strength, request.tile,
+    return BatchKey(request.model, request.kind, width, height, request.steps, request.guidance, strength, request.tile,
                     true_cfg, request.loras)
 
 

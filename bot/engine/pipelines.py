@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
 
 from bot.engine.catalog import ModelSpec
 from bot.engine.families import TRUE_CFG_SCALE, Family, NegativePrompt
@@ -108,7 +108,10 @@ class LoadedModel:
         # from_pipe reuses the same modules (no second copy of the weights). It casts to float32 unless
         # told otherwise, which would also cast the shared txt2img modules: pass our dtype.
         self.img2img = AutoPipelineForImage2Image.from_pipe(self.txt2img, torch_dtype=self.dtype)
-        for pipe in (self.txt2img, self.img2img):
+        # Inpainting with the same weights: an ordinary checkpoint keeps the unmasked area by re-noising the
+        # original there at every step (the canvas tools paste the kept pixels back exactly afterwards).
+        self.inpaint = AutoPipelineForInpainting.from_pipe(self.txt2img, torch_dtype=self.dtype)
+        for pipe in (self.txt2img, self.img2img, self.inpaint):
             pipe.set_progress_bar_config(disable=True)
         self.safety = load_safety_checker(folder, device, self.dtype)
         log.info("loaded model %s from %s on %s in %.1f s", spec.name, source, device, time.perf_counter() - started)
@@ -250,6 +253,10 @@ class LoadedModel:
         if first.init_image is not None:
             # One copy of each init image per seed, so every image gets its own VAE sample and noise.
             images = [request.init_image.convert("RGB") for request in requests for _ in request.seeds]
+            if first.mask_image is not None:  # every inpainting pipeline otherwise resizes to its own default
+                masks = [request.mask_image.convert("L") for request in requests for _ in request.seeds]
+                return self.inpaint(image=images, mask_image=masks, strength=first.strength,
+                                    width=first.init_image.width, height=first.init_image.height, **common)
             if self.family.img2img_needs_size:
                 common.update(width=first.init_image.width, height=first.init_image.height)
             return self.img2img(image=images, strength=first.strength, **common)

@@ -25,11 +25,12 @@ class Cancelled(EngineError):
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    """txt2img, or img2img when `init_image` is set; one image per seed either way.
+    """txt2img; img2img when `init_image` is set; inpainting when `mask_image` is set too (white: repaint,
+    black: keep). One image per seed either way.
 
     Fully resolved: the caller has already applied the catalog's defaults, so the engine never guesses.
-    txt2img needs width and height; img2img leaves them None (the output has the init image's size) and
-    runs int(steps * strength) denoising steps.
+    txt2img needs width and height; img2img and inpainting leave them None (the output has the init image's
+    size) and run int(steps * strength) denoising steps.
     """
 
     model: str
@@ -41,6 +42,7 @@ class GenerateRequest:
     width: int | None = None
     height: int | None = None
     init_image: Image.Image | None = None
+    mask_image: Image.Image | None = None  # greyscale, the init image's size
     strength: float = 0.6
     tile: bool = False  # seamless: the image wraps around at its edges (circular padding in every conv)
     shared_noise: float = 0.0  # 0..1 share of starting noise all images take from the first (txt2img only)
@@ -62,6 +64,8 @@ class GenerateRequest:
         if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)) or not self.guidance >= 0:
             raise ValueError(f"guidance must be a number of at least 0, got {self.guidance!r}")
         object.__setattr__(self, "guidance", float(self.guidance))  # 5 and 5.0 are one batch key and one result
+        if self.mask_image is not None and (self.init_image is None or self.mask_image.size != self.init_image.size):
+            raise ValueError("mask_image needs an init_image of the same size")
         if self.init_image is not None:
             if self.width is not None or self.height is not None:
                 raise ValueError("img2img takes its size from init_image; leave width and height unset")
@@ -71,6 +75,10 @@ class GenerateRequest:
     @property
     def is_img2img(self) -> bool:
         return self.init_image is not None
+
+    @property
+    def kind(self) -> str:
+        return "txt2img" if self.init_image is None else "inpaint" if self.mask_image is not None else "img2img"
 
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
