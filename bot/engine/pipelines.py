@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
+from PIL import Image
 
 from bot.engine.catalog import ModelSpec
 from bot.engine.families import TRUE_CFG_SCALE, Family, NegativePrompt
@@ -225,6 +226,8 @@ class LoadedModel:
         loras = tuple((use.name, use.weight, lora_hash(path)) for use, path in zip(uses, paths))
 
         images = list(output.images)
+        if first.mask_image is not None:
+            images = self._kept_pixels_back(requests, images)
         flags = tuple(self.safety.flags(images)) if self.safety else ()
         results, at = [], 0
         for request in requests:
@@ -270,6 +273,14 @@ class LoadedModel:
                 at += count
             common["latents"] = torch.cat(parts)
         return self.txt2img(width=width, height=height, **common)
+
+    @staticmethod
+    def _kept_pixels_back(requests: list[GenerateRequest], images: list) -> list:
+        """Inpainting keeps the unmasked area only approximately (it goes through the VAE): paste the source's
+        pixels back where the mask is black, so what was kept is exactly what was there."""
+        sources = [(request.init_image.convert("RGB"), request.mask_image.convert("L").point(
+            lambda value: 255 if value == 0 else 0)) for request in requests for _ in request.seeds]
+        return [Image.composite(source, image, keep) for (source, keep), image in zip(sources, images)]
 
     def _shared_latents(self, generators: list, width: int, height: int, share: float) -> torch.Tensor:
         """The noise the pipeline would draw, with `share` of every image's taken from the first image's:

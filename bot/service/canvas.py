@@ -1,0 +1,118 @@
+"""Midjourney's canvas tools as pictures: where the source image goes on a new canvas, and which pixels the
+model repaints. Pure Pillow, no model: the runner hands the canvas and its mask to the engine's inpainting.
+
+A mask is white where the model paints and black where the source stays; the engine pastes the black part
+back exactly, so a kept pixel is the source's pixel (the pipelines blend the two in latent space, so the
+seam is soft). The new area starts as a blurred stretch of the source: its colours are the edge's, which the
+model then repaints (strength 1 there).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from PIL import Image, ImageFilter
+
+PAN_DIRECTIONS = ("left", "right", "up", "down")
+# Vary (Region): the regions a select offers, as (left, top, right, bottom) fractions of the image.
+REGIONS = {
+    "left": (0, 0, 0.5, 1), "right": (0.5, 0, 1, 1), "top": (0, 0, 1, 0.5), "bottom": (0, 0.5, 1, 1),
+    "top-left": (0, 0, 0.5, 0.5), "top-right": (0.5, 0, 1, 0.5),
+    "bottom-left": (0, 0.5, 0.5, 1), "bottom-right": (0.5, 0.5, 1, 1),
+    "centre": (0.25, 0.25, 0.75, 0.75),
+}
+MIN_ZOOM, MAX_ZOOM = 1.0, 2.0
+# A pan grows the canvas until it holds this many times the model's pixel budget; then the far side goes.
+MAX_PAN_AREA = 2.0
+_BOX = re.compile(r"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})")
+
+
+class CanvasError(ValueError):
+    """An operation that cannot be made (a bad factor or box): its message is for the user."""
+
+
+@dataclass(frozen=True)
+class Canvas:
+    image: Image.Image  # RGB: the source where it stays, a blurred stretch of it where it is new
+    mask: Image.Image  # L: 255 paint, 0 keep (exactly)
+
+
+def zoom_out(source: Image.Image, factor: float, size: tuple[int, int]) -> Canvas:
+    """The source shrunk to 1/factor at the centre of a canvas of `size`; the border is new."""
+    if not MIN_ZOOM <= factor <= MAX_ZOOM:
+        raise CanvasError(f"the zoom factor must be {MIN_ZOOM:g} to {MAX_ZOOM:g}, got {factor:g}")
+    width, height = size
+    inner = (max(1, round(width / factor)), max(1, round(height / factor)))
+    return _place(source.resize(inner, Image.Resampling.LANCZOS), size,
+                  ((width - inner[0]) // 2, (height - inner[1]) // 2))
+
+
+def make_square(source: Image.Image, multiple: int) -> Canvas:
+    """The source unchanged at the centre of a square canvas as wide as its long side; the bands are new."""
+    side = _round_up(max(source.size), multiple)
+    return _place(source, (side, side), ((side - source.width) // 2, (side - source.height) // 2))
+
+
+def pan(source: Image.Image, direction: str, step: int, budget: int, multiple: int) -> Canvas:
+    """The canvas grown by `step` pixels on one side; once it would hold more than MAX_PAN_AREA x `budget`
+    pixels, the far side is dropped instead, as Midjourney does. The kept part is the source's pixels."""
+    if direction not in PAN_DIRECTIONS:
+        raise CanvasError(f"pan {direction!r}: one of {', '.join(PAN_DIRECTIONS)}")
+    horizontal = direction in ("left", "right")
+    along, across = (source.width, source.height) if horizontal else (source.height, source.width)
+    step = _round_up(step, multiple)
+    most = max(step, (int(MAX_PAN_AREA * budget / across) // multiple) * multiple)
+    kept = min(along, most - step)  # of the source, the part nearest the new strip
+    total = kept + step
+    if horizontal:
+        crop = (0, 0, kept, across) if direction == "left" else (along - kept, 0, along, across)
+        size, at = (total, across), ((step, 0) if direction == "left" else (0, 0))
+    else:
+        crop = (0, 0, across, kept) if direction == "up" else (0, along - kept, across, along)
+        size, at = (across, total), ((0, step) if direction == "up" else (0, 0))
+    return _place(source.crop(crop), size, at)
+
+
+def region(source: Image.Image, box: tuple[float, float, float, float]) -> Canvas:
+    """The source with one box (fractions left, top, right, bottom) to repaint; the rest is kept."""
+    left, top, right, bottom = box
+    width, height = source.size
+    pixels = (round(left * width), round(top * height), round(right * width), round(bottom * height))
+    mask = Image.new("L", source.size, 0)
+    mask.paste(255, pixels)
+    return Canvas(source.convert("RGB"), mask)
+
+
+def parse_region(text: str) -> tuple[float, float, float, float]:
+    """A region's name, or a box in percent "left,top,right,bottom" (e.g. "10,20,60,80")."""
+    text = text.strip().lower().replace(" ", "")
+    if text in REGIONS:
+        return REGIONS[text]
+    match = _BOX.fullmatch(text)
+    if not match:
+        raise CanvasError(f"a region is one of {', '.join(REGIONS)}, or a box in percent: left,top,right,bottom "
+                          "(e.g. 10,20,60,80)")
+    left, top, right, bottom = (int(value) / 100 for value in match.groups())
+    if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
+        raise CanvasError("the box must lie within 0–100 %, left before right and top before bottom "
+                          "(e.g. 10,20,60,80)")
+    if (right - left) * (bottom - top) < 0.01:
+        raise CanvasError("the box is too small to repaint; make it at least 10 % by 10 %")
+    return left, top, right, bottom
+
+
+def _place(kept: Image.Image, size: tuple[int, int], at: tuple[int, int]) -> Canvas:
+    """`kept` at `at` on a canvas of `size`: the rest is a blurred stretch of it, and is what gets painted."""
+    kept = kept.convert("RGB")
+    radius = max(2, max(size) // 8)
+    image = kept.resize(size, Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(radius))
+    image.paste(kept, at)
+    mask = Image.new("L", size, 255)
+    mask.paste(0, (*at, at[0] + kept.width, at[1] + kept.height))
+    return Canvas(image, mask)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return math.ceil(value / multiple) * multiple
