@@ -16,18 +16,24 @@ MAX_SEED = 2**32 - 1  # seeds users see and type: 0..MAX_SEED (what AUTOMATIC111
 UPSCALE_FACTOR = 2
 # img2img strength of a variation: how far it may move from its source image.
 VARIATION_STRENGTH = {"subtle": 0.35, "strong": 0.7}
+# Upscale (Creative): the img2img pass over the enlarged image adds detail, and keeps the picture.
+CREATIVE_STRENGTH = 0.3
 
 
 class JobKind(enum.StrEnum):
     IMAGINE = "imagine"
     REROLL = "reroll"
     VARIATION = "variation"
-    UPSCALE = "upscale"
+    UPSCALE = "upscale"  # U, Midjourney's Upscale (Subtle): the super-resolution network
+    CREATIVE = "creative"  # Upscale (Creative): U's image with a low-strength img2img pass for detail
+    ZOOM = "zoom"  # Zoom Out 2x / 1.5x / custom, and Make Square: the border is painted
+    PAN = "pan"  # ⬅️ ➡️ ⬆️ ⬇️: the canvas grows on one side, painted
+    REGION = "region"  # Vary (Region): one part repainted, the rest kept
 
     @property
     def images(self) -> int:
         """Images the job makes: a grid of four, or one enlarged image."""
-        return 1 if self is JobKind.UPSCALE else GRID_SIZE
+        return 1 if self in (JobKind.UPSCALE, JobKind.CREATIVE) else GRID_SIZE
 
     @property
     def cost(self) -> int:
@@ -36,7 +42,12 @@ class JobKind(enum.StrEnum):
 
     @property
     def is_grid(self) -> bool:
-        return self is not JobKind.UPSCALE
+        return self.images == GRID_SIZE
+
+    @property
+    def is_canvas(self) -> bool:
+        """It paints on a canvas made from an upscaled image (bot/service/canvas.py)."""
+        return self in (JobKind.ZOOM, JobKind.PAN, JobKind.REGION)
 
     @property
     def result_file(self) -> str:
@@ -45,8 +56,8 @@ class JobKind(enum.StrEnum):
 
     @property
     def needs_source(self) -> bool:
-        """Whether it starts from one image of its parent job (a variation or an upscale)."""
-        return self in (JobKind.VARIATION, JobKind.UPSCALE)
+        """Whether it starts from one image of its parent job (all but /imagine and 🔄)."""
+        return self not in (JobKind.IMAGINE, JobKind.REROLL)
 
 
 class JobStatus(enum.StrEnum):
@@ -97,6 +108,8 @@ class Recipe:
     quality: float | None = None
     # <lora:name:weight> tags, taken out of the prompt: (name, weight) in the order typed
     loras: tuple[tuple[str, float], ...] = ()
+    # A canvas job's operation (bot/service/canvas.py): "zoom 2", "square", "pan left", "region top-left"...
+    canvas: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed <= MAX_SEED:
@@ -132,8 +145,8 @@ class Recipe:
 
     def generation(self) -> Recipe:
         """What made the pictures (size, steps, guidance, --tile, --chaos...): what a reroll or a variation
-        starts from. The strength and scale belong to a job's own kind."""
-        return dataclasses.replace(self, strength=None, scale=None)
+        starts from. The strength, scale and canvas belong to a job's own kind."""
+        return dataclasses.replace(self, strength=None, scale=None, canvas=None)
 
     def again(self) -> Recipe:
         """The same pictures' settings with a new random seed: what 🔄 and V start from."""
@@ -142,6 +155,16 @@ class Recipe:
     def variation(self, strength: str) -> Recipe:
         """img2img from one of the source job's images, at Subtle or Strong strength."""
         return dataclasses.replace(self.generation(), strength=VARIATION_STRENGTH[strength])
+
+    def painted(self, operation: str, width: int, height: int) -> Recipe:
+        """A canvas job: the operation on a canvas of its own size, with a new seed; its --ar was the
+        source's, so it goes."""
+        return dataclasses.replace(self.again(), canvas=operation, width=width, height=height, ar=None)
+
+    def creative(self, width: int, height: int) -> Recipe:
+        """Upscale (Creative): the upscaled image, at its size, through a low-strength img2img pass."""
+        return dataclasses.replace(self, canvas=None, strength=CREATIVE_STRENGTH, width=width, height=height,
+                                   ar=None, scale=None)
 
     def upscale(self, seed: int) -> Recipe:
         """The enlarged image keeps its source's seed, and the generation settings travel along, so Vary on

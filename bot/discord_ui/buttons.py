@@ -1,4 +1,5 @@
-"""The buttons under a job's message: U1–U4, V1–V4, 🔄, and Vary (Subtle/Strong) under an upscale.
+"""The buttons under a job's message: U1–U4, V1–V4, 🔄 under a grid; under an upscaled image Vary
+(Subtle/Strong/Region), Upscale (Creative), Zoom Out 2x/1.5x/Custom, Make Square and the four pans.
 
 Each is a `DynamicItem` whose custom_id carries the action, the job id and the image index
 (`dg:upscale:42:2`), so a button on any old message keeps working after a restart: all state comes from
@@ -14,41 +15,59 @@ from typing import TYPE_CHECKING, Callable
 import discord
 from discord import ButtonStyle
 
+from bot.discord_ui.canvas_tools import REGION_NAMES, RegionSelect, show_canvas_form
 from bot.discord_ui.custom_ids import JOB_BUTTON, number
 from bot.discord_ui.guard import owned_job, refuse_banned
 from bot.discord_ui.remix import show_remix
 from bot.discord_ui.show import ShowButton
 from bot.recipe import JobKind
 from bot.service import Job
+from bot.service.canvas import PAN_DIRECTIONS
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
+
+IMAGES = range(1, 5)  # U1-U4, V1-V4
+NO_INDEX = range(0, 1)
+
 
 @dataclass(frozen=True)
 class Action:
     """What a button (or its Remix modal) starts, and which jobs' messages carry it."""
     start: Callable  # start(jobs, who, job, index, remix) -> the awaitable that accepts the new job
     remixable: bool  # with Remix on, it opens the prompt first
-    on_grid: bool  # under a grid (else under an upscale)
-    indexed: bool  # names one of the grid's images (1-4; else 0)
+    on_grid: bool  # under a grid (else under an upscaled image)
+    indices: range = NO_INDEX  # the index it may carry: an image of the grid, a region, or none (0)
 
     def fits(self, job: Job, index: int) -> bool:
         """Whether this button can be on that job's message: a forged one (U on an upscale, V5) cannot."""
-        return job.kind.is_grid == self.on_grid and (1 <= index <= 4 if self.indexed else index == 0)
+        return job.kind.is_grid == self.on_grid and index in self.indices
 
 
-# Shared by the buttons and Remix modals.
+def _canvas(operation: str) -> Action:
+    return Action(lambda jobs, who, job, index, remix: jobs.canvas(who, job, operation, remix), True, False)
+
+
+# Shared by the buttons, the region select and the Remix modals.
 ACTIONS: dict[str, Action] = {
-    "upscale": Action(lambda jobs, who, job, index, remix: jobs.upscale(who, job, index), False, True, True),
+    "upscale": Action(lambda jobs, who, job, index, remix: jobs.upscale(who, job, index), False, True, IMAGES),
     "vary": Action(lambda jobs, who, job, index, remix: jobs.vary(who, job, index, remix=remix),  # /settings
-                   True, True, True),
-    "reroll": Action(lambda jobs, who, job, index, remix: jobs.reroll(who, job, remix=remix), True, True, False),
+                   True, True, IMAGES),
+    "reroll": Action(lambda jobs, who, job, index, remix: jobs.reroll(who, job, remix=remix), True, True),
     "subtle": Action(lambda jobs, who, job, index, remix: jobs.vary(who, job, 1, "subtle", remix=remix),
-                     True, False, False),
+                     True, False),
     "strong": Action(lambda jobs, who, job, index, remix: jobs.vary(who, job, 1, "strong", remix=remix),
-                     True, False, False),
+                     True, False),
+    "creative": Action(lambda jobs, who, job, index, remix: jobs.creative(who, job), False, False),
+    "zoom2": _canvas("zoom 2"),
+    "zoom15": _canvas("zoom 1.5"),
+    "square": _canvas("square"),
+    **{f"pan{side}": _canvas(f"pan {side}") for side in PAN_DIRECTIONS},
+    "region": Action(lambda jobs, who, job, index, remix: jobs.canvas(who, job, f"region {REGION_NAMES[index]}", remix),
+                     True, False, range(len(REGION_NAMES))),
 }
 CANCEL = "cancel"
+CUSTOM_ZOOM = "zoomc"
 NOT_HERE = "That button does not belong to job #{job}'s message, so nothing was done. Use the buttons under it."
 
 
@@ -64,7 +83,7 @@ async def start_action(interaction: discord.Interaction[DreamgridBot], action: s
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=JOB_BUTTON):
     def __init__(self, action: str, job_id: int, index: int = 0) -> None:
-        if action not in ACTIONS and action != CANCEL:
+        if action not in ACTIONS and action not in (CANCEL, CUSTOM_ZOOM):
             raise ValueError(f"unknown button action {action!r}")
         self.action, self.job_id, self.index = action, job_id, index
         self.job: Job | None = None  # read by interaction_check, once it has checked who may use it
@@ -74,6 +93,15 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=JOB_BUTTON):
             "vary": (f"V{index}", None, 1),
             "subtle": ("Vary (Subtle)", "🪄", 0),
             "strong": ("Vary (Strong)", "🪄", 0),
+            "creative": ("Upscale (Creative)", "✨", 0),
+            "zoom2": ("Zoom Out 2x", "🔍", 1),
+            "zoom15": ("Zoom Out 1.5x", "🔍", 1),
+            "zoomc": ("Custom Zoom", "🔍", 1),
+            "square": ("Make Square", "↔️", 1),
+            "panleft": (None, "⬅️", 2),
+            "panright": (None, "➡️", 2),
+            "panup": (None, "⬆️", 2),
+            "pandown": (None, "⬇️", 2),
             "cancel": (None, "❌", 0),
         }[action]
         super().__init__(discord.ui.Button(
@@ -100,6 +128,9 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=JOB_BUTTON):
 
             await cancel_jobs(interaction, [self.job])
             return
+        if self.action == CUSTOM_ZOOM:  # a form first: the factor, and the prompt to paint with
+            await show_canvas_form(interaction, self.job, "zoom")
+            return
         todo = ACTIONS[self.action]
         if todo.remixable and todo.fits(self.job, self.index) and (
                 await interaction.client.accounts.preferences(interaction.user.id)).remix:
@@ -118,12 +149,21 @@ def cancel_view(job: Job) -> discord.ui.View:
 def job_view(job: Job, grid_link: str | None = None) -> discord.ui.View:
     """The buttons that go under a finished job's message."""
     view = discord.ui.View(timeout=None)
-    if job.kind is JobKind.UPSCALE:
+    if not job.kind.is_grid:  # an upscaled image: Midjourney's tools
         view.add_item(JobButton("subtle", job.id))
         view.add_item(JobButton("strong", job.id))
+        if job.kind is JobKind.UPSCALE:
+            view.add_item(JobButton("creative", job.id))
         if grid_link:
             view.add_item(discord.ui.Button(label="Grid", emoji="↩️", url=grid_link, row=0))
+        for action in ("zoom2", "zoom15", CUSTOM_ZOOM):
+            view.add_item(JobButton(action, job.id))
+        if job.recipe.width != job.recipe.height:
+            view.add_item(JobButton("square", job.id))
         view.add_item(ShowButton(job.id))
+        for side in PAN_DIRECTIONS:
+            view.add_item(JobButton(f"pan{side}", job.id))
+        view.add_item(RegionSelect(job.id))
         return view
     for index in range(1, 5):
         view.add_item(JobButton("upscale", job.id, index))

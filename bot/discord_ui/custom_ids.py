@@ -20,10 +20,18 @@ if TYPE_CHECKING:
 SQLITE_MAX_INT = 2**63 - 1
 NUMBER = r"[0-9]{1,19}"  # a job id, a user id, a page: digits that may still exceed SQLITE_MAX_INT
 
-JOB_ACTIONS = ("upscale", "vary", "reroll", "subtle", "strong", "cancel")
+# Under an upscaled image: Upscale (Creative), the zooms (zoomc: a modal for the factor), Make Square, the pans.
+CANVAS_ACTIONS = ("creative", "zoom2", "zoom15", "zoomc", "square", "panleft", "panright", "panup", "pandown")
+JOB_ACTIONS = ("upscale", "vary", "reroll", "subtle", "strong", "cancel", *CANVAS_ACTIONS)
 JOB_BUTTON = rf"dg:(?P<action>{'|'.join(JOB_ACTIONS)}):(?P<job>{NUMBER}):(?P<index>[0-4])"
 SHOW_BUTTON = rf"dg:show:(?P<job>{NUMBER})"
-REMIX_MODAL = re.compile(rf"dg:remix:(?P<action>reroll|vary|subtle|strong):(?P<job>{NUMBER}):(?P<index>[0-4])")
+REGION_SELECT = rf"dg:region:(?P<job>{NUMBER})"
+# Remix keeps the action and its index: an image 1-4, or for `region` the region's place in the select (0-9).
+REMIX_ACTIONS = ("reroll", "vary", "subtle", "strong", "zoom2", "zoom15", "square", "panleft", "panright", "panup",
+                 "pandown", "region")
+REMIX_MODAL = re.compile(rf"dg:remix:(?P<action>{'|'.join(REMIX_ACTIONS)}):(?P<job>{NUMBER}):(?P<index>[0-9])")
+# The canvas tools' own forms: Custom Zoom (a factor and the prompt), Vary (Region)'s box (in percent).
+CANVAS_MODAL = re.compile(rf"dg:canvas:(?P<tool>zoom|box):(?P<job>{NUMBER})")
 HISTORY_PAGE = rf"dgh:(?P<owner>{NUMBER}):(?P<page>[0-9]{{1,6}}):(?P<text>.*)"
 SETTING_SELECT = r"dg:set:(?P<field>model|stylize|quality)"
 SETTING_BUTTON = r"dg:set:(?P<field>variation|remix|private|reset):(?P<value>subtle|strong|on|off|all)"
@@ -42,7 +50,7 @@ def _claimed(interaction: discord.Interaction[DreamgridBot], custom_id: str, mod
     """Whether a handler answers it: Remix for its modals; a DynamicItem for a component whose template
     matches and which is on the message (discord.py drops one that is not, without a word)."""
     if modal:
-        return REMIX_MODAL.fullmatch(custom_id) is not None
+        return any(form.fullmatch(custom_id) for form in (REMIX_MODAL, CANVAS_MODAL))
     if not any(item.__discord_ui_compiled_template__.fullmatch(custom_id) for item in interaction.client.dynamic_items):
         return False
     kind = (interaction.data or {}).get("component_type")

@@ -1,5 +1,5 @@
-"""Remix: with Remix on in /settings, V1–V4, 🔄 and Vary (Subtle/Strong) first open the prompt, parameters
-included, in a modal; what the user submits is what the new job runs.
+"""Remix: with Remix on in /settings, V1–V4, 🔄, Vary (Subtle/Strong/Region), Zoom Out, Make Square and the
+pans first open the prompt, parameters included, in a modal; what the user submits is what the new job runs.
 
 Like the buttons, the modal keeps its state in its custom_id (`dg:remix:<action>:<job>:<index>`), and its
 submission is handled from there (`on_remix_submitted`, a listener), never by an object in memory: a modal
@@ -27,8 +27,13 @@ def remix_text(job: Job) -> str:
     return f"{job.prompt} {job.recipe.prompt_language()}"
 
 
+TITLES = {"reroll": "Remix: reroll", "zoom2": "Remix: zoom out 2x", "zoom15": "Remix: zoom out 1.5x",
+          "square": "Remix: make square", "region": "Remix: vary a region", "panleft": "Remix: pan left",
+          "panright": "Remix: pan right", "panup": "Remix: pan up", "pandown": "Remix: pan down"}
+
+
 def remix_modal(job: Job, action: str, index: int) -> discord.ui.Modal:
-    title = "Remix: reroll" if action == "reroll" else f"Remix: variations of image {index or 1}"
+    title = TITLES.get(action, f"Remix: variations of image {index or 1}")
     modal = discord.ui.Modal(title=title, custom_id=f"dg:remix:{action}:{job.id}:{index}")
     modal.add_item(discord.ui.TextInput(
         label="Prompt and parameters", style=discord.TextStyle.paragraph, default=remix_text(job)[:4000],
@@ -53,15 +58,16 @@ async def on_remix_submitted(interaction: discord.Interaction[DreamgridBot]) -> 
 
     job = await owned_job(interaction, number(match["job"]) or 0, "remix it")  # as its buttons check
     if job is not None:
-        await start_action(interaction, match["action"], job, int(match["index"]), _submitted_text(interaction.data))
+        await start_action(interaction, match["action"], job, int(match["index"]),
+                           submitted_field(interaction.data, PROMPT_FIELD))
 
 
-def _submitted_text(data: dict) -> str:
-    """The prompt field's value, wherever Discord nests it (action rows or labels)."""
+def submitted_field(data: dict, custom_id: str) -> str:
+    """A form field's value, wherever Discord nests it (action rows or labels)."""
     stack = list(data.get("components", []))
     while stack:
         component = stack.pop()
-        if component.get("custom_id") == PROMPT_FIELD:
+        if component.get("custom_id") == custom_id:
             return component.get("value", "")
         stack.extend(component.get("components", []))
         if "component" in component:

@@ -46,7 +46,18 @@ def prompt_line(job: Job) -> str:
         return f"{head} · Image #{job.parent_index} of job #{job.parent_job_id}"
     if job.kind is JobKind.VARIATION:
         return f"{head} · Variations of image #{job.parent_index} of job #{job.parent_job_id}"
+    if job.kind is JobKind.CREATIVE:
+        return f"{head} · Upscale (Creative) of job #{job.parent_job_id}"
+    if job.kind.is_canvas:
+        return f"{head} · {canvas_label(job.recipe.canvas)} of job #{job.parent_job_id}"
     return head
+
+
+def canvas_label(operation: str) -> str:
+    """A canvas operation as its button says it: "zoom 2" -> "Zoom Out 2x", "region top-left" -> ..."""
+    verb, _, argument = operation.partition(" ")
+    return {"zoom": f"Zoom Out {argument}x", "square": "Make Square", "pan": f"Pan {argument}",
+            "region": f"Vary (Region: {argument})"}[verb]
 
 
 def details_line(job: Job) -> str:

@@ -9,11 +9,14 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from PIL import Image
+
 from bot.engine import Catalog
 from bot.engine.families import family_of
 from bot.engine.loras import LORAS_DIR, LoraError, find_lora, lora_family
 from bot.engine.tokens import prompt_tokens
 from bot.recipe import JobKind, Recipe
+from bot.service.canvas import CanvasError, check_operation, paint_canvas
 from bot.service.compose import Defaults, Plan, plan_job
 from bot.service.images import ImageFiles
 from bot.service.policy import Policy
@@ -25,6 +28,9 @@ from bot.store.preferences import Preferences
 
 
 log = logging.getLogger(__name__)
+
+# A canvas operation's first word -> the kind of job it is
+KIND_OF_OPERATION = {"zoom": JobKind.ZOOM, "square": JobKind.ZOOM, "pan": JobKind.PAN, "region": JobKind.REGION}
 
 STORAGE_DOWN = ("The bot cannot save anything right now (its database is read-only or its disk is full), so "
                 "nothing was queued or charged. Please tell a server admin; try again once it is fixed.")
@@ -48,6 +54,11 @@ class Admission:
         return await self._accept(who, JobKind.IMAGINE, plan.recipes())
 
     async def reroll(self, who: Requester, parent: Job, remix: str | None = None) -> Job | Refused:
+        if parent.kind.is_canvas:  # 🔄 under a zoom, pan or region grid paints the same canvas again
+            source = await self.store.get_job(parent.parent_job_id)
+            if source is None:
+                raise UserError(f"The image job #{parent.id} painted on is gone, so it cannot be rerolled.")
+            return await self.canvas(who, source, parent.recipe.canvas, remix, again=parent)
         return await self._accept_one(who, JobKind.REROLL, await self._start_from(who, parent, remix), parent)
 
     async def vary(self, who: Requester, parent: Job, index: int, strength: str | None = None,
@@ -63,6 +74,37 @@ class Admission:
             raise UserError(f"Job #{parent.id} is an upscale already; upscale an image of a grid instead.")
         source = await self._require_image(parent, index)
         return await self._accept_one(who, JobKind.UPSCALE, parent.recipe.upscale(source.seed), parent, index)
+
+    async def canvas(self, who: Requester, parent: Job, operation: str, remix: str | None = None, *,
+                     again: Job | None = None) -> Job | Refused:
+        """Zoom Out, Make Square, Pan or Vary (Region) on an upscaled image: a grid painted on a canvas made
+        from it (bot/service/canvas.py), with the prompt (or what Remix made of it). `again`: the canvas job
+        a 🔄 paints once more, with its own recipe."""
+        if parent.kind.is_grid:
+            raise UserError(f"Job #{parent.id} is a grid: upscale one of its images (U1–U4) first, then use the "
+                            "tools under it.")
+        try:
+            operation = check_operation(operation)
+        except CanvasError as error:
+            raise UserError(f"{str(error)[0].upper()}{str(error)[1:]}.") from None
+        await self._require_image(parent, 1)
+        base = (again or parent).recipe if remix is None else (await self.plan(who, remix, remix=True)).recipe
+        spec = self.catalog.get(base.model)
+        source = parent.recipe  # the upscale keeps the size its image was generated at
+        if operation == "square" and source.width == source.height:
+            raise UserError(f"Image of job #{parent.id} is square already; Make Square pads a wide or tall image.")
+        painted = paint_canvas(operation, Image.new("RGB", (source.width, source.height)),
+                               model_size=(spec.width, spec.height), multiple=spec.family.size_multiple)
+        recipe = base.painted(operation, *painted.image.size)
+        return await self._accept_one(who, KIND_OF_OPERATION[operation.split()[0]], recipe, parent, 1)
+
+    async def creative(self, who: Requester, parent: Job) -> Job | Refused:
+        """Upscale (Creative): the upscaled image through a low-strength img2img pass that adds detail."""
+        if parent.kind is not JobKind.UPSCALE:
+            raise UserError(f"Upscale (Creative) works on an upscaled image; job #{parent.id} is not one.")
+        image = await self._require_image(parent, 1)
+        return await self._accept_one(who, JobKind.CREATIVE, parent.recipe.creative(image.width, image.height),
+                                      parent, 1)
 
     async def _start_from(self, who: Requester, parent: Job, remix: str | None) -> Recipe:
         """What 🔄 and V make: the parent's recipe with a new seed, or what the user typed under Remix."""

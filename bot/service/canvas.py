@@ -116,3 +116,49 @@ def _place(kept: Image.Image, size: tuple[int, int], at: tuple[int, int]) -> Can
 
 def _round_up(value: int, multiple: int) -> int:
     return math.ceil(value / multiple) * multiple
+
+
+# --- operations, as a recipe names them ("zoom 2", "square", "pan left", "region top-left") ----------------
+
+
+def check_operation(operation: str) -> str:
+    """The operation written the one way recipes keep it; CanvasError (for the user) if it is not one."""
+    verb, _, argument = " ".join(operation.split()).lower().partition(" ")
+    if verb == "zoom":
+        try:
+            factor = float(argument)
+        except ValueError:
+            raise CanvasError(f"the zoom factor must be a number from {MIN_ZOOM:g} to {MAX_ZOOM:g}, "
+                              f"e.g. 1.5") from None
+        if not (math.isfinite(factor) and MIN_ZOOM <= factor <= MAX_ZOOM):
+            raise CanvasError(f"the zoom factor must be {MIN_ZOOM:g} to {MAX_ZOOM:g}, got {argument}")
+        return f"zoom {round(factor, 2):g}"
+    if verb == "square" and not argument:
+        return "square"
+    if verb == "pan" and argument in PAN_DIRECTIONS:
+        return f"pan {argument}"
+    if verb == "region":
+        box = parse_region(argument)
+        name = next((name for name, known in REGIONS.items() if known == box), None)
+        return f"region {name or ','.join(str(round(edge * 100)) for edge in box)}"
+    raise CanvasError(f"unknown canvas operation {operation!r}")
+
+
+def paint_canvas(operation: str, source: Image.Image, *, model_size: tuple[int, int], multiple: int) -> Canvas:
+    """The canvas and mask an operation makes of `source` (the image at its generation size)."""
+    verb, _, argument = check_operation(operation).partition(" ")
+    if verb == "zoom":  # a canvas of the source's size: the model's pixel budget at its ratio
+        return zoom_out(source, float(argument), source.size)
+    if verb == "square":
+        return make_square(source, multiple)
+    if verb == "pan":
+        step = model_size[0] // 2 if argument in ("left", "right") else model_size[1] // 2
+        return pan(source, argument, step, model_size[0] * model_size[1], multiple)
+    return region(source, parse_region(argument))
+
+
+def provenance(operation: str) -> dict[str, str]:
+    """The `parameters` fields that say what an operation did."""
+    verb, _, argument = check_operation(operation).partition(" ")
+    return {"zoom": {"Zoom": argument}, "square": {"Outpaint": "square"}, "pan": {"Pan": argument},
+            "region": {"Mask": argument}}[verb]

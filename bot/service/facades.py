@@ -53,6 +53,13 @@ class Jobs:
     async def upscale(self, who: Requester, parent: Job, index: int) -> Job | Refused:
         return await self._admission.upscale(who, parent, index)
 
+    async def canvas(self, who: Requester, parent: Job, operation: str, remix: str | None = None) -> Job | Refused:
+        """Zoom Out / Make Square / Pan / Vary (Region) on an upscaled image (bot/service/canvas.py)."""
+        return await self._admission.canvas(who, parent, operation, remix)
+
+    async def creative(self, who: Requester, parent: Job) -> Job | Refused:
+        return await self._admission.creative(who, parent)
+
     # Running.
     def start(self, job: Job, listener: JobListener) -> asyncio.Task:
         return self._runner.start(job, listener)

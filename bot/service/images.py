@@ -40,7 +40,7 @@ class ImageFiles:
         (`text_of(seed, image)`), and the 2x2 grid of a grid job; returns the images to record."""
         folder = self.folder(job.id)
         folder.mkdir(parents=True, exist_ok=True)
-        seeds = [job.seed] if job.kind is JobKind.UPSCALE else result.seeds
+        seeds = result.seeds or [job.seed]  # an upscale has none of its own: its source's
         stored: list[StoredImage] = []
         for index, (image, seed) in enumerate(zip(result.images, seeds), start=1):
             path = self.image(job.id, index)

@@ -17,6 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from bot.recipe import Recipe
+from bot.service.canvas import provenance as canvas_fields
 
 CHUNK = "parameters"
 JOB_FIELD = "Dreamgrid job"
@@ -32,6 +33,8 @@ def recipe_text(recipe: Recipe, *, sampler: str, seed: int, width: int, height: 
         extra["Chaos"] = recipe.chaos
     if recipe.strength is not None:
         extra["Denoising strength"] = recipe.strength
+    if recipe.canvas is not None:  # Zoom / Outpaint / Pan / Mask: what the canvas tool did
+        extra.update(canvas_fields(recipe.canvas))
     if loras:
         extra["Lora hashes"] = ", ".join(f"{name}: {digest}" for name, _, digest in loras)
     if job_id is not None:

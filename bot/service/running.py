@@ -28,7 +28,8 @@ from bot.engine import (
     WorkerPool,
     png_bytes,
 )
-from bot.recipe import JobKind, JobStatus, Recipe
+from bot.recipe import GRID_SIZE, JobKind, JobStatus, Recipe
+from bot.service.canvas import Canvas, paint_canvas
 from bot.service.images import ImageFiles
 from bot.service.policy import Policy
 from bot.service.provenance import read_parameters, recipe_text, upscaled_text
@@ -60,16 +61,21 @@ class JobListener(Protocol):
     async def failed(self, job: Job, reason: str) -> None: ...
 
 
-def generate_request(recipe: Recipe, init_image: Image.Image | None = None) -> GenerateRequest:
-    """The engine request a recipe makes: txt2img, or img2img from `init_image` brought to the recipe's size.
-    The one place requests are built, for the bot's jobs and `dreamgrid generate` alike."""
+def generate_request(recipe: Recipe, init_image: Image.Image | None = None, mask_image: Image.Image | None = None,
+                     images: int = GRID_SIZE) -> GenerateRequest:
+    """The engine request a recipe makes: txt2img; img2img from `init_image` brought to the recipe's size;
+    inpainting where `mask_image` (the canvas tools, at strength 1 unless the recipe says). The one place
+    requests are built, for the bot's jobs and `dreamgrid generate` alike."""
     common = dict(model=recipe.model, prompt=recipe.prompt, negative_prompt=recipe.negative_prompt,
-                  seeds=recipe.seeds(), steps=recipe.steps, guidance=recipe.guidance, tile=recipe.tile,
+                  seeds=recipe.seeds(images), steps=recipe.steps, guidance=recipe.guidance, tile=recipe.tile,
                   loras=recipe.loras)
     if init_image is None:
         return GenerateRequest(width=recipe.width, height=recipe.height, shared_noise=recipe.shared_noise, **common)
     # img2img takes its size from the source image: bring it to the size the job asks for.
     init_image = init_image.resize((recipe.width, recipe.height), Image.Resampling.LANCZOS)
+    if mask_image is not None:
+        return GenerateRequest(init_image=init_image, mask_image=mask_image.resize(init_image.size),
+                               strength=recipe.strength or 1.0, **common)
     return GenerateRequest(init_image=init_image, strength=recipe.strength, **common)
 
 
@@ -289,7 +295,18 @@ class Runner:
         source = await self._source_image(job) if job.kind.needs_source else None
         if job.kind is JobKind.UPSCALE:
             return UpscaleRequest(model=job.model, image=source, scale=job.recipe.scale)
-        return generate_request(job.recipe, source)
+        if job.kind.is_canvas:
+            canvas = await asyncio.to_thread(self._canvas, job, source, await self.store.get_job(job.parent_job_id))
+            return generate_request(job.recipe, canvas.image, canvas.mask)
+        return generate_request(job.recipe, source, images=job.kind.images)
+
+    def _canvas(self, job: Job, source: Image.Image, upscaled: Job) -> Canvas:
+        """The canvas a canvas job paints on: its operation on the upscaled image, brought back to the size
+        that image was generated at (the model's pixel budget)."""
+        spec = self.catalog.get(job.model)
+        size = (upscaled.recipe.width, upscaled.recipe.height)
+        return paint_canvas(job.recipe.canvas, source.resize(size, Image.Resampling.LANCZOS),
+                            model_size=(spec.width, spec.height), multiple=spec.family.size_multiple)
 
     async def _source_image(self, job: Job) -> Image.Image:
         for stored in await self.store.images(job.parent_job_id):

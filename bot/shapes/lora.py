@@ -24,12 +24,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import torch
+# As in bot/shapes/train.py: on a busy machine spinning OpenMP threads burn the CPU they wait for (a LoRA
+# step took 10x longer); must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from bot.shapes import model as shapes_model
-from bot.shapes.train import TokenCache, _log
-from bot.shapes.world import COLOUR_NAMES, render_array, sample_scene
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bot.shapes import model as shapes_model  # noqa: E402
+from bot.shapes.train import TokenCache, _log  # noqa: E402
+from bot.shapes.world import COLOUR_NAMES, render_array, sample_scene  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO_ROOT / "models" / "shapes"
