@@ -161,10 +161,16 @@ class Recipe:
         source's, so it goes."""
         return dataclasses.replace(self.again(), canvas=operation, width=width, height=height, ar=None)
 
-    def creative(self, width: int, height: int) -> Recipe:
-        """Upscale (Creative): the upscaled image, at its size, through a low-strength img2img pass."""
-        return dataclasses.replace(self, canvas=None, strength=CREATIVE_STRENGTH, width=width, height=height,
-                                   ar=None, scale=None)
+    def creative(self) -> Recipe:
+        """Upscale (Creative), from an upscale's recipe: its enlarged image through a low-strength img2img
+        pass at the enlarged size (width and height stay the generation's, as for every upscale)."""
+        return dataclasses.replace(self, strength=CREATIVE_STRENGTH)
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """The size of the images it makes: an upscale's are `scale` times the generation's."""
+        scale = self.scale or 1
+        return self.width * scale, self.height * scale
 
     def upscale(self, seed: int) -> Recipe:
         """The enlarged image keeps its source's seed, and the generation settings travel along, so Vary on

@@ -76,6 +76,16 @@ max_prompt_tokens = 128
 upscaler = "realesr-animevideov3"
 description = "A tiny Z-Image Turbo: a single-stream transformer and a Qwen3 text encoder, no guidance."
 
+[models.shapes]
+source = "shapes"
+pipeline = "stable-diffusion"
+width = 64
+height = 64
+steps = 12
+guidance = 5.0
+max_prompt_tokens = 32
+description = "The trained shapes model (shipped): pictures a test can judge."
+
 [models.tiny-ckpt]
 source = "checkpoints/tiny-sd.safetensors"
 config = "tiny-sd"
@@ -132,5 +142,6 @@ def models_dir(tmp_path_factory) -> Path:
     for weights in (folder / "broken-sd" / "unet").glob("*.safetensors"):
         weights.write_bytes(b"not a safetensors file")
     shutil.copytree(ROOT / "models" / "upscalers", folder / "upscalers")
+    (folder / "shapes").symlink_to(ROOT / "models" / "shapes")  # read only, never written
     (folder / "catalog.toml").write_text(TEST_CATALOG)
     return folder

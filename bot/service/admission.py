@@ -102,9 +102,8 @@ class Admission:
         """Upscale (Creative): the upscaled image through a low-strength img2img pass that adds detail."""
         if parent.kind is not JobKind.UPSCALE:
             raise UserError(f"Upscale (Creative) works on an upscaled image; job #{parent.id} is not one.")
-        image = await self._require_image(parent, 1)
-        return await self._accept_one(who, JobKind.CREATIVE, parent.recipe.creative(image.width, image.height),
-                                      parent, 1)
+        await self._require_image(parent, 1)
+        return await self._accept_one(who, JobKind.CREATIVE, parent.recipe.creative(), parent, 1)
 
     async def _start_from(self, who: Requester, parent: Job, remix: str | None) -> Recipe:
         """What 🔄 and V make: the parent's recipe with a new seed, or what the user typed under Remix."""

@@ -31,6 +31,8 @@ def recipe_text(recipe: Recipe, *, sampler: str, seed: int, width: int, height: 
     extra: dict[str, object] = {"Tiling": True} if recipe.tile else {}
     if recipe.chaos is not None:
         extra["Chaos"] = recipe.chaos
+    if recipe.scale is not None:  # Upscale (Creative): A1111's hires fix, the same two steps
+        extra["Hires upscale"] = recipe.scale
     if recipe.strength is not None:
         extra["Denoising strength"] = recipe.strength
     if recipe.canvas is not None:  # Zoom / Outpaint / Pan / Mask: what the canvas tool did

@@ -72,7 +72,7 @@ def generate_request(recipe: Recipe, init_image: Image.Image | None = None, mask
     if init_image is None:
         return GenerateRequest(width=recipe.width, height=recipe.height, shared_noise=recipe.shared_noise, **common)
     # img2img takes its size from the source image: bring it to the size the job asks for.
-    init_image = init_image.resize((recipe.width, recipe.height), Image.Resampling.LANCZOS)
+    init_image = init_image.resize(recipe.output_size, Image.Resampling.LANCZOS)
     if mask_image is not None:
         return GenerateRequest(init_image=init_image, mask_image=mask_image.resize(init_image.size),
                                strength=recipe.strength or 1.0, **common)
@@ -292,21 +292,27 @@ class Runner:
             await _quietly(listener.failed(await self.store.get_job(job.id), reason))
 
     async def _request_for(self, job: Job) -> GenerateRequest | UpscaleRequest:
+        if job.kind.is_canvas:
+            canvas = await asyncio.to_thread(self._canvas, job, await self._generated_image(job))
+            return generate_request(job.recipe, canvas.image, canvas.mask)
         source = await self._source_image(job) if job.kind.needs_source else None
         if job.kind is JobKind.UPSCALE:
             return UpscaleRequest(model=job.model, image=source, scale=job.recipe.scale)
-        if job.kind.is_canvas:
-            canvas = await asyncio.to_thread(self._canvas, job, source, await self.store.get_job(job.parent_job_id))
-            return generate_request(job.recipe, canvas.image, canvas.mask)
         return generate_request(job.recipe, source, images=job.kind.images)
 
-    def _canvas(self, job: Job, source: Image.Image, upscaled: Job) -> Canvas:
-        """The canvas a canvas job paints on: its operation on the upscaled image, brought back to the size
-        that image was generated at (the model's pixel budget)."""
+    def _canvas(self, job: Job, source: Image.Image) -> Canvas:
         spec = self.catalog.get(job.model)
-        size = (upscaled.recipe.width, upscaled.recipe.height)
-        return paint_canvas(job.recipe.canvas, source.resize(size, Image.Resampling.LANCZOS),
-                            model_size=(spec.width, spec.height), multiple=spec.family.size_multiple)
+        return paint_canvas(job.recipe.canvas, source, model_size=(spec.width, spec.height),
+                            multiple=spec.family.size_multiple)
+
+    async def _generated_image(self, job: Job) -> Image.Image:
+        """What a canvas job paints around: its upscaled image at the size it was generated at (the model's
+        pixel budget). For an upscale that is the grid image it enlarged, so kept pixels are exactly those."""
+        upscaled = await self.store.get_job(job.parent_job_id)
+        if upscaled.kind is JobKind.UPSCALE:
+            return await self._source_image(upscaled)
+        size = (upscaled.recipe.width, upscaled.recipe.height)  # Upscale (Creative): its image, made smaller
+        return (await self._source_image(job)).resize(size, Image.Resampling.LANCZOS)
 
     async def _source_image(self, job: Job) -> Image.Image:
         for stored in await self.store.images(job.parent_job_id):

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bot.bench.architectures import parameter_counts
+from bot.bench.architectures import ARCHS, get_arch, parameter_counts
+from bot.engine.families import family_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,7 +51,9 @@ KNOWN = {
     "sd15": {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480},
     "sdxl": SDXL,
     "sdxl-turbo": SDXL,  # SDXL distilled: the same layers
-    "flux-schnell": {"transformer": 11_901_408_320, "vae": VAE_16, "text_encoder": CLIP_L, "text_encoder_2": T5_XXL},
+    # FLUX.1-dev's 11_901_408_320 less the guidance embedder schnell has not (256 -> 3072 -> 3072)
+    "flux-schnell": {"transformer": 11_901_408_320 - 10_229_760, "vae": VAE_16, "text_encoder": CLIP_L,
+                     "text_encoder_2": T5_XXL},
     "sd35-medium": {"transformer": 2_243_171_520, "vae": VAE_16, "text_encoder": CLIP_L + 768 * 768,  # + projection
                     "text_encoder_2": SDXL["text_encoder_2"], "text_encoder_3": T5_XXL},
 }
@@ -84,3 +87,22 @@ def test_bench_gpu_refuses_a_size_the_family_cannot_make():
     result = dreamgrid("bench", "gpu", "--device", "cpu", "--arch", "tiny-flux", "--size", "72")
     assert result.returncode == 2
     assert "--size must be a positive multiple of 16 for tiny-flux" in result.stderr
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_every_arch_assembles_into_its_family_pipeline_with_tokenizers_its_encoders_can_read(arch, tmp_path):
+    """What build_random_model does on a GPU, with the weights on the meta device: the tokenizers built
+    offline fit their text encoders (T5's cut to its 32128 ids; OpenCLIP's pad with "!") and the parts make
+    the pipeline class the engine expects of the family."""
+    from bot.bench.architectures import _build_component, _pipeline, _tokenizers, components
+
+    with torch.device("meta"):
+        parts = {name: _build_component(arch, name, cls) for name, cls in components(arch).items()}
+    tokenizers = _tokenizers(arch, tmp_path)
+    for name, tokenizer in tokenizers.items():
+        encoder = parts[name.replace("tokenizer", "text_encoder")]
+        assert len(tokenizer) <= encoder.config.vocab_size, name
+        if encoder.config.model_type == "clip_text_model":
+            assert tokenizer.pad_token == ("!" if encoder.config.hidden_act == "gelu" else "<|endoftext|>"), name
+    pipeline = _pipeline(arch, parts, tokenizers)
+    assert type(pipeline).__name__ in family_of(get_arch(arch).pipeline).pipeline_classes

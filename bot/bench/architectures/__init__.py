@@ -129,9 +129,8 @@ def _tokenizers(arch: str, out_dir: Path) -> dict:
     from bot.engine.tokenizer import build_clip_tokenizer
 
     tokenizers = {}
-    for name, (_, class_name) in _index(arch).items():
-        if not name.startswith("tokenizer"):
-            continue
+    for name, (_, class_name) in ((name, entry) for name, entry in _index(arch).items()
+                                  if name.startswith("tokenizer")):
         encoder = _config(arch, name.replace("tokenizer", "text_encoder"))
         if class_name == "CLIPTokenizer":
             tokenizer = build_clip_tokenizer(out_dir / name)
@@ -165,6 +164,15 @@ def _t5_tokenizer(out_dir: Path, vocab_size: int):
     return T5TokenizerFast.from_pretrained(out_dir)
 
 
+def _pipeline(arch: str, parts: dict, tokenizers: dict):
+    """The pipeline model_index.json names, from its built components."""
+    import diffusers
+
+    class_name = _index(arch)["_class_name"]
+    return getattr(diffusers, class_name)(scheduler=_scheduler(arch), **tokenizers, **parts,
+                                          **_PIPELINE_OPTIONS.get(class_name, {}))
+
+
 def model_folder(arch: str, out_dir: Path | str, dtype) -> Path:
     """Where build_random_model puts it: archs sharing a config folder (sdxl, sdxl-turbo) share the weights."""
     return Path(out_dir) / f"{get_arch(arch).folder.name}-{_DTYPE_NAMES[str(dtype).removeprefix('torch.')]}"
@@ -178,7 +186,6 @@ def build_random_model(arch: str, out_dir: Path | str, dtype=None, seed: int = 0
     Each component is cast to `dtype` as soon as it is built, so at most one is ever in float32 (FLUX's
     transformer: 48 GB).
     """
-    import diffusers
     import torch
 
     from bot.engine.folders import replaced_on_success
@@ -196,9 +203,7 @@ def build_random_model(arch: str, out_dir: Path | str, dtype=None, seed: int = 0
             if device.startswith("cuda"):
                 torch.cuda.manual_seed_all(seed)
             parts = {name: _build_component(arch, name, cls).to(dtype) for name, cls in components(arch).items()}
-        class_name = _index(arch)["_class_name"]
-        pipeline = getattr(diffusers, class_name)(scheduler=_scheduler(arch), **tokenizers, **parts,
-                                                  **_PIPELINE_OPTIONS.get(class_name, {}))
+        pipeline = _pipeline(arch, parts, tokenizers)
         pipeline.save_pretrained(staging, safe_serialization=True)
         (staging / MARKER).write_text(json.dumps({"arch": arch, "configs": spec.folder.name, "upstream": spec.upstream,
                                                   "seed": seed, "dtype": str(dtype)}, indent=2) + "\n")
