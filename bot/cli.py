@@ -22,6 +22,7 @@ BENCHES = {
     "overhead": "bot.bench.overhead:cli",
     "soak": "bot.bench.soak:cli",
     "shapes": "bot.shapes.bench:bench_cli",
+    "canvas": "bot.bench.canvas:cli",
 }
 
 TOKEN_HELP = ("DISCORD_TOKEN is not set: copy .env.example to .env and put your bot's token there "
