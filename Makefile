@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 # The tiny random models of each family the catalog's `tiny*` entries point at (seconds; deterministic).
 models: setup
 	HF_HUB_OFFLINE=1 $(BIN)/dreamgrid models create-tiny
-	for family in sdxl flux sd3 zimage; do HF_HUB_OFFLINE=1 $(BIN)/dreamgrid models create-tiny --family $$family || exit 1; done
+	for family in sdxl flux sd3 zimage sd-inpaint; do HF_HUB_OFFLINE=1 $(BIN)/dreamgrid models create-tiny --family $$family || exit 1; done
 
 run: models
 	$(BIN)/dreamgrid run

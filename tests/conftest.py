@@ -86,6 +86,17 @@ guidance = 5.0
 max_prompt_tokens = 32
 description = "The trained shapes model (shipped): pictures a test can judge."
 
+[models.tiny-inpainting]
+source = "tiny-sd"
+inpaint_source = "tiny-sd-inpaint"
+pipeline = "stable-diffusion"
+width = 64
+height = 64
+steps = 4
+guidance = 5.0
+upscaler = "realesr-animevideov3"
+description = "The tiny model with a dedicated inpainting model for the canvas tools."
+
 [models.tiny-ckpt]
 source = "checkpoints/tiny-sd.safetensors"
 config = "tiny-sd"

@@ -42,6 +42,7 @@ class ModelSpec:
     description: str = ""
     config: str = ""  # a single-file checkpoint's config folder under the models dir ("" = the shipped one)
     loras: tuple[tuple[str, float], ...] = ()  # LoRAs every job of this model uses (name, weight)
+    inpaint_source: str = ""  # a dedicated inpainting model of the same family, for the canvas tools
 
     @property
     def single_file(self) -> bool:
@@ -52,29 +53,31 @@ class ModelSpec:
         """What its pipeline accepts and needs (bot/engine/families.py)."""
         return family_of(self.pipeline)
 
-    def resolve(self, models_dir: Path | str) -> str:
-        """The local folder for `source` if it exists under `models_dir`, else `source` as a hub id.
+    def resolve(self, models_dir: Path | str, source: str | None = None) -> str:
+        """The local folder for `source` (default: the entry's; its `inpaint_source`) if it exists under
+        `models_dir`, else `source` as a hub id.
 
         A source that climbs out of `models_dir` ("../", an absolute path) is refused: the catalog must not
         become a way to read arbitrary folders.
         """
-        problem = _source_problem(self.source)
+        source = self.source if source is None else source
+        problem = _source_problem(source)
         if problem:
-            raise CatalogError(f"model {self.name!r}: source {self.source!r} {problem}")
-        local = Path(models_dir) / self.source
-        if self.single_file:
+            raise CatalogError(f"model {self.name!r}: source {source!r} {problem}")
+        local = Path(models_dir) / source
+        if source == self.source and self.single_file:
             if not local.is_file():
                 raise CatalogError(f"model {self.name!r}: there is no checkpoint {self.source} in the models "
                                    "folder; put the .safetensors file there")
             return str(local.resolve())
         if local.is_dir():
             return str(local.resolve())
-        if not _looks_like_hub_id(self.source):
+        if not _looks_like_hub_id(source):
             raise CatalogError(
-                f"model {self.name!r}: there is no folder {local} and {self.source!r} is not a hub id "
+                f"model {self.name!r}: there is no folder {local} and {source!r} is not a hub id "
                 "('owner/name'); for the tiny test model run `dreamgrid models create-tiny`"
             )
-        return self.source
+        return source
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "description": ((str,), False),
     "config": ((str,), False),
     "loras": ((dict,), False),
+    "inpaint_source": ((str,), False),
 }
 
 
@@ -189,9 +193,12 @@ def _parse_entry(name: str, entry: dict, where: str, models_dir: Path) -> ModelS
         description=entry.get("description", ""),
         config=entry.get("config", ""),
         loras=_default_loras(entry.get("loras", {}), pipeline, where, models_dir),
+        inpaint_source=entry.get("inpaint_source", ""),
     )
 
-    for key in ("source", "config") if spec.config else ("source",):
+    for key in ("source", "config", "inpaint_source"):
+        if key != "source" and not getattr(spec, key):
+            continue
         problem = _source_problem(getattr(spec, key))
         if problem:
             raise CatalogError(f"{where}: field `{key}` {getattr(spec, key)!r} {problem}")

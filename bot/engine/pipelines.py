@@ -110,12 +110,28 @@ class LoadedModel:
         # told otherwise, which would also cast the shared txt2img modules: pass our dtype.
         self.img2img = AutoPipelineForImage2Image.from_pipe(self.txt2img, torch_dtype=self.dtype)
         # Inpainting with the same weights: an ordinary checkpoint keeps the unmasked area by re-noising the
-        # original there at every step (the canvas tools paste the kept pixels back exactly afterwards).
-        self.inpaint = AutoPipelineForInpainting.from_pipe(self.txt2img, torch_dtype=self.dtype)
+        # original there at every step (the canvas tools paste the kept pixels back exactly afterwards). A
+        # dedicated inpainting model (its UNet also sees the mask) is better at it, where the entry names one.
+        self.inpaint, self.inpaint_loras = self._inpainting(Path(models_dir))
         for pipe in (self.txt2img, self.img2img, self.inpaint):
             pipe.set_progress_bar_config(disable=True)
         self.safety = load_safety_checker(folder, device, self.dtype)
         log.info("loaded model %s from %s on %s in %.1f s", spec.name, source, device, time.perf_counter() - started)
+
+    def _inpainting(self, models_dir: Path):
+        """The inpainting pipeline, and the LoRA slots of its modules (the txt2img ones, when shared)."""
+        if not self.spec.inpaint_source:
+            return AutoPipelineForInpainting.from_pipe(self.txt2img, torch_dtype=self.dtype), self.loras
+        source = self.spec.resolve(models_dir, self.spec.inpaint_source)
+        extra = {"safety_checker": None} if self.family.safety_checker else {}
+        pipe = AutoPipelineForInpainting.from_pretrained(source, local_files_only=Path(source).is_dir(),
+                                                         torch_dtype=self.dtype, **extra)
+        # An inpainting model's denoiser reads the mask and the masked image besides the latents.
+        channels = [getattr(part, self.family.denoiser).config.in_channels for part in (self.txt2img, pipe)]
+        if type(pipe) is not type(AutoPipelineForInpainting.from_pipe(self.txt2img)) or channels[1] <= channels[0]:
+            raise EngineError(f"model {self.spec.name}: its inpaint_source is not an inpainting model of its "
+                              f"family ({self.family.label}: a {self.family.denoiser} that also reads the mask)")
+        return pipe.to(self.device), LoraSlots(models_dir / LORAS_DIR)
 
     def _from_single_file(self, source: str, models_dir: Path):
         """A single-file checkpoint's txt2img pipeline, and the config folder it was assembled with."""
@@ -219,7 +235,10 @@ class LoadedModel:
         started = time.perf_counter()
         # The model's own LoRAs, then the job's (a job's weight wins); every call sets them, none included.
         uses = [LoraUse(name, weight) for name, weight in {**dict(spec.loras), **dict(first.loras)}.items()]
-        paths = self.loras.apply(self.txt2img, uses)
+        if first.mask_image is not None:
+            paths = self.inpaint_loras.apply(self.inpaint, uses)
+        else:
+            paths = self.loras.apply(self.txt2img, uses)
         with circular_padding(self._convolutions() if first.tile else []):
             output = self._generate(requests, common)
         seconds = time.perf_counter() - started

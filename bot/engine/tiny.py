@@ -5,7 +5,8 @@ scheduler); "sdxl" a StableDiffusionXLPipeline (a text_time UNet, two CLIP text 
 projection); "flux" a FluxPipeline (FLUX.1-dev's layout: a packed-latent transformer with guidance
 embedding, CLIP and T5, a 16-channel VAE); "sd3" a StableDiffusion3Pipeline (an MMDiT, two CLIPs with
 projections and T5); "zimage" a ZImagePipeline (Z-Image Turbo: a single-stream transformer, a Qwen3 text
-encoder). T5's and Qwen's tokenizers are built offline too (bot/engine/tokenizer.py). All are saved with
+encoder); "sd-inpaint" a StableDiffusionInpaintPipeline (the sd parts with a 9-channel UNet, as a
+catalog entry's `inpaint_source`). T5's and Qwen's tokenizers are built offline too (bot/engine/tokenizer.py). All are saved with
 save_pretrained, so the engine loads them exactly like a downloaded model. Their weights are random, so
 their images are coloured noise; they exist to exercise the whole path in seconds.
 """
@@ -27,6 +28,7 @@ from diffusers import (
     FluxTransformer2DModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
+    StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
@@ -46,11 +48,12 @@ from transformers import (
 from bot.engine.folders import replaced_on_success
 from bot.engine.tokenizer import build_clip_tokenizer, build_qwen_tokenizer, build_t5_tokenizer
 
-FAMILIES = ("sd", "sdxl", "flux", "sd3", "zimage")
+FAMILIES = ("sd", "sdxl", "flux", "sd3", "zimage", "sd-inpaint")
 DEFAULT_PATHS = {family: Path("models") / f"tiny-{family}" for family in FAMILIES}
 DEFAULT_PATH = DEFAULT_PATHS["sd"]
 PIPELINE_CLASSES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline",
-                    "flux": "FluxPipeline", "sd3": "StableDiffusion3Pipeline", "zimage": "ZImagePipeline"}
+                    "flux": "FluxPipeline", "sd3": "StableDiffusion3Pipeline", "zimage": "ZImagePipeline",
+                    "sd-inpaint": "StableDiffusionInpaintPipeline"}
 
 # Each family's components: (folder, kind). Everything from_pretrained needs; a folder missing any file
 # of these was interrupted while being written.
@@ -67,6 +70,7 @@ _COMPONENTS = {
     "zimage": (("transformer", "diffusers"), ("vae", "diffusers"), ("text_encoder", "transformers"),
                ("tokenizer", "qwen")),
 }
+_COMPONENTS["sd-inpaint"] = _COMPONENTS["sd"]
 _FILES = {
     "diffusers": ("config.json", "diffusion_pytorch_model.safetensors"),
     "transformers": ("config.json", "model.safetensors"),
@@ -298,8 +302,18 @@ def _build_zimage_pipeline(work_dir: Path, seed: int) -> ZImagePipeline:
                           tokenizer=tokenizer, transformer=transformer)
 
 
+def _build_inpaint_pipeline(work_dir: Path, seed: int) -> StableDiffusionInpaintPipeline:
+    """A dedicated SD inpainting model (a catalog entry's `inpaint_source`): the sd family's parts, with a
+    UNet that also reads the mask and the masked image's latents (4 + 1 + 4 input channels)."""
+    sd = _build_pipeline(work_dir, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        unet = _unet(in_channels=9, cross_attention_dim=32, attention_head_dim=4)
+    return StableDiffusionInpaintPipeline(**{**sd.components, "unet": unet}, requires_safety_checker=False)
+
+
 _BUILDERS = {"sd": _build_pipeline, "sdxl": _build_xl_pipeline, "flux": _build_flux_pipeline,
-             "sd3": _build_sd3_pipeline, "zimage": _build_zimage_pipeline}
+             "sd3": _build_sd3_pipeline, "zimage": _build_zimage_pipeline, "sd-inpaint": _build_inpaint_pipeline}
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -312,8 +326,8 @@ def cli(argv: list[str] | None = None) -> int:
                         help="target folder (default: models/tiny-<family>)")
     parser.add_argument("--path", type=Path, default=None, help="target folder (the same as the positional path)")
     parser.add_argument("--family", choices=FAMILIES, default="sd",
-                        help="sd: SD 1.x; sdxl: SDXL; flux: FLUX.1-dev; sd3: SD 3.5; zimage: Z-Image Turbo "
-                             "(default: %(default)s)")
+                        help="sd: SD 1.x; sdxl: SDXL; flux: FLUX.1-dev; sd3: SD 3.5; zimage: Z-Image Turbo; "
+                             "sd-inpaint: an SD inpainting model (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete model is there")
     args = parser.parse_args(argv)
@@ -401,11 +415,11 @@ def _scheduler() -> EulerDiscreteScheduler:
     )
 
 
-def _unet(**family: object) -> UNet2DConditionModel:
+def _unet(in_channels: int = 4, **family: object) -> UNet2DConditionModel:
     """The two-level UNet both families share (64 px images, 8x8 latents), with the family's own settings."""
     return UNet2DConditionModel(
         sample_size=64 // 8,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         block_out_channels=(32, 64),
         layers_per_block=1,

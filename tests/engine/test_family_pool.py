@@ -126,3 +126,24 @@ async def test_a_lora_for_another_family_fails_alone(pool):
     with pytest.raises(EngineError, match="tiny-xl-style"):
         await within(pool.submit(request("tiny", loras=(("tiny-xl-style", 1.0),))).result())
     assert (await within(pool.submit(request("tiny")).result())).images  # the model is fine after it
+
+
+def test_a_dedicated_inpainting_model_paints_the_canvas_and_keeps_the_rest(catalog, models_dir):
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from bot.engine.pipelines import LoadedModel
+
+    model = LoadedModel(catalog.get("tiny-inpainting"), models_dir, "cpu")
+    assert model.txt2img.unet.config.in_channels == 4 and model.inpaint.unet.config.in_channels == 9
+    source = Image.new("RGB", (64, 64), (20, 90, 200))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    result = model.run(request("tiny-inpainting", seeds=(1, 2), init_image=source, mask_image=mask, strength=1.0),
+                       lambda done, total: None)
+    for image in result.images:
+        assert np.array_equal(pixels(image)[:, 32:], pixels(source)[:, 32:])  # kept, exactly
+        assert not np.array_equal(pixels(image)[:, :32], pixels(source)[:, :32])
+    with pytest.raises(EngineError, match="not an inpainting model"):
+        LoadedModel(replace(catalog.get("tiny"), name="odd", inpaint_source="tiny-sd"), models_dir, "cpu")
