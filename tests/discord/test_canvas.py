@@ -169,3 +169,17 @@ async def test_tools_are_the_owners_survive_a_restart_and_open_remix(dreamgrid):
     _, again = await dreamgrid.click(gina, zoomed, f"dg:reroll:{made.id}:0")
     rerolled = await dreamgrid.app.store.get_job(job_id_of(again))
     assert rerolled.recipe.canvas == "zoom 1.5" and rerolled.parent_job_id == job
+
+
+async def test_a_canvas_job_that_fails_is_refunded_and_says_why(dreamgrid):
+    hana = dreamgrid.discord.add_user("hana")
+    grid, big = await upscaled(dreamgrid, hana, "a lighthouse --seed 1")
+    used = await dreamgrid.app.store.used(hana.id)
+    box = await dreamgrid.discord.select(hana, big.id, f"dg:region:{job_id_of(big)}", ["box"])
+    await box.wait_modal()
+    sent = await dreamgrid.discord.submit_modal(hana, box, {"value": "0,0,50,50", "prompt": "a lighthouse --model broken"})
+    failed = await sent.wait_original(lambda m: "failed" in m.content, timeout=60)
+    assert "refunded" in failed.content and not failed.attachments
+    job = (await dreamgrid.app.store.recent_jobs(hana.id))[0]
+    assert job.status == "failed" and job.kind == "region"
+    assert await dreamgrid.app.store.used(hana.id) == used
