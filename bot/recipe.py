@@ -157,9 +157,8 @@ class Recipe:
         return dataclasses.replace(self.generation(), strength=VARIATION_STRENGTH[strength])
 
     def painted(self, operation: str, width: int, height: int) -> Recipe:
-        """A canvas job: the operation on a canvas of its own size, with a new seed; its --ar was the
-        source's, so it goes."""
-        return dataclasses.replace(self.again(), canvas=operation, width=width, height=height, ar=None)
+        """A canvas job: the operation on a canvas of its own size; its --ar was the source's, so it goes."""
+        return dataclasses.replace(self.generation(), canvas=operation, width=width, height=height, ar=None)
 
     def creative(self) -> Recipe:
         """Upscale (Creative), from an upscale's recipe: its enlarged image through a low-strength img2img

@@ -27,6 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from bot.bench.architectures import ARCHITECTURES_DIR
+from bot.engine.families import family_of
 from bot.engine.folders import replaced_on_success
 from bot.engine.requests import EngineError
 from bot.engine.tokenizer import build_clip_tokenizer
@@ -36,8 +37,6 @@ CONFIG_CACHE_DIR = ".single-file-configs"  # a suggested cache for default_confi
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
 SD, SDXL, SD3, FLUX = "stable-diffusion", "stable-diffusion-xl", "stable-diffusion-3", "flux"
-PIPELINE_CLASSES = {SD: "StableDiffusionPipeline", SDXL: "StableDiffusionXLPipeline",
-                    SD3: "StableDiffusion3Pipeline", FLUX: "FluxPipeline"}
 A_FAMILY = {SD: "an SD 1.x/2.x", SDXL: "an SDXL", SD3: "an SD3", FLUX: "a FLUX.1"}  # for messages
 
 
@@ -326,13 +325,17 @@ def load_single_file(path: Path | str, family: str, config: Path | str, dtype: t
                               f"config {config_name}: {reason}") from exc
 
 
+def _pipeline_class(family: str) -> str:
+    return family_of(family).pipeline_classes[0]
+
+
 def _check_config(config: Path, family: str, config_name: str) -> None:
     try:
         index = json.loads((config / "model_index.json").read_text())
     except (OSError, ValueError):
         raise CheckpointError(f"config {config_name} is not a diffusers model folder (no readable "
                               "model_index.json)") from None
-    expected = PIPELINE_CLASSES[family]
+    expected = _pipeline_class(family)
     if index.get("_class_name") != expected:
         raise CheckpointError(f"config {config_name} is a {index.get('_class_name')} folder; "
                               f"{A_FAMILY[family]} checkpoint needs a {expected} one")
@@ -346,7 +349,7 @@ def _load(path: Path, shapes: dict, detected: Detected, config: Path, dtype, nam
     import diffusers
 
     family = detected.family
-    pipeline_class = getattr(diffusers, PIPELINE_CLASSES[family])
+    pipeline_class = getattr(diffusers, _pipeline_class(family))
     if family == FLUX or not detected.text_encoders:
         return _denoiser_only(pipeline_class, path, family, config, dtype, name, config_name)
     extra = {}
@@ -584,7 +587,7 @@ def export_single_file(pipeline_folder: Path | str, out_path: Path | str) -> Pat
     except (OSError, ValueError):
         raise CheckpointError(f"{folder.name} is not a diffusers model folder (no readable model_index.json)") \
             from None
-    if index.get("_class_name") not in (PIPELINE_CLASSES[SD], PIPELINE_CLASSES[SDXL]):
+    if index.get("_class_name") not in (_pipeline_class(SD), _pipeline_class(SDXL)):
         raise CheckpointError(f"{folder.name} is a {index.get('_class_name')} folder; only SD 1.x/2.x and SDXL "
                               "folders can be exported")
 

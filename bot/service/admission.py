@@ -88,7 +88,7 @@ class Admission:
         except CanvasError as error:
             raise UserError(f"{str(error)[0].upper()}{str(error)[1:]}.") from None
         await self._require_image(parent, 1)
-        base = (again or parent).recipe if remix is None else (await self.plan(who, remix, remix=True)).recipe
+        base = (again or parent).recipe.again() if remix is None else (await self.plan(who, remix, remix=True)).recipe
         spec = self.catalog.get(base.model)
         source = parent.recipe  # the upscale keeps the size its image was generated at
         if operation == "square" and source.width == source.height:
