@@ -4,13 +4,13 @@ The model is architecture-only (bot/bench/architectures): the real SD-Turbo / SD
 / SD 3.5 medium layers with random weights, built once into --cache-dir, so no download is needed and the
 speed is the real model's.
 
-The baseline is what a naive bot runs: the family's pipeline class (StableDiffusionPipeline, FluxPipeline...)
-.from_pretrained(folder, torch_dtype=fp16, or bf16 for FLUX and SD3).to(device), one call per job in the
-order the jobs came, 4 images per call, no negative prompt (FLUX and SD3 with the arch's T5 length). The pool serves the same
-jobs (submitted at once by several users) with its device options, fair queue, cross-user batching and
-batch-size tuner. Both sides are warmed up first and the warm-up is not timed: the baseline runs one job,
-the pool serves one whole round of the same jobs (first CUDA calls, torch.compile, and the tuner's
-exploratory batch sizes all happen there; the JSON still gives that round as
+The baseline is what a naive bot runs: the family's pipeline class (StableDiffusionPipeline,
+FluxPipeline...) .from_pretrained(folder, torch_dtype=fp16, or bf16 for FLUX and SD3).to(device), one call
+per job in the order the jobs came, 4 images per call, no negative prompt (FLUX and SD3 with the arch's T5
+length). The pool serves the same jobs (submitted at once by several users) with its device options, fair
+queue, cross-user batching and batch-size tuner. Both sides are warmed up first and the warm-up is not
+timed: the baseline runs one job, the pool serves one whole round of the same jobs (first CUDA calls,
+torch.compile, and the tuner's exploratory batch sizes all happen there; the JSON still gives that round as
 `pool_first_round_images_per_s`)."""
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def cli(argv: list[str]) -> int:
                         help="pool: torch.compile the UNet or transformer (COMPILE_UNET)")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args(argv)
-    args.size = args.size or get_arch(args.arch).size
+    if args.size is None:
+        args.size = get_arch(args.arch).size
 
     problem = _problem(args)
     if problem:
@@ -88,7 +89,7 @@ def _problem(args: argparse.Namespace) -> str | None:
     family = family_of(arch.pipeline)
     if args.size <= 0 or args.size % family.size_multiple:
         return (f"--size must be a positive multiple of {family.size_multiple} for {arch.name} (the size rule of "
-                f"{family.label} models: VAE cells, and a transformer's patches of them), got {args.size}")
+                f"{family.label} models), got {args.size}")
     if args.steps < 1 or args.jobs < 1 or args.users < 1:
         return "--steps, --jobs and --users must each be at least 1"
     if torch.device(args.device).type != "cuda":
@@ -116,7 +117,8 @@ async def measure(args: argparse.Namespace, settings: Settings) -> dict:
     max_batch_jobs = args.max_batch_jobs or settings.max_batch_jobs
     folder = await asyncio.to_thread(build_random_model, arch.name, args.cache_dir, dtype, 0, device)
     spec = ModelSpec(name=arch.name, source=folder.name, pipeline=arch.pipeline, width=args.size,
-                     height=args.size, steps=args.steps, guidance=arch.guidance, max_prompt_tokens=arch.prompt_tokens,
+                     height=args.size, steps=args.steps, guidance=arch.guidance,
+                     max_prompt_tokens=arch.prompt_tokens,
                      description=f"{arch.upstream or arch.name} architecture, random weights")
     catalog = Catalog(default=spec.name, models={spec.name: spec})
     on_cuda = torch.device(device).type == "cuda"

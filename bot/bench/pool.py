@@ -2,13 +2,14 @@
 
 The naive bot is what most open-source Discord bots do: one pipeline call per job, in the order the jobs
 came. The pool serves the same jobs (4 users, each job a grid of 4 images) with its fair queue, cross-user
-batching and batch-size tuner. Both run on one worker thread with the same torch threads, in this
-process, on the default device, with a catalog model (`--model`) or the tiny random-weight model of a family
+batching and batch-size tuner. Both run on one worker thread with the same torch threads, in this process,
+on the default device, with a catalog model (`--model`) or the tiny random-weight model of a family
 (`--family`, built into the models dir if missing). Before each size is measured the pool serves one warm-up
 round of the same jobs, so its tuner has measured the batch sizes it tries, as in a bot that has been
 running a while (the JSON also gives the warm-up round, `pool_first_round_images_per_s`); the naive bot
-warms up with one job. The machine is noisy, so naive and pool run interleaved for `--rounds` rounds (new prompts and seeds each
-round) and the ratio reported is the median of the rounds' ratios, with their min and max."""
+warms up with one job. The machine is noisy, so naive and pool run interleaved for `--rounds` rounds (new
+prompts and seeds each round) and the ratio reported is the median of the rounds' ratios, with their min and
+max."""
 
 from __future__ import annotations
 

@@ -128,9 +128,9 @@ def _tokenizers(arch: str, out_dir: Path) -> dict:
     Speed does not depend on the vocabulary: CLIP pads every prompt to 77 tokens, T5 to prompt_tokens."""
     from bot.engine.tokenizer import build_clip_tokenizer
 
-    tokenizers = {}
-    for name, (_, class_name) in ((name, entry) for name, entry in _index(arch).items()
-                                  if name.startswith("tokenizer")):
+    index, tokenizers = _index(arch), {}
+    for name in [name for name in index if name.startswith("tokenizer")]:
+        class_name = index[name][1]
         encoder = _config(arch, name.replace("tokenizer", "text_encoder"))
         if class_name == "CLIPTokenizer":
             tokenizer = build_clip_tokenizer(out_dir / name)
