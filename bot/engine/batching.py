@@ -61,11 +61,13 @@ class BatchTuner:
     next size up only while the biggest size tried so far is the fastest (hill climbing: at 256 px on a
     CPU it stops after one try of 2). A bigger batch must beat one job at a time by `margin` to be chosen,
     so it never does worse than one job at a time by more than noise. Each size keeps its last `window`
-    measurements and is judged by the best of them (noise on a shared machine only ever adds time).
+    measurements and is judged by the best of them (noise on a shared machine only ever adds time). Once
+    it batches, every `revisit`-th call runs one job alone again: two unlucky early measurements of one job
+    at a time would otherwise keep a batch size that is slower (seen on a busy 2-core machine at 256 px).
     """
 
     def __init__(self, max_jobs: int = 4, *, adaptive: bool = True, samples: int = 2, window: int = 5,
-                 margin: float = 0.05) -> None:
+                 margin: float = 0.05, revisit: int = 16) -> None:
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be at least 1, got {max_jobs}")
         self.max_jobs = max_jobs
@@ -78,6 +80,8 @@ class BatchTuner:
         if self.candidates[-1] != max_jobs:
             self.candidates.append(max_jobs)
         self._window = window
+        self.revisit = revisit
+        self._settled_calls: collections.Counter = collections.Counter()  # per shape, calls that batched
         # shape -> jobs per call -> seconds per image, latest last
         self._seconds: dict[Hashable, dict[int, collections.deque]] = {}
 
@@ -92,7 +96,12 @@ class BatchTuner:
                 if previous is None or self._best(measured) == previous:
                     return size
                 break
-        return self._best(measured)
+        best = self._best(measured)
+        if best > 1:
+            self._settled_calls[shape] += 1
+            if self._settled_calls[shape] % self.revisit == 0:
+                return 1
+        return best
 
     def record(self, shape: Hashable, jobs: int, images: int, seconds: float) -> None:
         """A call of `jobs` jobs made `images` images in `seconds` (pipeline time)."""

@@ -196,6 +196,23 @@ def test_the_tuner_keeps_batching_where_it_is_faster_and_stops_where_it_is_not()
     assert tuner.images_per_second(small)[4] == pytest.approx(1 / 0.06, rel=1e-3)
 
 
+def test_the_tuner_runs_one_job_alone_now_and_then_and_recovers_from_unlucky_first_measurements():
+    shape = ("tiny", "txt2img", 256, 256, 4)
+    tuner = BatchTuner(max_jobs=2, revisit=4)
+    per_image = {1: 0.10, 2: 0.12}  # in truth one job at a time is faster
+    for jobs, seconds in ((1, 0.2), (1, 0.2), (2, 0.12), (2, 0.12)):  # a busy machine slowed the first two
+        assert tuner.jobs_for(shape) == jobs
+        tuner.record(shape, jobs, 4 * jobs, seconds * 4 * jobs)
+    assert tuner.jobs_for(shape) == 2
+    tried = []
+    for _ in range(12):
+        jobs = tuner.jobs_for(shape)
+        tried.append(jobs)
+        tuner.record(shape, jobs, 4 * jobs, per_image[jobs] * 4 * jobs)
+    assert tried[:3] == [2, 2, 1]  # the 4th batching call runs one job alone
+    assert tried[-1] == 1 and tuner.jobs_for(shape) == 1  # and then it stays alone
+
+
 def test_a_batch_must_beat_one_job_by_more_than_noise_and_max_one_disables_batching():
     shape = ("tiny", "txt2img", 128, 128, 20)
     tuner = BatchTuner(max_jobs=4)
