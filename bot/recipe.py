@@ -156,9 +156,11 @@ class Recipe:
         """img2img from one of the source job's images, at Subtle or Strong strength."""
         return dataclasses.replace(self.generation(), strength=VARIATION_STRENGTH[strength])
 
-    def painted(self, operation: str, width: int, height: int) -> Recipe:
-        """A canvas job: the operation on a canvas of its own size; its --ar was the source's, so it goes."""
-        return dataclasses.replace(self.generation(), canvas=operation, width=width, height=height, ar=None)
+    def painted(self, operation: str, width: int, height: int, strength: float) -> Recipe:
+        """A canvas job: the operation on a canvas of its own size, painted at `strength`; its --ar was the
+        source's, so it goes."""
+        return dataclasses.replace(self.generation(), canvas=operation, width=width, height=height, ar=None,
+                                   strength=strength)
 
     def creative(self) -> Recipe:
         """Upscale (Creative), from an upscale's recipe: its enlarged image through a low-strength img2img

@@ -59,7 +59,7 @@ def measure(settings: Settings, model: str, count: int) -> dict:
             canvas = paint_canvas(tool, source, model_size=(spec.width, spec.height),
                                   multiple=spec.family.size_multiple)
             image = loaded.run(GenerateRequest(model, prompt, (seed + 1,), init_image=canvas.image,
-                                               mask_image=canvas.mask, strength=1.0, **common),
+                                               mask_image=canvas.mask, strength=canvas.strength, **common),
                                lambda done, total: None).images[0]
             rows[tool].append(_judge(tool, source, canvas, image, before))
     return {

@@ -95,7 +95,7 @@ class Admission:
             raise UserError(f"Image of job #{parent.id} is square already; Make Square pads a wide or tall image.")
         painted = paint_canvas(operation, Image.new("RGB", (source.width, source.height)),
                                model_size=(spec.width, spec.height), multiple=spec.family.size_multiple)
-        recipe = base.painted(operation, *painted.image.size)
+        recipe = base.painted(operation, *painted.image.size, painted.strength)
         return await self._accept_one(who, KIND_OF_OPERATION[operation.split()[0]], recipe, parent, 1)
 
     async def creative(self, who: Requester, parent: Job) -> Job | Refused:

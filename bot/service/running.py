@@ -64,7 +64,7 @@ class JobListener(Protocol):
 def generate_request(recipe: Recipe, init_image: Image.Image | None = None, mask_image: Image.Image | None = None,
                      images: int = GRID_SIZE) -> GenerateRequest:
     """The engine request a recipe makes: txt2img; img2img from `init_image` brought to the recipe's size;
-    inpainting where `mask_image` (the canvas tools, at strength 1 unless the recipe says). The one place
+    inpainting where `mask_image` (the canvas tools, at the strength their recipe has). The one place
     requests are built, for the bot's jobs and `dreamgrid generate` alike."""
     common = dict(model=recipe.model, prompt=recipe.prompt, negative_prompt=recipe.negative_prompt,
                   seeds=recipe.seeds(images), steps=recipe.steps, guidance=recipe.guidance, tile=recipe.tile,
@@ -75,7 +75,7 @@ def generate_request(recipe: Recipe, init_image: Image.Image | None = None, mask
     init_image = init_image.resize(recipe.output_size, Image.Resampling.LANCZOS)
     if mask_image is not None:
         return GenerateRequest(init_image=init_image, mask_image=mask_image.resize(init_image.size),
-                               strength=recipe.strength or 1.0, **common)
+                               strength=recipe.strength, **common)
     return GenerateRequest(init_image=init_image, strength=recipe.strength, **common)
 
 

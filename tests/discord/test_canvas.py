@@ -78,7 +78,8 @@ async def test_pan_keeps_every_source_pixel_and_extends_its_background(dreamgrid
         image = image_of(dreamgrid, job.id, index)
         assert np.array_equal(pixels(image)[:, 32:], pixels(source))  # the kept part, exactly
         strip = analyse(image.crop((0, 0, 32, 64)))
-        assert strip.background_colour == "blue"
+        assert strip.background_colour == "blue" and strip.shape is None  # no second circle
+
     text = read_parameters(panned.attachments[0].data)
     assert "Pan: left" in text and f"Dreamgrid job: {job.id}" in text
 
