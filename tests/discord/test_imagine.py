@@ -69,7 +69,8 @@ async def test_upscale_posts_one_larger_image_with_vary_buttons_and_a_link_back(
     assert upscaled.id != grid_message.id  # its own message
     assert png(upscaled).size == (128, 128)  # 2x the 64x64 image
     up_job = job_id_of(upscaled)
-    assert upscaled.custom_ids() == [f"dg:subtle:{up_job}:0", f"dg:strong:{up_job}:0", f"dg:show:{up_job}"]
+    assert upscaled.custom_ids()[:3] == [f"dg:subtle:{up_job}:0", f"dg:strong:{up_job}:0", f"dg:creative:{up_job}:0"]
+    assert f"dg:show:{up_job}" in upscaled.custom_ids()  # and the canvas tools (tests/discord/test_canvas.py)
     assert f"/{grid_message.id}" in str(upscaled.components)  # the link button back to the grid
     job = await dreamgrid.app.store.get_job(up_job)
     assert (job.kind, job.parent_job_id, job.parent_index) == ("upscale", grid_job, 2)
