@@ -23,6 +23,7 @@ BENCHES = {
     "soak": "bot.bench.soak:cli",
     "shapes": "bot.shapes.bench:bench_cli",
     "canvas": "bot.bench.canvas:cli",
+    "lora": "bot.bench.lora:cli",
 }
 
 TOKEN_HELP = ("DISCORD_TOKEN is not set: copy .env.example to .env and put your bot's token there "
@@ -148,6 +149,7 @@ MODEL_ACTIONS = {
     "create-tiny-lora": "bot.engine.loras:cli",
     "export-checkpoint": "bot.engine.checkpoints:export_cli",
     "train-shapes": "bot.shapes.train:cli",
+    "train-shapes-lora": "bot.shapes.lora:cli",
 }
 
 

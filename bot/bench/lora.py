@@ -18,10 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-from bot.engine import GenerateRequest, load_catalog
-from bot.shapes.analyser import analyse, parse_prompt, score
-from bot.shapes.bench import held_out_prompts
-from bot.shapes.lora import BACKGROUND, LORA_NAME
+# As in bot/shapes/train.py: on a busy machine spinning OpenMP threads burn the CPU they wait for (the
+# bench ran ten times slower); must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from bot.engine import GenerateRequest, load_catalog  # noqa: E402
+from bot.shapes.analyser import analyse, parse_prompt, score  # noqa: E402
+from bot.shapes.bench import held_out_prompts  # noqa: E402
+from bot.shapes.lora import BACKGROUND, LORA_NAME  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL = "shapes"
@@ -99,7 +103,7 @@ def bench(models_dir: Path, count: int, weights: list[float], threads: int) -> d
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dreamgrid bench lora", description=__doc__.split("\n")[0])
     parser.add_argument("--prompts", type=int, default=128)
-    parser.add_argument("--weights", default="0,0.5,1", help="LoRA weights, comma-separated (default: %(default)s)")
+    parser.add_argument("--weights", default="0,0.5,0.8,1", help="LoRA weights, comma-separated (default: %(default)s)")
     parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models",
                         help="holds catalog.toml, the shapes model and loras/ (default: the repo's)")
     parser.add_argument("--threads", type=int, default=2)

@@ -373,6 +373,7 @@ class LoraSlots:
     """
 
     def __init__(self, loras_dir: Path, max_loaded: int = MAX_LORAS):
+        _plain_weights_need_no_expanding()
         if max_loaded < MAX_LORAS:
             raise ValueError(f"max_loaded must be at least {MAX_LORAS} (the LoRAs one prompt may use)")
         self.loras_dir = Path(loras_dir)
@@ -454,6 +455,19 @@ class LoraSlots:
     def _disable(self, pipe) -> None:
         if self._adapters:
             pipe.disable_lora()
+
+
+@lru_cache(maxsize=1)
+def _plain_weights_need_no_expanding() -> None:
+    """diffusers 0.42's set_adapters expands every UNet LoRA weight into per-block scales, computing
+    `layers_per_block + 1`, which fails for a UNet whose layers_per_block is a list per block (the shapes
+    model's). Only a dict of per-block weights needs expanding, and LoraSlots passes plain numbers: skip it
+    for those (once per process)."""
+    from diffusers.loaders import peft as diffusers_peft
+
+    expand = diffusers_peft._SET_ADAPTER_SCALE_FN_MAPPING["UNet2DConditionModel"]
+    diffusers_peft._SET_ADAPTER_SCALE_FN_MAPPING["UNet2DConditionModel"] = (
+        lambda unet, weights: expand(unet, weights) if any(isinstance(w, dict) for w in weights) else weights)
 
 
 def _adapter_name(name: str) -> str:

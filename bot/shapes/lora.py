@@ -8,6 +8,10 @@ what the prompt says about the background and keep the rest. Scenes with a white
 white it would vanish. As with the base model, 10% of the captions are empty, so the unconditional branch
 of classifier-free guidance draws white backgrounds too.
 
+Only the cross-attention layers (attn2) get adapters: the background colour comes from the prompt through
+them, while self-attention lays out the shape. Adapting both, the shape matched the prompt for 89-91% of
+`bench lora` prompts at weight 1 (97% without the LoRA); cross-attention alone keeps it.
+
 The result is a diffusers-format LoRA (`unet.*.lora_A/lora_B`), written with
 StableDiffusionPipeline.save_lora_weights, that prompts use as `<lora:shapes-white-background:1>`.
 Everything is deterministic from the seed for a given number of threads.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -32,7 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bot.shapes import model as shapes_model  # noqa: E402
-from bot.shapes.train import TokenCache, _log  # noqa: E402
+from bot.shapes.train import TokenCache, _cosine_lr, _log  # noqa: E402
 from bot.shapes.world import COLOUR_NAMES, render_array, sample_scene  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,13 +46,16 @@ LORA_NAME = "shapes-white-background"
 DEFAULT_OUT = REPO_ROOT / "models" / "loras" / f"{LORA_NAME}.safetensors"
 BACKGROUND = "white"
 TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
+# A PEFT target regex: those projections of every cross-attention layer (diffusers names them attn2).
+TARGET_PATTERN = r".*\.attn2\.(?:" + "|".join(re.escape(name) for name in TARGET_MODULES) + ")"
 # Shape colours a white background leaves visible.
 SHAPE_COLOURS = tuple(c for c in COLOUR_NAMES if c != BACKGROUND)
 
-DEFAULT_STEPS = 600
+DEFAULT_STEPS = 500
 DEFAULT_BATCH = 16
 DEFAULT_RANK = 8
 DEFAULT_LR = 1e-3
+WARMUP = 20
 CAPTION_DROPOUT = 0.1
 
 
@@ -86,11 +94,11 @@ def train_white_background_lora(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the adapters' random A matrices (B starts at zero: no change at step 0)
         unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                    target_modules=list(TARGET_MODULES)))
+                                    target_modules=TARGET_PATTERN))
     unet.train()
     params = [p for p in unet.parameters() if p.requires_grad]
-    log(f"[lora] rank {rank} on {', '.join(TARGET_MODULES)}: {sum(p.numel() for p in params) / 1e3:.1f}K "
-        f"parameters; {steps} steps of batch {batch}, {threads} threads")
+    log(f"[lora] rank {rank} on the cross-attention's {', '.join(TARGET_MODULES)}: "
+        f"{sum(p.numel() for p in params) / 1e3:.1f}K parameters; {steps} steps of batch {batch}, {threads} threads")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     scheduler = shapes_model.training_scheduler()
     tokens = TokenCache(pipe.tokenizer)
@@ -99,6 +107,8 @@ def train_white_background_lora(
     started = last_log = time.time()
     running = None
     for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = _cosine_lr(step, steps, lr, WARMUP, 0.1)
         rng = random.Random(seed * 1_000_003 + step)
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
         captions, pictures = white_background_batch(rng, batch, resolution)
