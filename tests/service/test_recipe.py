@@ -27,8 +27,16 @@ def test_what_other_jobs_start_from():
 
 
 def test_kinds_and_statuses_carry_what_depends_on_them():
-    assert [(k.cost, k.result_file, k.needs_source) for k in JobKind] == [
-        (4, "grid.png", False), (4, "grid.png", False), (4, "grid.png", True), (1, "1.png", True)]
+    assert [(k.cost, k.result_file, k.needs_source, k.is_canvas) for k in JobKind] == [
+        (4, "grid.png", False, False),  # imagine
+        (4, "grid.png", False, False),  # reroll
+        (4, "grid.png", True, False),  # variation
+        (1, "1.png", True, False),  # upscale
+        (1, "1.png", True, False),  # Upscale (Creative)
+        (4, "grid.png", True, True),  # zoom
+        (4, "grid.png", True, True),  # pan
+        (4, "grid.png", True, True),  # region
+    ]
     assert [s for s in JobStatus if s.active] == [JobStatus.QUEUED, JobStatus.RUNNING]
     assert f"{JobStatus.DONE}" == "done"
 
