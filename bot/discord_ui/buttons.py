@@ -17,7 +17,7 @@ from discord import ButtonStyle
 
 from bot.discord_ui.canvas_tools import REGION_NAMES, RegionSelect, show_canvas_form
 from bot.discord_ui.custom_ids import JOB_BUTTON, number
-from bot.discord_ui.guard import owned_job, refuse_banned
+from bot.discord_ui.guard import usable_job
 from bot.discord_ui.remix import show_remix
 from bot.discord_ui.show import ShowButton
 from bot.recipe import JobKind
@@ -117,9 +117,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=JOB_BUTTON):
 
     async def interaction_check(self, interaction: discord.Interaction[DreamgridBot], /) -> bool:
         """Only the job's owner and admins may use its buttons; anyone else is told so, and nothing happens."""
-        if await refuse_banned(interaction):
-            return False
-        self.job = await owned_job(interaction, self.job_id)
+        self.job = await usable_job(interaction, self.job_id)
         return self.job is not None
 
     async def callback(self, interaction: discord.Interaction[DreamgridBot]) -> None:

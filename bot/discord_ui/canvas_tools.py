@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.discord_ui.custom_ids import CANVAS_MODAL, REGION_SELECT, number
-from bot.discord_ui.guard import owned_job, refuse_banned
+from bot.discord_ui.guard import usable_job
 from bot.discord_ui.remix import remix_text, show_remix, submitted_field
 from bot.service import Job
 from bot.service.canvas import REGIONS
@@ -48,9 +48,7 @@ class RegionSelect(discord.ui.DynamicItem[discord.ui.Select], template=REGION_SE
 
     async def interaction_check(self, interaction: discord.Interaction[DreamgridBot], /) -> bool:
         """The job's owner and admins only, as its buttons."""
-        if await refuse_banned(interaction):
-            return False
-        self.job = await owned_job(interaction, self.job_id)
+        self.job = await usable_job(interaction, self.job_id)
         return self.job is not None
 
     async def callback(self, interaction: discord.Interaction[DreamgridBot]) -> None:
@@ -85,9 +83,9 @@ async def on_canvas_submitted(interaction: discord.Interaction[DreamgridBot]) ->
     if interaction.type is not discord.InteractionType.modal_submit:
         return
     match = CANVAS_MODAL.fullmatch(str((interaction.data or {}).get("custom_id", "")))
-    if match is None or await refuse_banned(interaction):
+    if match is None:
         return
-    job = await owned_job(interaction, number(match["job"]) or 0, "paint on it")
+    job = await usable_job(interaction, number(match["job"]) or 0, "paint on it")
     if job is None:
         return
     value = submitted_field(interaction.data, VALUE_FIELD).strip()

@@ -124,6 +124,14 @@ async def owned_job(interaction: discord.Interaction[DreamgridBot], job_id: int,
     return job
 
 
+async def usable_job(interaction: discord.Interaction[DreamgridBot], job_id: int, what: str = "use its buttons"
+                     ) -> Job | None:
+    """The one check of a job's buttons, selects and forms: not banned, and its owner or an admin."""
+    if await refuse_banned(interaction):
+        return None
+    return await owned_job(interaction, job_id, what)
+
+
 async def reply(interaction: discord.Interaction, text: str) -> None:
     """Answer privately, or replace the private answer already given (a "Loading…" note)."""
     text = fit(text)

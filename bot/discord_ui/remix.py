@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.discord_ui.custom_ids import REMIX_MODAL, number
-from bot.discord_ui.guard import owned_job, refuse_banned
+from bot.discord_ui.guard import usable_job
 from bot.service import Job
 
 if TYPE_CHECKING:
@@ -52,11 +52,12 @@ async def on_remix_submitted(interaction: discord.Interaction[DreamgridBot]) -> 
     if interaction.type is not discord.InteractionType.modal_submit:
         return
     match = REMIX_MODAL.fullmatch(str((interaction.data or {}).get("custom_id", "")))
-    if match is None or await refuse_banned(interaction):  # banned while the modal was open
+    if match is None:
         return
     from bot.discord_ui.buttons import start_action  # buttons import this module
 
-    job = await owned_job(interaction, number(match["job"]) or 0, "remix it")  # as its buttons check
+    # as its buttons check (banned while the modal was open, or not theirs)
+    job = await usable_job(interaction, number(match["job"]) or 0, "remix it")
     if job is not None:
         await start_action(interaction, match["action"], job, int(match["index"]),
                            submitted_field(interaction.data, PROMPT_FIELD))
