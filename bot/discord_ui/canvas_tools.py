@@ -15,7 +15,7 @@ import discord
 
 from bot.discord_ui.custom_ids import CANVAS_MODAL, REGION_SELECT, number
 from bot.discord_ui.guard import usable_job
-from bot.discord_ui.remix import remix_text, show_remix, submitted_field
+from bot.discord_ui.remix import remix_text, show_remix, submitted_field, submitted_form
 from bot.service import Job
 from bot.service.canvas import REGIONS
 
@@ -80,9 +80,7 @@ async def show_canvas_form(interaction: discord.Interaction, job: Job, tool: str
 
 async def on_canvas_submitted(interaction: discord.Interaction[DreamgridBot]) -> None:
     """The listener for Custom Zoom and box forms, before or after a restart."""
-    if interaction.type is not discord.InteractionType.modal_submit:
-        return
-    match = CANVAS_MODAL.fullmatch(str((interaction.data or {}).get("custom_id", "")))
+    match = submitted_form(interaction, CANVAS_MODAL)
     if match is None:
         return
     job = await usable_job(interaction, number(match["job"]) or 0, "paint on it")

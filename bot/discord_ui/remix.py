@@ -49,9 +49,7 @@ async def show_remix(interaction: discord.Interaction, job: Job, action: str, in
 
 async def on_remix_submitted(interaction: discord.Interaction[DreamgridBot]) -> None:
     """The listener for every Remix submission, before or after a restart."""
-    if interaction.type is not discord.InteractionType.modal_submit:
-        return
-    match = REMIX_MODAL.fullmatch(str((interaction.data or {}).get("custom_id", "")))
+    match = submitted_form(interaction, REMIX_MODAL)
     if match is None:
         return
     from bot.discord_ui.buttons import start_action  # buttons import this module
@@ -61,6 +59,13 @@ async def on_remix_submitted(interaction: discord.Interaction[DreamgridBot]) -> 
     if job is not None:
         await start_action(interaction, match["action"], job, int(match["index"]),
                            submitted_field(interaction.data, PROMPT_FIELD))
+
+
+def submitted_form(interaction: discord.Interaction, form: re.Pattern[str]) -> re.Match[str] | None:
+    """The custom_id's parts, if the interaction submits a modal of that shape (else None: not ours)."""
+    if interaction.type is not discord.InteractionType.modal_submit:
+        return None
+    return form.fullmatch(str((interaction.data or {}).get("custom_id", "")))
 
 
 def submitted_field(data: dict, custom_id: str) -> str:

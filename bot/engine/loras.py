@@ -311,7 +311,17 @@ def _metadata_family(metadata: dict[str, str]) -> str | None:
 
 
 def _header(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
-    """Every tensor's shape, and the metadata, of a safetensors file: the header alone is read."""
+    """Every tensor's shape, and the metadata, of a safetensors file: the header alone is read, once per
+    version of the file (admission, the engine's check and the load all ask for it, for every job)."""
+    try:
+        stat = Path(path).stat()
+    except OSError as exc:
+        raise LoraError(f"LoRA {Path(path).stem} is not a readable .safetensors file") from exc
+    return _read_header(Path(path).resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=256)
+def _read_header(path: Path, mtime_ns: int, size: int) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt") as file:
             return ({key: tuple(file.get_slice(key).get_shape()) for key in file.keys()},

@@ -93,8 +93,9 @@ class Admission:
         source = parent.recipe  # the upscale keeps the size its image was generated at
         if operation == "square" and source.width == source.height:
             raise UserError(f"Image of job #{parent.id} is square already; Make Square pads a wide or tall image.")
-        painted = paint_canvas(operation, Image.new("RGB", (source.width, source.height)),
-                               model_size=(spec.width, spec.height), multiple=spec.family.size_multiple)
+        # The canvas's size and strength, from a blank image of the source's size (Pillow work: off the loop).
+        painted = await asyncio.to_thread(paint_canvas, operation, Image.new("RGB", (source.width, source.height)),
+                                          model_size=(spec.width, spec.height), multiple=spec.family.size_multiple)
         recipe = base.painted(operation, *painted.image.size, painted.strength)
         return await self._accept_one(who, KIND_OF_OPERATION[operation.split()[0]], recipe, parent, 1)
 

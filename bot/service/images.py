@@ -9,7 +9,6 @@ from pathlib import Path
 from PIL import Image
 
 from bot.engine import GenerationResult, make_grid, png_bytes
-from bot.recipe import JobKind
 from bot.service.provenance import CHUNK
 from bot.store import Job, StoredImage
 
