@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from bot.engine import Catalog, DeviceOptions, WorkerPool, load_catalog
 from bot.engine.tokens import prompt_tokens
-from bot.service import Accounts, Admin, Jobs, open_services
+from bot.service import Accounts, Admin, ImageLimits, Jobs, open_services
 from bot.service.quota import QuotaRules
 from bot.settings import Settings
 from bot.store import Store
@@ -49,7 +49,10 @@ class App:
                                  default_model=default_model, quota_rules=quota_rules(settings),
                                  max_prompt_chars=settings.max_prompt_chars,
                                  position_interval=settings.position_interval, job_timeout=settings.job_timeout,
-                                 delivery_timeout=settings.delivery_timeout)
+                                 delivery_timeout=settings.delivery_timeout,
+                                 image_limits=ImageLimits(settings.image_hosts, settings.max_image_mb,
+                                                          settings.max_image_megapixels),
+                                 describe_device=settings.devices[0])
         return cls(settings, catalog, pool, store, services.jobs, services.accounts, services.admin)
 
     async def close(self) -> None:

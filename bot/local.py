@@ -21,7 +21,7 @@ def shows_result(message) -> bool:
 def settings_for(discord: LocalDiscord, settings: Settings, **overrides: object) -> Settings:
     """`settings`, pointed at the local Discord."""
     return replace(settings, discord_token=discord.bot_token, discord_api_base=discord.api_base,
-                   discord_gateway_url=discord.gateway_url, **overrides)
+                   discord_gateway_url=discord.gateway_url, image_hosts=discord.cdn_origin, **overrides)
 
 
 @contextlib.asynccontextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,12 @@ UPSCALE_FACTOR = 2
 VARIATION_STRENGTH = {"subtle": 0.35, "strong": 0.7}
 # Upscale (Creative): the img2img pass over the enlarged image adds detail, and keeps the picture.
 CREATIVE_STRENGTH = 0.3
+# --iw 0..3 (Midjourney's range, default 1) -> how much of an image prompt is kept: each unit of weight keeps
+# 30% more of it (img2img strength 1.0 at --iw 0: the image is only a faint start; 0.1 at --iw 3).
+MAX_IMAGE_WEIGHT, DEFAULT_IMAGE_WEIGHT, IMAGE_WEIGHT_STEP = 3.0, 1.0, 0.3
+# --sw / --ow 0..1000 (default 100) -> the IP-Adapter's scale: 100 is the adapter's usual full strength.
+MAX_REFERENCE_WEIGHT, DEFAULT_REFERENCE_WEIGHT = 1000, 100
+MAX_IMAGES = 5  # pictures in one prompt, or in one /blend
 
 
 class JobKind(enum.StrEnum):
@@ -29,6 +36,7 @@ class JobKind(enum.StrEnum):
     ZOOM = "zoom"  # Zoom Out 2x / 1.5x / custom, and Make Square: the border is painted
     PAN = "pan"  # ⬅️ ➡️ ⬆️ ⬇️: the canvas grows on one side, painted
     REGION = "region"  # Vary (Region): one part repainted, the rest kept
+    BLEND = "blend"  # /blend: 2-5 pictures mixed into a grid
 
     @property
     def images(self) -> int:
@@ -110,6 +118,15 @@ class Recipe:
     loras: tuple[tuple[str, float], ...] = ()
     # A canvas job's operation (bot/service/canvas.py): "zoom 2", "square", "pan left", "region top-left"...
     canvas: str | None = None
+    # Pictures given with the prompt, by digest (bot/service/sources.py): image prompts (img2img from one, a
+    # blend of several; /blend's), the --sref style and --oref object references; the weights as typed.
+    image_prompts: tuple[str, ...] = ()
+    image_weight: float | None = None  # --iw 0..3 (None: 1)
+    style_refs: tuple[str, ...] = ()
+    style_code: int | None = None  # --sref <code> (or random, drawn when planned): a style as a number
+    style_weight: int | None = None  # --sw 0..1000 (None: 100)
+    object_refs: tuple[str, ...] = ()
+    object_weight: int | None = None  # --ow 0..1000 (None: 100)
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed <= MAX_SEED:
@@ -122,14 +139,19 @@ class Recipe:
     # Kept in their own columns (searched and shown on their own): the rest is the `params` JSON.
     COLUMNS = ("prompt", "negative_prompt", "model", "seed")
 
+    # Tuples in the recipe are lists in JSON.
+    PICTURES = ("image_prompts", "style_refs", "object_refs")
+
     def params(self) -> dict[str, Any]:
         """The JSON stored with the job: only what is set, so older rows read back the same."""
         out: dict[str, Any] = {}
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
-            if item.name in Recipe.COLUMNS or value is None or (item.name in ("tile", "loras") and not value):
+            if item.name in Recipe.COLUMNS or value is None or value is False or value == ():
                 continue
-            out[item.name] = [list(lora) for lora in value] if item.name == "loras" else value
+            if item.name == "loras":
+                value = [list(lora) for lora in value]
+            out[item.name] = list(value) if item.name in Recipe.PICTURES else value
         return out
 
     @classmethod
@@ -139,6 +161,9 @@ class Recipe:
         values = {key: value for key, value in params.items() if key in known}
         if "loras" in values:  # JSON has lists only
             values["loras"] = tuple((name, float(weight)) for name, weight in values["loras"])
+        for name in Recipe.PICTURES:
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(prompt=prompt, negative_prompt=negative_prompt, model=model, seed=seed, **values)
 
     # --- what other jobs start from ---------------------------------------------------------------
@@ -166,6 +191,25 @@ class Recipe:
         """Upscale (Creative), from an upscale's recipe: its enlarged image through a low-strength img2img
         pass at the enlarged size (width and height stay the generation's, as for every upscale)."""
         return dataclasses.replace(self, strength=CREATIVE_STRENGTH)
+
+    def pictures(self) -> dict[str, Any]:
+        """The pictures and their weights: what a remixed prompt keeps from its parent unless it gives its own."""
+        return {name: getattr(self, name) for name in ("image_prompts", "image_weight", "style_refs", "style_code",
+                                                       "style_weight", "object_refs", "object_weight")}
+
+    @property
+    def image_strength(self) -> float:
+        """The img2img strength its image prompts are used at (--iw), leaving at least one denoising step."""
+        weight = DEFAULT_IMAGE_WEIGHT if self.image_weight is None else self.image_weight
+        return max(round(1.0 - IMAGE_WEIGHT_STEP * weight, 4), math.ceil(10_000 / self.steps) / 10_000)
+
+    @property
+    def style_scale(self) -> float:
+        return (DEFAULT_REFERENCE_WEIGHT if self.style_weight is None else self.style_weight) / 100
+
+    @property
+    def object_scale(self) -> float:
+        return (DEFAULT_REFERENCE_WEIGHT if self.object_weight is None else self.object_weight) / 100
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -218,4 +262,12 @@ class Recipe:
             parts.append(f"--chaos {self.chaos}")
         if self.tile:
             parts.append("--tile")
+        if self.image_weight is not None:
+            parts.append(f"--iw {self.image_weight:g}")
+        if self.style_code is not None:
+            parts.append(f"--sref {self.style_code}")
+        if self.style_weight is not None:
+            parts.append(f"--sw {self.style_weight}")
+        if self.object_weight is not None:
+            parts.append(f"--ow {self.object_weight}")
         return parts

@@ -46,6 +46,21 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a number above 0")
+    return value
+
+
+def _origins(text: str) -> str:
+    from bot.service.fetch import parse_hosts  # checked here, used by the service
+
+    if not parse_hosts(text):
+        raise ValueError("name at least one host")
+    return text
+
+
 def _threads(text: str) -> int:
     # Measured on 2 cores with another process busy: a 64 px grid took 10.4 s with torch on both cores
     # (threads fighting) and 0.68 s with one. See docs/architecture.md.
@@ -188,6 +203,19 @@ SETTINGS: dict[str, Variable] = {
     "max_prompt_chars": Variable(
         "MAX_PROMPT_CHARS", "1000", "Longest prompt accepted, in characters.", _positive_int,
     ),
+    "image_hosts": Variable(
+        "IMAGE_HOSTS", "cdn.discordapp.com,media.discordapp.net",
+        "Hosts image prompts, references, /blend and /describe may fetch from (Discord's CDN; nothing else is ever "
+        "fetched). A full origin such as http://127.0.0.1:8080 is for a local Discord.", _origins,
+    ),
+    "max_image_mb": Variable(
+        "MAX_IMAGE_MB", "25", "Largest image file accepted from members, in MB (checked before and while downloading).",
+        _positive_float,
+    ),
+    "max_image_megapixels": Variable(
+        "MAX_IMAGE_MEGAPIXELS", "40", "Most pixels an accepted image may have, in millions (checked before decoding).",
+        _positive_float,
+    ),
     "progress_interval": Variable(
         "PROGRESS_INTERVAL", "1.5",
         "Seconds between progress edits of a job's message (Discord rate-limits edits).", _non_negative_float,
@@ -260,6 +288,9 @@ class Settings:
     compile_unet: bool
     vae_tiling: bool
     cpu_offload: bool
+    image_hosts: str
+    max_image_mb: float
+    max_image_megapixels: float
 
     @property
     def database_path(self) -> Path:

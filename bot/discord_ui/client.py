@@ -44,11 +44,12 @@ class DreamgridBot(commands.Bot):
         from bot.discord_ui.custom_ids import on_unclaimed_interaction
         from bot.discord_ui.cogs.settings import SettingButton, SettingSelect
         from bot.discord_ui.canvas_tools import RegionSelect, on_canvas_submitted
+        from bot.discord_ui.cogs.pictures import DescribeButton
         from bot.discord_ui.remix import on_remix_submitted
         from bot.discord_ui.show import ShowButton
 
-        # 📋, Vary (Region)'s select and /settings' controls
-        self.register_items(JobButton, ShowButton, RegionSelect, SettingSelect, SettingButton)
+        # 📋, Vary (Region)'s select, /describe's prompts and /settings' controls
+        self.register_items(JobButton, ShowButton, RegionSelect, DescribeButton, SettingSelect, SettingButton)
         self.add_listener(on_remix_submitted, "on_interaction")  # Remix modals, from their custom_id
         self.add_listener(on_canvas_submitted, "on_interaction")  # Custom Zoom and Vary (Region)'s box
         self.add_listener(on_unclaimed_interaction, "on_interaction")  # forged or stale ids: a polite "no"

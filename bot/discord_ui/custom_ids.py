@@ -25,6 +25,7 @@ CANVAS_ACTIONS = ("creative", "zoom2", "zoom15", "zoomc", "square", "panleft", "
 JOB_ACTIONS = ("upscale", "vary", "reroll", "subtle", "strong", "cancel", *CANVAS_ACTIONS)
 JOB_BUTTON = rf"dg:(?P<action>{'|'.join(JOB_ACTIONS)}):(?P<job>{NUMBER}):(?P<index>[0-4])"
 SHOW_BUTTON = rf"dg:show:(?P<job>{NUMBER})"
+DESCRIBE_BUTTON = rf"dg:describe:(?P<description>{NUMBER}):(?P<index>[1-4])"  # run prompt n of a /describe
 REGION_SELECT = rf"dg:region:(?P<job>{NUMBER})"
 # Remix keeps the action and its index: an image 1-4, or for `region` the region's place in the select (0-9).
 REMIX_ACTIONS = ("reroll", "vary", "subtle", "strong", "zoom2", "zoom15", "square", "panleft", "panright", "panup",

@@ -41,7 +41,9 @@ def fit(text: str) -> str:
 
 
 def prompt_line(job: Job) -> str:
-    head = f"**{short_prompt(job.prompt, PROMPT_CHARS)}** — <@{job.owner_id}>"
+    shown = short_prompt(job.prompt, PROMPT_CHARS)
+    head = " ".join(part for part in (pictures_label(job), f"**{shown}**" if shown else "") if part)
+    head = f"{head or '**(no text)**'} — <@{job.owner_id}>"
     if job.kind is JobKind.UPSCALE:
         return f"{head} · Image #{job.parent_index} of job #{job.parent_job_id}"
     if job.kind is JobKind.VARIATION:
@@ -51,6 +53,21 @@ def prompt_line(job: Job) -> str:
     if job.kind.is_canvas:
         return f"{head} · {canvas_label(job.recipe.canvas)} of job #{job.parent_job_id}"
     return head
+
+
+def pictures_label(job: Job) -> str:
+    """The pictures a job was given, as a few words: their links expire, their hashes are in 📋."""
+    recipe, parts = job.recipe, []
+    count = len(recipe.image_prompts)
+    if job.kind is JobKind.BLEND or (count > 1 and not job.kind.needs_source):
+        parts.append(f"🖼️ **Blend of {count} images**")
+    elif count and not job.kind.needs_source:
+        parts.append("🖼️ image prompt")
+    if recipe.style_refs:
+        parts.append("🎨 style reference")
+    if recipe.object_refs:
+        parts.append("📌 object reference")
+    return " · ".join(parts)
 
 
 def canvas_label(operation: str) -> str:

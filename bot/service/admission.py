@@ -5,6 +5,7 @@ grids are accepted and charged, or none."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sqlite3
 from pathlib import Path
@@ -15,13 +16,15 @@ from bot.engine import Catalog
 from bot.engine.families import family_of
 from bot.engine.loras import LORAS_DIR, LoraError, find_lora, lora_family
 from bot.engine.tokens import prompt_tokens
-from bot.recipe import JobKind, Recipe
+from bot.recipe import MAX_IMAGES, JobKind, Recipe
 from bot.service.canvas import CanvasError, check_operation, paint_canvas
-from bot.service.compose import Defaults, Plan, plan_job
+from bot.service.compose import Defaults, Links, Plan, plan_job
+from bot.service.fetch import ImageFetcher, Upload
 from bot.service.images import ImageFiles
 from bot.service.policy import Policy
 from bot.service.prompt import PromptError, normalise
 from bot.service.quota import QuotaError, QuotaService
+from bot.service.sources import SourceImages
 from bot.service.users import Requester, UserError
 from bot.store import Job, NewJob, Refused, Store, StoredImage
 from bot.store.preferences import Preferences
@@ -36,10 +39,17 @@ STORAGE_DOWN = ("The bot cannot save anything right now (its database is read-on
                 "nothing was queued or charged. Please tell a server admin; try again once it is fixed.")
 
 
+# /blend's dimensions -> the aspect ratio of its grid
+BLEND_SHAPES = {"square": (1, 1), "portrait": (2, 3), "landscape": (3, 2)}
+
+
 class Admission:
     def __init__(self, store: Store, catalog: Catalog, models_dir: Path, images: ImageFiles, policy: Policy,
-                 preferences: Preferences, quota: QuotaService, *, max_prompt_chars: int) -> None:
+                 preferences: Preferences, quota: QuotaService, fetcher: ImageFetcher, sources: SourceImages, *,
+                 max_prompt_chars: int) -> None:
         self.store = store
+        self.fetcher = fetcher
+        self.sources = sources
         self.catalog = catalog
         self.models_dir = models_dir
         self.images = images
@@ -48,10 +58,22 @@ class Admission:
         self.quota = quota
         self.max_prompt_chars = max_prompt_chars
 
-    async def imagine(self, who: Requester, prompt: str) -> list[Job] | Refused:
-        """One grid, or `--repeat N` grids: all accepted (each charged) or none."""
-        plan = await self.plan(who, prompt)
-        return await self._accept(who, JobKind.IMAGINE, plan.recipes())
+    async def imagine(self, who: Requester, prompt: str, image: Upload | None = None) -> list[Job] | Refused:
+        """One grid, or `--repeat N` grids: all accepted (each charged) or none. `image`: an uploaded image
+        prompt, before any the prompt links to."""
+        plan = await self.plan(who, prompt, pictures=image is not None)
+        pictures = (await self._with_pictures(plan.recipe, plan.links, image)).pictures()
+        return await self._accept(who, JobKind.IMAGINE, [dataclasses.replace(r, **pictures) for r in plan.recipes()])
+
+    async def blend(self, who: Requester, images: list[Upload], shape: str = "square") -> list[Job] | Refused:
+        """/blend: 2-5 uploaded pictures mixed into one grid of the given shape (no text prompt)."""
+        if not 2 <= len(images) <= MAX_IMAGES:
+            raise UserError(f"/blend mixes 2 to {MAX_IMAGES} images; you gave {len(images)}.")
+        if shape not in BLEND_SHAPES:
+            raise UserError(f"`{shape}` is not a shape /blend knows: use {', '.join(BLEND_SHAPES)}.")
+        plan = await self.plan(who, "--ar {}:{}".format(*BLEND_SHAPES[shape]), remix=True, pictures=True)
+        recipe = await self._with_pictures(plan.recipe, Links(), *images)
+        return await self._accept(who, JobKind.BLEND, [recipe])
 
     async def reroll(self, who: Requester, parent: Job, remix: str | None = None) -> Job | Refused:
         if parent.kind.is_canvas:  # 🔄 under a zoom, pan or region grid paints the same canvas again
@@ -88,7 +110,7 @@ class Admission:
         except CanvasError as error:
             raise UserError(f"{str(error)[0].upper()}{str(error)[1:]}.") from None
         await self._require_image(parent, 1)
-        base = (again or parent).recipe.again() if remix is None else (await self.plan(who, remix, remix=True)).recipe
+        base = (again or parent).recipe.again() if remix is None else await self._remixed(who, remix, parent.recipe)
         spec = self.catalog.get(base.model)
         source = parent.recipe  # the upscale keeps the size its image was generated at
         if operation == "square" and source.width == source.height:
@@ -110,14 +132,84 @@ class Admission:
         """What 🔄 and V make: the parent's recipe with a new seed, or what the user typed under Remix."""
         if remix is None:
             return parent.recipe.again()
-        return (await self.plan(who, remix, remix=True)).recipe
+        return await self._remixed(who, remix, parent.recipe)
+
+    async def _remixed(self, who: Requester, remix: str, parent: Recipe) -> Recipe:
+        """A remixed prompt's recipe; the pictures it does not give anew are its parent's."""
+        plan = await self.plan(who, remix, remix=True, pictures=bool(parent.image_prompts))
+        return await self._with_pictures(plan.recipe, plan.links, inherited=parent)
+
+    # --- pictures ------------------------------------------------------------------------------------
+
+    async def _with_pictures(self, recipe: Recipe, links: Links, *uploads: Upload,
+                             inherited: Recipe | None = None) -> Recipe:
+        """The recipe with its pictures fetched (Discord's CDN only), checked and kept by digest; the roles a
+        remix gives none for keep `inherited`'s. Every link is checked before anything is downloaded."""
+        spec = self.catalog.get(recipe.model)
+        for link in (*links.image, *links.style, *links.object):
+            self.fetcher.check_link(link)
+        if len(uploads) + len(links.image) > MAX_IMAGES:
+            raise UserError(f"A prompt takes at most {MAX_IMAGES} image prompts; this one has "
+                            f"{len(uploads) + len(links.image)}.")
+        referenced = links.style or links.object or recipe.style_code is not None
+        if referenced and not spec.takes_references:
+            raise UserError(f"Model `{spec.name}` has no IP-Adapter, so it cannot use `--sref` or `--oref`. "
+                            f"{self._reference_models()}")
+        fetched = []
+        for n, upload in enumerate(uploads, start=1):
+            shown = f"The image `{upload.filename}`" if len(uploads) == 1 else f"Image {n} (`{upload.filename}`)"
+            fetched.append(await self.fetcher.fetch(upload.url, size=upload.size, name=shown))
+        prompts = [*fetched, *[await self.fetcher.fetch(link, name=f"Image prompt {n}")
+                               for n, link in enumerate(links.image, start=len(uploads) + 1)]]
+        styles = [await self.fetcher.fetch(link, name="The `--sref` image") for link in links.style]
+        objects = [await self.fetcher.fetch(link, name="The `--oref` image") for link in links.object]
+
+        def keep(pictures: list) -> tuple[str, ...]:
+            return tuple(self.sources.put(picture) for picture in pictures)
+
+        kept = await asyncio.to_thread(lambda: [keep(prompts), keep(styles), keep(objects)])
+        parent = inherited or Recipe(prompt="", model=recipe.model, seed=0, width=1, height=1, steps=1, guidance=0)
+        recipe = dataclasses.replace(
+            recipe, image_prompts=kept[0] or parent.image_prompts,
+            style_refs=kept[1] or (parent.style_refs if recipe.style_code is None else ()),
+            style_code=recipe.style_code if recipe.style_code is not None or kept[1] else parent.style_code,
+            object_refs=kept[2] or parent.object_refs)
+        for name in ("image_weight", "style_weight", "object_weight"):
+            if getattr(recipe, name) is None:
+                recipe = dataclasses.replace(recipe, **{name: getattr(parent, name)})
+        self._check_weights(recipe)
+        if (recipe.style_refs or recipe.style_code is not None or recipe.object_refs) and not spec.takes_references:
+            raise UserError(f"Model `{spec.name}` has no IP-Adapter, so it cannot use this prompt's `--sref` or "
+                            f"`--oref`. {self._reference_models()}")
+        return recipe
+
+    @staticmethod
+    def _check_weights(recipe: Recipe) -> None:
+        if recipe.image_weight is not None and not recipe.image_prompts:
+            raise UserError("`--iw` sets how much an image prompt counts, and this prompt has none: add an image "
+                            "(the `image` option, or a Discord image link at the start of the prompt) or remove "
+                            "`--iw`.")
+        if recipe.style_weight is not None and not (recipe.style_refs or recipe.style_code is not None):
+            raise UserError("`--sw` sets how much a style reference counts, and this prompt has none: add "
+                            "`--sref` with an image link or a style code, or remove `--sw`.")
+        if recipe.object_weight is not None and not recipe.object_refs:
+            raise UserError("`--ow` sets how much an object reference counts, and this prompt has none: add "
+                            "`--oref` with an image link, or remove `--ow`.")
+
+    def _reference_models(self) -> str:
+        able = [f"`{name}`" for name, spec in self.catalog.models.items() if spec.takes_references]
+        if not able:
+            return "No model here has one; an admin can add IP-Adapter weights to a model's catalog entry."
+        return f"Models that can: {', '.join(able)} (pick one with `--model NAME` or /settings)."
 
     # --- planning ------------------------------------------------------------------------------------
 
-    async def plan(self, who: Requester, prompt: str, *, remix: bool = False) -> Plan:
-        """The typed prompt with the user's settings and options applied, checked before anything is charged."""
+    async def plan(self, who: Requester, prompt: str, *, remix: bool = False, pictures: bool = False) -> Plan:
+        """The typed prompt with the user's settings and options applied, checked before anything is charged.
+        `pictures`: an image prompt comes with it, so the text may be only parameters (or nothing)."""
         prompt = normalise(prompt)
-        self.check_prompt(prompt)
+        if not pictures:
+            self.check_prompt(prompt)
         prefs = await self.preferences.get(who.user_id)
         # A remixed prompt is the parent's, which has the suffix in it already.
         defaults = Defaults(model=prefs.model, stylize=prefs.stylize, quality=prefs.quality,
@@ -128,7 +220,10 @@ class Admission:
             raise UserError(str(error)) from None
         if remix and plan.repeat > 1:
             raise UserError("`--repeat` works with /imagine only; remove it from the remixed prompt.")
-        self.check_prompt(plan.recipe.prompt)
+        if not (pictures or plan.links.image):
+            self.check_prompt(plan.recipe.prompt)
+        elif len(prompt) > self.max_prompt_chars:
+            self.check_prompt(prompt)
         self._check_family(plan.recipe)
         await self._check_tokens(plan.recipe)
         return plan

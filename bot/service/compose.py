@@ -31,10 +31,22 @@ class Defaults:
 
 
 @dataclass(frozen=True)
+class Links:
+    """The image links a prompt gave, not fetched yet: image prompts, --sref and --oref."""
+    image: tuple[str, ...] = ()
+    style: tuple[str, ...] = ()
+    object: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.image or self.style or self.object)
+
+
+@dataclass(frozen=True)
 class Plan:
     recipe: Recipe  # its seed is resolved: the typed one, or a random one
     repeat: int  # --repeat: this many grids
     seed_typed: bool  # --seed given: every repeated grid uses it; otherwise each gets its own
+    links: Links = Links()  # the recipe's pictures, fetched and filled in by admission
 
     def recipes(self) -> list[Recipe]:
         """One recipe per grid of a --repeat."""
@@ -64,8 +76,19 @@ def plan_job(text: str, catalog: Catalog, default_model: str, defaults: Defaults
         tile=bool(values.get("tile")), chaos=values.get("chaos"),
         ar="{}:{}".format(*values["ar"]) if "ar" in values else None, stylize=stylize,
         quality=quality if "steps" not in values else None,
-        loras=tuple({**dict(suffix_loras), **dict(typed_loras)}.items()))  # what was typed wins
-    return Plan(recipe=recipe, repeat=values.get("repeat", 1), seed_typed="seed" in values)
+        loras=tuple({**dict(suffix_loras), **dict(typed_loras)}.items()),  # what was typed wins
+        image_weight=values.get("iw"), style_weight=values.get("sw"), object_weight=values.get("ow"),
+        style_code=_style_code(values.get("sref")))
+    links = Links(image=typed.links, style=values["sref"] if isinstance(values.get("sref"), tuple) else (),
+                  object=values.get("oref", ()))
+    return Plan(recipe=recipe, repeat=values.get("repeat", 1), seed_typed="seed" in values, links=links)
+
+
+def _style_code(sref: Any) -> int | None:
+    """--sref <code> is that style; --sref random draws a code, shown with the grid so it can be reused."""
+    if sref == "random":
+        return random_seed()
+    return sref if isinstance(sref, int) else None
 
 
 def _loras(text: str) -> tuple[str, tuple[tuple[str, float], ...]]:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from bot.engine import Catalog, WorkerPool
 from bot.service.admission import Admission
+from bot.service.describing import Describing
+from bot.service.fetch import ImageFetcher, Upload, parse_hosts
 from bot.service.images import ImageFiles
 from bot.service.models import ModelAdmin
 from bot.service.moderation import Moderation
@@ -19,9 +21,11 @@ from bot.service.prompt import PromptError, check_option_name, normalise, parse_
 from bot.service.quota import QuotaAdmin, QuotaError, QuotaRules, QuotaService
 from bot.service.retention import prune_forever
 from bot.service.running import JobListener, Runner
+from bot.service.sources import SourceImages
 from bot.service.users import Requester, UserError
 from bot.store import Job, Refused, Store, StoredImage
 from bot.store.admin import AdminStore
+from bot.store.pictures import Description, Pictures
 from bot.store.preferences import MAX_OPTIONS, Preferences, UserPreferences
 from bot.store.quotas import Account
 
@@ -32,16 +36,29 @@ class Jobs:
     """New jobs (planned, checked, charged), running them, and what they made."""
 
     def __init__(self, store: Store, runner: Runner, admission: Admission, policy: Policy,
-                 images: ImageFiles) -> None:
+                 images: ImageFiles, describing: Describing, fetcher: ImageFetcher) -> None:
         self._store = store
         self._runner = runner
         self._admission = admission
         self.policy = policy
         self._images = images
+        self._describing = describing
+        self._fetcher = fetcher
 
     # Accepting: each returns the accepted job(s) or Refused (the allowance), or raises UserError.
-    async def imagine(self, who: Requester, prompt: str) -> list[Job] | Refused:
-        return await self._admission.imagine(who, prompt)
+    async def imagine(self, who: Requester, prompt: str, image: Upload | None = None) -> list[Job] | Refused:
+        """`image`: an uploaded image prompt (Discord's CDN), besides any the prompt links to."""
+        return await self._admission.imagine(who, prompt, image)
+
+    async def blend(self, who: Requester, images: list[Upload], shape: str = "square") -> list[Job] | Refused:
+        return await self._admission.blend(who, images, shape)
+
+    async def describe(self, who: Requester, image: Upload | None = None, link: str | None = None) -> Description:
+        """Four prompts for a picture (not a job: nothing is charged); raises UserError."""
+        return await self._describing.describe(who, image, link)
+
+    async def description(self, description_id: int) -> Description | None:
+        return await self._describing.description(description_id)
 
     async def reroll(self, who: Requester, parent: Job, remix: str | None = None) -> Job | Refused:
         return await self._admission.reroll(who, parent, remix)
@@ -112,6 +129,7 @@ class Jobs:
 
     async def close(self) -> None:
         await self._runner.close()
+        await self._fetcher.close()
 
 
 class Accounts:
@@ -215,21 +233,34 @@ class Services:
     admin: Admin
 
 
+@dataclass(frozen=True)
+class ImageLimits:
+    """Where members' pictures may come from and how big they may be (IMAGE_HOSTS, MAX_IMAGE_*)."""
+    hosts: str = "cdn.discordapp.com,media.discordapp.net"
+    max_mb: float = 25.0
+    max_megapixels: float = 40.0
+
+
 def open_services(store: Store, pool: WorkerPool, catalog: Catalog, *, data_dir: Path, models_dir: Path,
                   default_model: str, quota_rules: QuotaRules, max_prompt_chars: int,
                   position_interval: float = 0.0, job_timeout: float = 0.0,
-                  delivery_timeout: float = 600.0) -> Services:
+                  delivery_timeout: float = 600.0, image_limits: ImageLimits = ImageLimits(),
+                  describe_device: str = "cpu") -> Services:
     """Every room of the service, built once, each given what it needs at construction."""
-    images = ImageFiles(data_dir)
+    images, sources = ImageFiles(data_dir), SourceImages(data_dir)
+    fetcher = ImageFetcher(parse_hosts(image_limits.hosts), max_bytes=int(image_limits.max_mb * 2**20),
+                           max_pixels=int(image_limits.max_megapixels * 1e6))
     policy = Policy(AdminStore(store), catalog, default_model)
     preferences = Preferences(store)
     quota = QuotaService(store, quota_rules)
-    admission = Admission(store, catalog, Path(models_dir), images, policy, preferences, quota,
+    admission = Admission(store, catalog, Path(models_dir), images, policy, preferences, quota, fetcher, sources,
                           max_prompt_chars=max_prompt_chars)
-    runner = Runner(store, pool, catalog, images, policy, position_interval=position_interval,
+    runner = Runner(store, pool, catalog, images, policy, sources, position_interval=position_interval,
                     job_timeout=job_timeout, delivery_timeout=delivery_timeout)
+    describing = Describing(catalog, Path(models_dir), fetcher, sources, Pictures(store), policy, preferences,
+                            describe_device)
     return Services(
-        jobs=Jobs(store, runner, admission, policy, images),
+        jobs=Jobs(store, runner, admission, policy, images, describing, fetcher),
         accounts=Accounts(store, catalog, preferences, quota, policy),
         admin=Admin(ModelAdmin(store, pool, catalog, models_dir, policy), Moderation(store, policy),
                     QuotaAdmin(store, quota_rules), policy),

@@ -7,7 +7,9 @@ result into a job. Rules, as on Midjourney:
 - the description comes first, then the parameters; words after a parameter's value are an error, so a
   typo can never end up in the prompt sent to the model;
 - a parameter starts with `--`, or with an em/en dash that phones put in place of `--` (`—ar`);
-- `--no` takes everything up to the next parameter; `--tile` and `--niji` take no value;
+- image links (Discord's CDN only, checked later) at the very start are image prompts;
+- `--no` takes everything up to the next parameter, `--sref` one or more image links, a style code or
+  `random`; `--tile` and `--niji` take no value;
 - a parameter given twice is an error (which one was meant is a guess we refuse to make);
 - `--<name>` of one of the user's custom options (/prefer option) expands to its stored parameters;
   parameters typed in the prompt win over the option's.
@@ -20,7 +22,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from bot.recipe import MAX_SEED
+from bot.recipe import MAX_IMAGE_WEIGHT, MAX_IMAGES, MAX_REFERENCE_WEIGHT, MAX_SEED
 from bot.text import shorten
 
 MAX_STEPS = 100
@@ -40,6 +42,11 @@ PARAMETERS: dict[str, tuple[tuple[str, ...], str]] = {
     "tile": ((), "no value"),
     "repeat": (("r",), f"1–{MAX_REPEAT}"),
     "niji": ((), "no value"),
+    "iw": ((), f"0–{MAX_IMAGE_WEIGHT:g}"),
+    "sref": ((), "image link, style code or random"),
+    "sw": ((), f"0–{MAX_REFERENCE_WEIGHT}"),
+    "oref": ((), "image link"),
+    "ow": ((), f"0–{MAX_REFERENCE_WEIGHT}"),
 }
 _ALIASES = {alias: name for name, (aliases, _) in PARAMETERS.items() for alias in (name, *aliases)}
 _NO_VALUE = {"tile", "niji"}
@@ -54,6 +61,11 @@ class PromptError(ValueError):
 class Parsed:
     text: str  # the description, parameters removed, whitespace normalised
     values: dict[str, Any] = field(default_factory=dict)  # canonical name -> checked value
+    links: tuple[str, ...] = ()  # image prompts: the links the prompt starts with
+
+
+def is_link(token: str) -> bool:
+    return token.lower().startswith(("http://", "https://"))
 
 
 def normalise(text: str) -> str:
@@ -76,14 +88,21 @@ def is_flag(token: str) -> bool:
 def parse_prompt(text: str, options: Mapping[str, str] | None = None) -> Parsed:
     """The description and parameters of `text`; `options` are the user's custom options (name -> text)."""
     tokens = text.split()
+    links = tuple(token for token in tokens[:next((i for i, t in enumerate(tokens) if not is_link(t)), len(tokens))])
+    tokens = tokens[len(links):]
+    if len(links) > MAX_IMAGES:
+        raise PromptError(f"The prompt starts with {len(links)} image links; the most is {MAX_IMAGES}.")
     first = next((i for i, token in enumerate(tokens) if is_flag(token)), len(tokens))
     typed, from_options = _parameters(tokens[first:], options or {})
-    return Parsed(" ".join(tokens[:first]), {**from_options, **typed})
+    return Parsed(" ".join(tokens[:first]), {**from_options, **typed}, links)
 
 
 def parse_option_value(text: str) -> dict[str, Any]:
     """A custom option's stored text: parameters only, no description, no other custom options."""
     parsed = parse_prompt(text)
+    if parsed.links or {"sref", "oref"} & set(parsed.values):  # Discord's links expire: no stored pictures
+        raise PromptError("A custom option cannot hold image links (Discord's links expire). Keep the weights, "
+                          "e.g. `--iw 2 --sw 300`, or a style code, `--sref 1234`.")
     if parsed.text:
         raise PromptError(f"A custom option holds parameters only, but `{_clip(parsed.text)}` is not one. "
                           "Write it like `--ar 2:3 --stylize 250`.")
@@ -127,6 +146,12 @@ def _parameters(tokens: list[str], options: Mapping[str, str]) -> tuple[dict[str
                 raise PromptError("`--no` needs the things to leave out, e.g. `--no text, people`.")
             typed[name] = words
             continue
+        if name in ("sref", "oref"):
+            start = i
+            while i < len(tokens) and not is_flag(tokens[i]):
+                i += 1
+            typed[name] = _reference(name, flag, tokens[start:i])
+            continue
         if name in _NO_VALUE:
             typed[name] = True
             if name == "niji" and i < len(tokens) and re.fullmatch(r"\d{1,2}", tokens[i]):
@@ -165,11 +190,39 @@ def _value(name: str, flag: str, raw: str) -> Any:
         return value
     if name == "model":
         return raw.lower()
+    if name == "iw":
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= MAX_IMAGE_WEIGHT:
+            raise PromptError(f"{shown} is out of range: `--iw` takes a number from 0 to {MAX_IMAGE_WEIGHT:g} "
+                              "(how much the image prompt counts; 1 is the default).")
+        return value
     low, high = {"seed": (0, MAX_SEED), "chaos": (0, 100), "stylize": (0, 1000), "steps": (1, MAX_STEPS),
-                 "repeat": (1, MAX_REPEAT)}[name]
+                 "repeat": (1, MAX_REPEAT), "sw": (0, MAX_REFERENCE_WEIGHT), "ow": (0, MAX_REFERENCE_WEIGHT)}[name]
     if not re.fullmatch(r"\d{1,12}", raw) or not low <= int(raw) <= high:
         raise PromptError(f"{shown} is out of range: `--{name}` takes a whole number from {low} to {high}.")
     return int(raw)
+
+
+def _reference(name: str, flag: str, values: list[str]) -> tuple[str, ...] | int | str:
+    """--sref: image links, a style code or `random`; --oref: one image link."""
+    what = "image links, a style code or `random`" if name == "sref" else "one image link"
+    if not values:
+        raise PromptError(f"`{flag}` needs {what}, e.g. `{flag} https://cdn.discordapp.com/attachments/…/cat.png`.")
+    if name == "sref" and len(values) == 1 and not is_link(values[0]):
+        if values[0].lower() == "random":
+            return "random"
+        if re.fullmatch(r"\d{1,10}", values[0]) and int(values[0]) <= MAX_SEED:
+            return int(values[0])
+    if not all(is_link(value) for value in values) or (name == "oref" and len(values) > 1):
+        codes = f" (style codes are 0–{MAX_SEED})" if name == "sref" else ""
+        raise PromptError(f"`{flag} {_clip(' '.join(values))}` is not {what}: write `{flag}` and then "
+                          f"{what}{codes}.")
+    if len(values) > MAX_IMAGES:
+        raise PromptError(f"`{flag}` has {len(values)} images; the most is {MAX_IMAGES}.")
+    return tuple(values)
 
 
 def _unknown(flag: str, raw_name: str, options: Mapping[str, str]) -> str:
@@ -182,7 +235,7 @@ def _unknown(flag: str, raw_name: str, options: Mapping[str, str]) -> str:
 def _example(name: str) -> str:
     return {"ar": "`--ar 3:2`", "seed": "`--seed 1234`", "chaos": "`--chaos 50`", "stylize": "`--stylize 250`",
             "steps": "`--steps 30`", "quality": "`--quality .5`", "model": "`--model tiny`",
-            "repeat": "`--repeat 2`"}.get(name, f"`--{name}`")
+            "repeat": "`--repeat 2`", "iw": "`--iw 2`", "sw": "`--sw 250`", "ow": "`--ow 150`"}.get(name, f"`--{name}`")
 
 
 def _clip(text: str, limit: int = 60) -> str:

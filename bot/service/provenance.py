@@ -5,7 +5,10 @@ as do ComfyUI's loaders and most image sites), so an image says how it was made:
     Negative prompt: trees
     Steps: 4, Sampler: Euler, CFG scale: 5.0, Seed: 1234, Size: 64x64, Model: tiny
 
-(with LoRAs: `<lora:ghibli:0.8>` at the end of the prompt and `Lora hashes: "ghibli: 1a2b3c4d5e6f"`)
+(with LoRAs: `<lora:ghibli:0.8>` at the end of the prompt and `Lora hashes: "ghibli: 1a2b3c4d5e6f"`; with
+pictures, each named by the first 12 hex digits of its sha256, as A1111 names models: `Image prompt: 1a2b3c4d5e6f,
+Image weight: 1`, `Style reference`, `Style code`, `Style weight`, `Object reference`, `Object weight`,
+`Blend: "latent interpolation of 1a2b3c4d5e6f, 0f9e8d7c6b5a"`)
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ JOB_FIELD = "Dreamgrid job"
 
 
 def recipe_text(recipe: Recipe, *, sampler: str, seed: int, width: int, height: int,
-                job_id: int | None = None, loras: tuple[tuple[str, float, str], ...] = ()) -> str:
+                job_id: int | None = None, loras: tuple[tuple[str, float, str], ...] = (),
+                blend_method: str = "") -> str:
     """The text of one image made from a recipe (of a grid's first image, for the grid): the bot's jobs
     and `dreamgrid generate` alike. `loras`: the (name, weight, hash) the engine used, the model's own
     included; as in AUTOMATIC1111, their tags end the prompt and their hashes get a field."""
@@ -37,6 +41,7 @@ def recipe_text(recipe: Recipe, *, sampler: str, seed: int, width: int, height: 
         extra["Denoising strength"] = recipe.strength
     if recipe.canvas is not None:  # Zoom / Outpaint / Pan / Mask: what the canvas tool did
         extra.update(canvas_fields(recipe.canvas))
+    extra.update(picture_fields(recipe, blend_method))
     if loras:
         extra["Lora hashes"] = ", ".join(f"{name}: {digest}" for name, _, digest in loras)
     if job_id is not None:
@@ -45,6 +50,31 @@ def recipe_text(recipe: Recipe, *, sampler: str, seed: int, width: int, height: 
     return parameters_text(prompt=prompt, negative_prompt=recipe.negative_prompt, steps=recipe.steps,
                            sampler=sampler, guidance=recipe.guidance, seed=seed, width=width, height=height,
                            model=recipe.model, extra=extra)
+
+
+def picture_fields(recipe: Recipe, blend_method: str = "") -> dict[str, object]:
+    """The pictures a recipe was given, by hash, with their weights; a blend says how it mixed them."""
+    fields: dict[str, object] = {}
+    if len(recipe.image_prompts) > 1:
+        fields["Blend"] = f"{blend_method or 'mix'} of {', '.join(short_hash(d) for d in recipe.image_prompts)}"
+    elif recipe.image_prompts:
+        fields["Image prompt"] = short_hash(recipe.image_prompts[0])
+    if recipe.image_prompts and recipe.strength is None:  # V and the canvas tools start from their own image
+        fields["Image weight"] = f"{recipe.image_weight if recipe.image_weight is not None else 1:g}"
+    if recipe.style_refs:
+        fields["Style reference"] = ", ".join(short_hash(d) for d in recipe.style_refs)
+    if recipe.style_code is not None:
+        fields["Style code"] = recipe.style_code
+    if recipe.style_refs or recipe.style_code is not None:
+        fields["Style weight"] = round(recipe.style_scale * 100)
+    if recipe.object_refs:
+        fields["Object reference"] = ", ".join(short_hash(d) for d in recipe.object_refs)
+        fields["Object weight"] = round(recipe.object_scale * 100)
+    return fields
+
+
+def short_hash(digest: str) -> str:
+    return digest[:12]
 
 
 def upscaled_text(source_text: str, *, upscaler: str, scale: int, job_id: int) -> str:

@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Protocol
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from bot.engine import (
     Cancelled,
@@ -33,6 +34,7 @@ from bot.service.canvas import Canvas, paint_canvas
 from bot.service.images import ImageFiles
 from bot.service.policy import Policy
 from bot.service.provenance import read_parameters, recipe_text, upscaled_text
+from bot.service.sources import SourceImages
 from bot.store import Job, Store
 
 log = logging.getLogger(__name__)
@@ -61,14 +63,31 @@ class JobListener(Protocol):
     async def failed(self, job: Job, reason: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class Pictures:
+    """A recipe's pictures, opened (bot/service/sources.py): image prompts, --sref and --oref references."""
+    prompts: tuple[Image.Image, ...] = ()
+    styles: tuple[Image.Image, ...] = ()
+    objects: tuple[Image.Image, ...] = ()
+
+
 def generate_request(recipe: Recipe, init_image: Image.Image | None = None, mask_image: Image.Image | None = None,
-                     images: int = GRID_SIZE) -> GenerateRequest:
+                     images: int = GRID_SIZE, pictures: Pictures = Pictures()) -> GenerateRequest:
     """The engine request a recipe makes: txt2img; img2img from `init_image` brought to the recipe's size;
-    inpainting where `mask_image` (the canvas tools, at the strength their recipe has). The one place
-    requests are built, for the bot's jobs and `dreamgrid generate` alike."""
+    inpainting where `mask_image` (the canvas tools, at the strength their recipe has); without an
+    `init_image`, img2img from an image prompt (a blend of several) at the --iw strength. References go along
+    to every kind. The one place requests are built, for the bot's jobs and `dreamgrid generate` alike."""
     common = dict(model=recipe.model, prompt=recipe.prompt, negative_prompt=recipe.negative_prompt,
                   seeds=recipe.seeds(images), steps=recipe.steps, guidance=recipe.guidance, tile=recipe.tile,
-                  loras=recipe.loras)
+                  loras=recipe.loras, style_images=pictures.styles, style_code=recipe.style_code,
+                  style_scale=recipe.style_scale if pictures.styles or recipe.style_code is not None else 0.0,
+                  object_images=pictures.objects, object_scale=recipe.object_scale if pictures.objects else 0.0)
+    if init_image is None and len(pictures.prompts) > 1:
+        return GenerateRequest(width=recipe.width, height=recipe.height, strength=recipe.image_strength,
+                               blend_images=tuple(_fitted(p, recipe.output_size) for p in pictures.prompts), **common)
+    if init_image is None and pictures.prompts:  # cropped to the job's aspect ratio, not squeezed
+        return GenerateRequest(init_image=_fitted(pictures.prompts[0], recipe.output_size),
+                               strength=recipe.image_strength, **common)
     if init_image is None:
         return GenerateRequest(width=recipe.width, height=recipe.height, shared_noise=recipe.shared_noise, **common)
     # img2img takes its size from the source image: bring it to the size the job asks for.
@@ -79,14 +98,20 @@ def generate_request(recipe: Recipe, init_image: Image.Image | None = None, mask
     return GenerateRequest(init_image=init_image, strength=recipe.strength, **common)
 
 
+def _fitted(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
+    return ImageOps.fit(picture, size, Image.Resampling.LANCZOS)
+
+
 class Runner:
-    def __init__(self, store: Store, pool: WorkerPool, catalog: Catalog, images: ImageFiles, policy: Policy, *,
+    def __init__(self, store: Store, pool: WorkerPool, catalog: Catalog, images: ImageFiles, policy: Policy,
+                 sources: SourceImages, *,
                  position_interval: float = 0.0, job_timeout: float = 0.0, delivery_timeout: float = 600.0) -> None:
         self.store = store
         self.pool = pool
         self.catalog = catalog
         self.images = images
         self.policy = policy
+        self.sources = sources
         self.position_interval = position_interval  # 0: a waiting job's place in line is shown once
         self.job_timeout = job_timeout  # seconds a running job may go without progress (0: forever)
         self.delivery_timeout = delivery_timeout  # seconds its message is retried before a new one is posted
@@ -292,13 +317,22 @@ class Runner:
             await _quietly(listener.failed(await self.store.get_job(job.id), reason))
 
     async def _request_for(self, job: Job) -> GenerateRequest | UpscaleRequest:
+        if job.kind is not JobKind.UPSCALE:
+            pictures = await asyncio.to_thread(self._pictures, job.recipe)
         if job.kind.is_canvas:
             canvas = await asyncio.to_thread(self._canvas, job, await self._generated_image(job))
-            return generate_request(job.recipe, canvas.image, canvas.mask)
+            return generate_request(job.recipe, canvas.image, canvas.mask, pictures=pictures)
         source = await self._source_image(job) if job.kind.needs_source else None
         if job.kind is JobKind.UPSCALE:
             return UpscaleRequest(model=job.model, image=source, scale=job.recipe.scale)
-        return generate_request(job.recipe, source, images=job.kind.images)
+        return generate_request(job.recipe, source, images=job.kind.images, pictures=pictures)
+
+    def _pictures(self, recipe: Recipe) -> Pictures:
+        """The recipe's pictures from the content-addressed store (never fetched again)."""
+        def opened(digests: tuple[str, ...]) -> tuple[Image.Image, ...]:
+            return tuple(self.sources.open(digest) for digest in digests)
+
+        return Pictures(opened(recipe.image_prompts), opened(recipe.style_refs), opened(recipe.object_refs))
 
     def _canvas(self, job: Job, source: Image.Image) -> Canvas:
         spec = self.catalog.get(job.model)
@@ -328,7 +362,8 @@ class Runner:
             return lambda seed, image: upscaled_text(read_parameters(source) or job.prompt, upscaler=upscaler,
                                                      scale=job.recipe.scale, job_id=job.id)
         return lambda seed, image: recipe_text(job.recipe, sampler=result.sampler, seed=seed, width=image.width,
-                                               height=image.height, job_id=job.id, loras=result.loras)
+                                               height=image.height, job_id=job.id, loras=result.loras,
+                                               blend_method=result.blend_method)
 
 
 async def _quietly(call) -> None:

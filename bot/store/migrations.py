@@ -144,4 +144,14 @@ MIGRATIONS: list[tuple[str, str]] = [
     ALTER TABLE jobs ADD COLUMN delivered_at TEXT;
     UPDATE jobs SET delivered_at = finished_at WHERE status = 'done';
     """),
+    ("0008_descriptions", """
+    CREATE TABLE descriptions (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner_id    INTEGER NOT NULL,             -- the Discord user who ran /describe
+        digest      TEXT NOT NULL,                -- the picture, in DATA_DIR/sources (content-addressed)
+        model       TEXT NOT NULL,                -- whose describer wrote the prompts
+        prompts     TEXT NOT NULL,                -- JSON: the four prompts, in the order shown
+        created_at  TEXT NOT NULL
+    );
+    """),
 ]
