@@ -15,10 +15,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-# The tiny random models of each family the catalog's `tiny*` entries point at (seconds; deterministic).
+# The tiny random models of each family the catalog's `tiny*` entries point at (seconds; deterministic),
+# then the tiny IP-Adapters made for the tiny sd and sdxl UNets (so after those).
 models: setup
 	HF_HUB_OFFLINE=1 $(BIN)/dreamgrid models create-tiny
-	for family in sdxl flux sd3 zimage sd-inpaint; do HF_HUB_OFFLINE=1 $(BIN)/dreamgrid models create-tiny --family $$family || exit 1; done
+	for family in sdxl flux sd3 zimage sd-inpaint ip-adapter-sd ip-adapter-sdxl; do HF_HUB_OFFLINE=1 $(BIN)/dreamgrid models create-tiny --family $$family || exit 1; done
 
 run: models
 	$(BIN)/dreamgrid run

@@ -24,6 +24,7 @@ BENCHES = {
     "shapes": "bot.shapes.bench:bench_cli",
     "canvas": "bot.bench.canvas:cli",
     "lora": "bot.bench.lora:cli",
+    "describe": "bot.bench.describe:cli",
 }
 
 TOKEN_HELP = ("DISCORD_TOKEN is not set: copy .env.example to .env and put your bot's token there "
@@ -150,6 +151,7 @@ MODEL_ACTIONS = {
     "export-checkpoint": "bot.engine.checkpoints:export_cli",
     "train-shapes": "bot.shapes.train:cli",
     "train-shapes-lora": "bot.shapes.lora:cli",
+    "train-describer": "bot.shapes.describer:cli",
 }
 
 

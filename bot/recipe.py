@@ -22,7 +22,8 @@ CREATIVE_STRENGTH = 0.3
 # --iw 0..3 (Midjourney's range, default 1) -> how much of an image prompt is kept: each unit of weight keeps
 # 30% more of it (img2img strength 1.0 at --iw 0: the image is only a faint start; 0.1 at --iw 3).
 MAX_IMAGE_WEIGHT, DEFAULT_IMAGE_WEIGHT, IMAGE_WEIGHT_STEP = 3.0, 1.0, 0.3
-# --sw / --ow 0..1000 (default 100) -> the IP-Adapter's scale: 100 is the adapter's usual full strength.
+# --sw / --ow 0..1000 (default 100) -> the IP-Adapter's scale: 0..100 is 0..1 (1: the adapter's usual full
+# strength), 100..1000 is 1..2 (beyond 2 an IP-Adapter's pictures break up), as --stylize maps to guidance.
 MAX_REFERENCE_WEIGHT, DEFAULT_REFERENCE_WEIGHT = 1000, 100
 MAX_IMAGES = 5  # pictures in one prompt, or in one /blend
 
@@ -64,8 +65,8 @@ class JobKind(enum.StrEnum):
 
     @property
     def needs_source(self) -> bool:
-        """Whether it starts from one image of its parent job (all but /imagine and 🔄)."""
-        return self not in (JobKind.IMAGINE, JobKind.REROLL)
+        """Whether it starts from one image of its parent job (all but /imagine, 🔄 and /blend)."""
+        return self not in (JobKind.IMAGINE, JobKind.REROLL, JobKind.BLEND)
 
 
 class JobStatus(enum.StrEnum):
@@ -87,6 +88,11 @@ class JobStatus(enum.StrEnum):
 
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+def _reference_scale(weight: int | None) -> float:
+    weight = DEFAULT_REFERENCE_WEIGHT if weight is None else weight
+    return round(weight / 100 if weight <= 100 else 1 + (weight - 100) / 900, 4)
 
 
 def random_seed() -> int:
@@ -205,11 +211,11 @@ class Recipe:
 
     @property
     def style_scale(self) -> float:
-        return (DEFAULT_REFERENCE_WEIGHT if self.style_weight is None else self.style_weight) / 100
+        return _reference_scale(self.style_weight)
 
     @property
     def object_scale(self) -> float:
-        return (DEFAULT_REFERENCE_WEIGHT if self.object_weight is None else self.object_weight) / 100
+        return _reference_scale(self.object_weight)
 
     @property
     def output_size(self) -> tuple[int, int]:

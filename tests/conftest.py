@@ -84,6 +84,7 @@ height = 64
 steps = 12
 guidance = 5.0
 max_prompt_tokens = 32
+describer = "shapes-describer"
 description = "The trained shapes model (shipped): pictures a test can judge."
 
 [models.tiny-inpainting]
@@ -124,6 +125,17 @@ steps = 4
 guidance = 5.0
 loras = { "styles/tiny-style" = 0.7 }
 description = "The tiny model with a LoRA on every job, as a catalog entry may have it."
+
+[models.tiny-ip]
+source = "tiny-sd"
+pipeline = "stable-diffusion"
+width = 64
+height = 64
+steps = 4
+guidance = 5.0
+ip_adapter = "tiny-ip-adapter-sd/ip-adapter.safetensors"
+image_encoder = "tiny-ip-adapter-sd/image_encoder"
+description = "The tiny model with a tiny random IP-Adapter: --sref, --oref and /blend through it."
 """
 
 
@@ -139,6 +151,15 @@ def models_dir(tmp_path_factory) -> Path:
             shutil.copytree(shared, folder / f"tiny-{family}")
         else:
             create_tiny_model(folder / f"tiny-{family}", family=family)
+    # The tiny IP-Adapters, for the tiny sd and sdxl UNets just copied or built.
+    from bot.engine.ip_adapter import ADAPTER_FAMILIES, create_tiny_ip_adapter, is_current_adapter
+
+    for family, base in ADAPTER_FAMILIES.items():
+        shared = ROOT / "models" / f"tiny-{family}"
+        if is_current_adapter(shared, folder / f"tiny-{base}"):
+            shutil.copytree(shared, folder / f"tiny-{family}")
+        else:
+            create_tiny_ip_adapter(folder / f"tiny-{family}", folder / f"tiny-{base}", family=family)
     # Single-file checkpoints (the original key layout), and LoRAs in both formats people download.
     from bot.engine.checkpoints import export_single_file
     from bot.engine.loras import create_tiny_lora
@@ -154,5 +175,6 @@ def models_dir(tmp_path_factory) -> Path:
         weights.write_bytes(b"not a safetensors file")
     shutil.copytree(ROOT / "models" / "upscalers", folder / "upscalers")
     (folder / "shapes").symlink_to(ROOT / "models" / "shapes")  # read only, never written
+    (folder / "shapes-describer").symlink_to(ROOT / "models" / "shapes-describer")
     (folder / "catalog.toml").write_text(TEST_CATALOG)
     return folder

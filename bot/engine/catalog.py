@@ -43,6 +43,18 @@ class ModelSpec:
     config: str = ""  # a single-file checkpoint's config folder under the models dir ("" = the shipped one)
     loras: tuple[tuple[str, float], ...] = ()  # LoRAs every job of this model uses (name, weight)
     inpaint_source: str = ""  # a dedicated inpainting model of the same family, for the canvas tools
+    # An IP-Adapter (--sref, --oref, /blend): its weights file under the models dir or on the hub
+    # ("h94/IP-Adapter/models/ip-adapter_sd15.safetensors"), and the CLIP image encoder it was trained with
+    # (a folder there, or a hub id and subfolder: "h94/IP-Adapter/models/image_encoder"). Both or neither.
+    ip_adapter: str = ""
+    image_encoder: str = ""
+    describer: str = ""  # /describe's captioning model: a folder under the models dir ("" = none)
+
+    @property
+    def takes_references(self) -> bool:
+        """Its entry names an IP-Adapter, so it can run --sref and --oref (and /blend through it; a blend works
+        on every model, without one by averaging latents)."""
+        return bool(self.ip_adapter)
 
     @property
     def single_file(self) -> bool:
@@ -78,6 +90,37 @@ class ModelSpec:
                 "('owner/name'); for the tiny test model run `dreamgrid models create-tiny`"
             )
         return source
+
+    def resolve_ip_adapter(self, models_dir: Path | str) -> tuple[str, str, str, bool]:
+        """Where the IP-Adapter's weights are: (a folder under `models_dir` or a hub repo id, the subfolder, the
+        file name, local). A file under the models dir wins over the hub, as for sources."""
+        return self._locate("ip_adapter", self.ip_adapter, models_dir, file=True)
+
+    def resolve_image_encoder(self, models_dir: Path | str) -> tuple[str, str, bool]:
+        """Where the IP-Adapter's image encoder is: (a folder under `models_dir` or a hub repo id, the
+        subfolder, local)."""
+        folder, subfolder, _, local = self._locate("image_encoder", self.image_encoder, models_dir, file=False)
+        return folder, subfolder, local
+
+    def _locate(self, key: str, value: str, models_dir: Path | str, *, file: bool) -> tuple[str, str, str, bool]:
+        if not value:
+            raise CatalogError(f"model {self.name!r} has no `{key}` in its catalog entry")
+        problem = _source_problem(value)
+        if problem:
+            raise CatalogError(f"model {self.name!r}: {key} {value!r} {problem}")
+        local = Path(models_dir) / value
+        if local.is_file() if file else local.is_dir():
+            local = local.resolve()
+            return (str(local.parent), "", local.name, True) if file else (str(local), "", "", True)
+        parts = PurePosixPath(value).parts
+        if len(parts) < (3 if file else 2) or not _looks_like_hub_id("/".join(parts[:2])):
+            what, shape = ("file", "owner/name/subfolder/file") if file else ("folder", "owner/name/subfolder")
+            raise CatalogError(f"model {self.name!r}: there is no {what} {value} in the models folder, and "
+                               f"{value!r} is not a hub path ('{shape}')")
+        repo = "/".join(parts[:2])
+        if file:
+            return repo, "/".join(parts[2:-1]), parts[-1], False
+        return repo, "/".join(parts[2:]), "", False
 
 
 @dataclass(frozen=True)
@@ -158,6 +201,9 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "config": ((str,), False),
     "loras": ((dict,), False),
     "inpaint_source": ((str,), False),
+    "ip_adapter": ((str,), False),
+    "image_encoder": ((str,), False),
+    "describer": ((str,), False),
 }
 
 
@@ -194,9 +240,12 @@ def _parse_entry(name: str, entry: dict, where: str, models_dir: Path) -> ModelS
         config=entry.get("config", ""),
         loras=_default_loras(entry.get("loras", {}), pipeline, where, models_dir),
         inpaint_source=entry.get("inpaint_source", ""),
+        ip_adapter=entry.get("ip_adapter", ""),
+        image_encoder=entry.get("image_encoder", ""),
+        describer=entry.get("describer", ""),
     )
 
-    for key in ("source", "config", "inpaint_source"):
+    for key in ("source", "config", "inpaint_source", "ip_adapter", "image_encoder", "describer"):
         if key != "source" and not getattr(spec, key):
             continue
         problem = _source_problem(getattr(spec, key))
@@ -208,6 +257,7 @@ def _parse_entry(name: str, entry: dict, where: str, models_dir: Path) -> ModelS
         raise CatalogError(f"{where}: field `source`: {pickle_problem(spec.source)}")
     if spec.config and not spec.single_file:
         raise CatalogError(f"{where}: field `config` is for single-file checkpoints; a model folder has its own")
+    _check_ip_adapter(spec, family, where)
     multiple = family.size_multiple
     for key in ("width", "height"):
         value = getattr(spec, key)
@@ -227,6 +277,23 @@ def _parse_entry(name: str, entry: dict, where: str, models_dir: Path) -> ModelS
         raise CatalogError(f"{where}: field `upscaler` must be one of {', '.join(upscalers)} (files in "
                            f"{Path(models_dir) / 'upscalers'}), got {spec.upscaler!r}")
     return spec
+
+
+def _check_ip_adapter(spec: ModelSpec, family: Family, where: str) -> None:
+    """`ip_adapter` and `image_encoder` come together, on a family that takes an IP-Adapter, as safetensors."""
+    if bool(spec.ip_adapter) != bool(spec.image_encoder):
+        have, missing = ("ip_adapter", "image_encoder") if spec.ip_adapter else ("image_encoder", "ip_adapter")
+        raise CatalogError(f"{where}: field `{have}` needs `{missing}` too (an IP-Adapter's weights and the CLIP "
+                           "image encoder it was trained with go together)")
+    if not spec.ip_adapter:
+        return
+    if not family.ip_adapter:
+        takers = ", ".join(name for name, other in FAMILIES.items() if other.ip_adapter)
+        raise CatalogError(f"{where}: field `ip_adapter`: pipeline \"{family.pipeline}\" ({family.label}) takes no "
+                           f"IP-Adapter; only {takers} do. Remove `ip_adapter` and `image_encoder`")
+    if PurePosixPath(spec.ip_adapter).suffix.lower() != ".safetensors":
+        raise CatalogError(f"{where}: field `ip_adapter` must name a .safetensors file (other formats are pickles, "
+                           f"which can run code when loaded), got {spec.ip_adapter!r}")
 
 
 def _checkpoint_family(source: str, where: str, models_dir: Path) -> str:

@@ -40,6 +40,9 @@ class Family:
     packed_latents: bool = False  # latents travel as 2x2 patches flattened into tokens (unpacked for previews)
     bfloat16: bool = False  # half precision on a GPU means bfloat16 (T5 overflows in float16)
     chat_prompt: bool = False  # the text encoder is a chat LLM: the pipeline wraps the prompt in its template
+    # its pipelines load IP-Adapters of the classic (h94) format: image references and /blend through one
+    # (diffusers' IPAdapterMixin on a UNet; bot/engine/ip_adapter.py)
+    ip_adapter: bool = False
 
     @property
     def tiles(self) -> bool:
@@ -69,8 +72,9 @@ class Family:
 FAMILIES = {
     family.pipeline: family for family in (
         Family("stable-diffusion", "Stable Diffusion", ("StableDiffusionPipeline",), 8, "unet", "tokenizer", 77,
-               safety_checker=True),
-        Family("stable-diffusion-xl", "SDXL", ("StableDiffusionXLPipeline",), 8, "unet", "tokenizer", 77),
+               safety_checker=True, ip_adapter=True),
+        Family("stable-diffusion-xl", "SDXL", ("StableDiffusionXLPipeline",), 8, "unet", "tokenizer", 77,
+               ip_adapter=True),
         # The CLIP encoders see the first 77 tokens, as in the reference pipelines; T5 reads all of it.
         Family("stable-diffusion-3", "SD 3.5", ("StableDiffusion3Pipeline",), 16, "transformer", "tokenizer_3",
                256, takes_sequence_length=True, img2img_needs_size=True, bfloat16=True),

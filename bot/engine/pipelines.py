@@ -18,7 +18,7 @@ from PIL import Image
 
 from bot.engine.catalog import ModelSpec
 from bot.engine.families import TRUE_CFG_SCALE, Family, NegativePrompt
-from bot.engine.requests import DeviceOptions, EngineError, GenerateRequest, GenerationResult
+from bot.engine.requests import DeviceOptions, EngineError, GenerateRequest, GenerationResult, image_hash
 from bot.engine.loras import LORAS_DIR, LoraSlots, LoraUse, check_compatible, find_lora, lora_hash
 from bot.engine.safety import load_safety_checker
 from bot.engine.tokens import count_tokens
@@ -116,6 +116,9 @@ class LoadedModel:
         for pipe in (self.txt2img, self.img2img, self.inpaint):
             pipe.set_progress_bar_config(disable=True)
         self.safety = load_safety_checker(folder, device, self.dtype)
+        self._models_dir = Path(models_dir)
+        # The IP-Adapter (--sref, --oref, /blend through it), loaded on the first request that needs one.
+        self.references = None
         log.info("loaded model %s from %s on %s in %.1f s", spec.name, source, device, time.perf_counter() - started)
 
     def _inpainting(self, models_dir: Path):
@@ -184,14 +187,24 @@ class LoadedModel:
                                       guidance=request.guidance)
         if refusal:
             raise EngineError(refusal)
+        multiple = self.family.size_multiple
         if request.is_img2img and int(request.steps * request.strength) < 1:
             raise EngineError(f"{request.steps} steps at strength {request.strength} leaves no denoising step; "
                               "use more steps")
+        if request.has_references and not self.spec.takes_references:
+            raise EngineError(f"model {self.spec.name} has no IP-Adapter (its catalog entry names none), so "
+                              "--sref/--oref cannot be used; pick a model that has one with /model")
+        if request.blend_images:
+            if not self.spec.takes_references and int(request.steps * request.strength) < 1:
+                raise EngineError(f"{request.steps} steps at strength {request.strength} leaves no denoising step "
+                                  "for the blend; use more steps")
+            if request.width % multiple or request.height % multiple:
+                raise EngineError(f"a blend of {request.width}x{request.height}: model {self.spec.name} needs both "
+                                  f"sides multiples of {multiple}")
         for name, _ in request.loras:
             check_compatible(self.txt2img, find_lora(self.loras.loras_dir, name), name)
         self._check_prompt_length(request.prompt, "prompt")
         self._check_prompt_length(request.negative_prompt, "negative prompt")
-        multiple = self.family.size_multiple
         if request.init_image is not None and (request.init_image.width % multiple
                                                or request.init_image.height % multiple):
             # diffusers would silently crop to a multiple; say so instead.
@@ -232,6 +245,9 @@ class LoadedModel:
             output_type="pil",
         )
         common.update(self._prompt_options(requests))
+        if first.style_reference is not None or first.object_reference is not None or (
+                first.blend_images and self.spec.takes_references):
+            self._load_references()  # once; from then on every call passes both slots
         started = time.perf_counter()
         # The model's own LoRAs, then the job's (a job's weight wins); every call sets them, none included.
         uses = [LoraUse(name, weight) for name, weight in {**dict(spec.loras), **dict(first.loras)}.items()]
@@ -266,22 +282,54 @@ class LoadedModel:
                 nsfw=flags[at:at + count],
                 batched=len(requests),
                 loras=loras,
+                blend_method=self._blend_method(request),
             ))
             at += count
         return results
 
+    def _load_references(self) -> None:
+        if self.references is None:
+            from bot.engine.ip_adapter import ImageReferences
+
+            self.references = ImageReferences(self.spec, self._models_dir, self.device, self.dtype,
+                                              [self.txt2img, self.img2img, self.inpaint], self.options.attention)
+
+    def _blend_method(self, request: GenerateRequest) -> str:
+        if not request.blend_images:
+            return ""
+        return "ip-adapter" if self.spec.takes_references else "latent interpolation"
+
+    def _call(self, pipe, requests: list[GenerateRequest], common: dict, **options):
+        """One pipeline call; with the IP-Adapter loaded, both slots' scales set and embeddings passed."""
+        if self.references is not None:
+            options.update(self.references.call_options(pipe, requests, common["guidance_scale"]))
+        return pipe(**common, **options)
+
     def _generate(self, requests: list[GenerateRequest], common: dict):
         first = requests[0]
+        if first.blend_images and not self.spec.takes_references:
+            # No IP-Adapter: the pictures' latents averaged, decoded, then img2img at the request's strength.
+            blends: dict[tuple, Image.Image] = {}
+            for request in requests:
+                key = tuple(map(image_hash, request.blend_images))
+                if key not in blends:
+                    blends[key] = self.blend_picture(request.blend_images, request.width, request.height)
+            images = [blends[tuple(map(image_hash, request.blend_images))] for request in requests
+                      for _ in request.seeds]
+            if self.family.img2img_needs_size:
+                common.update(width=first.width, height=first.height)
+            return self._call(self.img2img, requests, common, image=images, strength=first.strength)
         if first.init_image is not None:
             # One copy of each init image per seed, so every image gets its own VAE sample and noise.
             images = [request.init_image.convert("RGB") for request in requests for _ in request.seeds]
             if first.mask_image is not None:  # every inpainting pipeline otherwise resizes to its own default
                 masks = [request.mask_image.convert("L") for request in requests for _ in request.seeds]
-                return self.inpaint(image=images, mask_image=masks, strength=first.strength,
-                                    width=first.init_image.width, height=first.init_image.height, **common)
+                return self._call(self.inpaint, requests, common, image=images, mask_image=masks,
+                                  strength=first.strength, width=first.init_image.width,
+                                  height=first.init_image.height)
             if self.family.img2img_needs_size:
                 common.update(width=first.init_image.width, height=first.init_image.height)
-            return self.img2img(image=images, strength=first.strength, **common)
+            return self._call(self.img2img, requests, common, image=images, strength=first.strength)
         width, height = first.width, first.height
         if any(request.shared_noise > 0 for request in requests):
             # The noise the pipeline would draw (one generator per image), each request's own --chaos applied.
@@ -291,7 +339,31 @@ class LoadedModel:
                 parts.append(self._shared_latents(generators[at:at + count], width, height, request.shared_noise))
                 at += count
             common["latents"] = torch.cat(parts)
-        return self.txt2img(width=width, height=height, **common)
+        return self._call(self.txt2img, requests, common, width=width, height=height)
+
+    @torch.no_grad()
+    def blend_picture(self, pictures: tuple[Image.Image, ...], width: int, height: int) -> Image.Image:
+        """/blend without an IP-Adapter: each picture resized and centre-cropped to width x height by the
+        pipeline's own image processor, VAE-encoded (the latent distribution's mean: deterministic), put in
+        the model's latent space (the VAE's shift and scaling factors), averaged with equal weights, and
+        decoded back into one picture, which img2img then denoises."""
+        pipe = self.txt2img
+        vae, processor = pipe.vae, pipe.image_processor
+        device = pipe._execution_device
+        upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+        if upcast:  # SDXL's VAE overflows in float16 (its pipelines upcast it the same way)
+            vae.to(torch.float32)
+        try:
+            pixels = processor.preprocess([picture.convert("RGB") for picture in pictures], height=height,
+                                          width=width, resize_mode="crop").to(device, vae.dtype)
+            scale, shift = vae.config.scaling_factor, getattr(vae.config, "shift_factor", None) or 0.0
+            latents = (vae.encode(pixels).latent_dist.mean - shift) * scale
+            mean = latents.mean(dim=0, keepdim=True)
+            decoded = vae.decode(mean / scale + shift, return_dict=False)[0]
+        finally:
+            if upcast:
+                vae.to(torch.float16)
+        return processor.postprocess(decoded.float(), output_type="pil")[0]
 
     @staticmethod
     def _kept_pixels_back(requests: list[GenerateRequest], images: list) -> list:

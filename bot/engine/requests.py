@@ -5,6 +5,10 @@ Plain data only (no torch), so the service layer can build requests without load
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -13,6 +17,21 @@ from PIL import Image
 # What torch.Generator.manual_seed accepts (kept non-negative so seeds print nicely). Users pick seeds from
 # a smaller range (bot/recipe.py); this bound only guards the engine.
 GENERATOR_MAX_SEED = 2**63 - 1
+
+# --sref <code>: a style drawn from the code alone (bot/engine/ip_adapter.py), the same on every machine.
+STYLE_CODE_MAX = 2**32 - 1
+# The largest IP-Adapter scale a request may carry (--sw and --ow are mapped into 0..this by the service);
+# past about 1.5 an IP-Adapter copies its reference and ignores the prompt.
+MAX_REFERENCE_SCALE = 2.0
+# /blend takes 2 to 5 pictures.
+BLEND_IMAGES = (2, 5)
+# The img2img strength of a blend without an IP-Adapter (the pictures' latents averaged, then denoised):
+# high enough to repaint the averaged picture into one of the model's own, low enough to keep what the
+# pictures share (on the shapes model, a background colour both have survives; tests/engine/test_ip_adapter.py).
+BLEND_STRENGTH = 0.75
+# The IP-Adapter scale of a blend on a model that has one: the pictures' averaged embedding is the whole
+# prompt (IP-Adapter's authors use 1.0 for image-only prompts).
+BLEND_IP_SCALE = 1.0
 
 
 class EngineError(Exception):
@@ -26,7 +45,8 @@ class Cancelled(EngineError):
 @dataclass(frozen=True)
 class GenerateRequest:
     """txt2img; img2img when `init_image` is set; inpainting when `mask_image` is set too (white: repaint,
-    black: keep). One image per seed either way.
+    black: keep); a blend when `blend_images` are set. One image per seed either way. Any of them may carry
+    image references (--sref, --oref) for a model with an IP-Adapter.
 
     Fully resolved: the caller has already applied the catalog's defaults, so the engine never guesses.
     txt2img needs width and height; img2img and inpainting leave them None (the output has the init image's
@@ -47,6 +67,18 @@ class GenerateRequest:
     tile: bool = False  # seamless: the image wraps around at its edges (circular padding in every conv)
     shared_noise: float = 0.0  # 0..1 share of starting noise all images take from the first (txt2img only)
     loras: tuple[tuple[str, float], ...] = ()  # (name under models/loras, weight), besides the model's own
+    # Image references through the model's IP-Adapter (bot/engine/ip_adapter.py). --sref: the style of these
+    # pictures (their embeddings averaged), or of a style code, applied to the UNet's style layer only; --oref:
+    # the object/character of these pictures, through every layer. A scale of 0 changes nothing.
+    style_images: tuple[Image.Image, ...] = ()
+    style_code: int | None = None  # 0..STYLE_CODE_MAX; a request has style_images or a style_code, not both
+    style_scale: float = 0.0  # 0..MAX_REFERENCE_SCALE
+    object_images: tuple[Image.Image, ...] = ()
+    object_scale: float = 0.0  # 0..MAX_REFERENCE_SCALE
+    # /blend: 2..5 pictures merged into one (txt2img-sized: width and height set, no init_image). Through the
+    # IP-Adapter where the model has one (their embeddings averaged, at BLEND_IP_SCALE), else their latents
+    # averaged and denoised at `strength` (BLEND_STRENGTH is the usual value).
+    blend_images: tuple[Image.Image, ...] = ()
 
     def __post_init__(self) -> None:
         # These are programming errors in the caller, not user input problems: fail loudly and early.
@@ -71,6 +103,36 @@ class GenerateRequest:
                 raise ValueError("img2img takes its size from init_image; leave width and height unset")
         elif self.width is None or self.height is None:
             raise ValueError(f"txt2img needs width and height, got {self.width}x{self.height}")
+        self._check_references()
+
+    def _check_references(self) -> None:
+        for name in ("style_images", "object_images", "blend_images"):
+            images = getattr(self, name)
+            if not isinstance(images, tuple) or not all(isinstance(image, Image.Image) for image in images):
+                raise ValueError(f"{name} must be a tuple of PIL images, got {images!r}")
+        code = self.style_code
+        if code is not None and (isinstance(code, bool) or not isinstance(code, int)
+                                 or not 0 <= code <= STYLE_CODE_MAX):
+            raise ValueError(f"style_code must be None or an int in 0..{STYLE_CODE_MAX}, got {code!r}")
+        if self.style_images and code is not None:
+            raise ValueError("a request has style_images or a style_code, not both")
+        for name, has_reference in (("style_scale", bool(self.style_images) or code is not None),
+                                    ("object_scale", bool(self.object_images))):
+            scale = getattr(self, name)
+            if (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale)
+                    or not 0 <= scale <= MAX_REFERENCE_SCALE):
+                raise ValueError(f"{name} must be a number in 0..{MAX_REFERENCE_SCALE}, got {scale!r}")
+            if scale and not has_reference:
+                raise ValueError(f"{name} is {scale} but the request has no reference for it")
+            object.__setattr__(self, name, float(scale))
+        if self.blend_images:
+            low, high = BLEND_IMAGES
+            if not low <= len(self.blend_images) <= high:
+                raise ValueError(f"a blend takes {low} to {high} images, got {len(self.blend_images)}")
+            if self.init_image is not None:
+                raise ValueError("a blend is txt2img-sized: width and height, no init_image")
+            if self.object_images:
+                raise ValueError("a blend uses the IP-Adapter's object slot: it takes no object_images")
 
     @property
     def is_img2img(self) -> bool:
@@ -78,7 +140,61 @@ class GenerateRequest:
 
     @property
     def kind(self) -> str:
+        if self.blend_images:
+            return "blend"
         return "txt2img" if self.init_image is None else "inpaint" if self.mask_image is not None else "img2img"
+
+    @property
+    def has_references(self) -> bool:
+        """It asks for --sref or --oref, which only a model with an IP-Adapter can run (/blend needs none)."""
+        return bool(self.style_images or self.style_code is not None or self.object_images)
+
+    @property
+    def style_reference(self) -> tuple | None:
+        """What the style slot carries, by content: ("images", hashes...) or ("code", n); None when it changes
+        nothing (no reference, or a scale of 0)."""
+        if not self.style_scale:
+            return None
+        if self.style_code is not None:
+            return ("code", self.style_code)
+        return ("images", *map(image_hash, self.style_images))
+
+    @property
+    def object_reference(self) -> tuple | None:
+        """What the object slot carries, by content (None: nothing, or a scale of 0)."""
+        return ("images", *map(image_hash, self.object_images)) if self.object_scale else None
+
+    @functools.cached_property
+    def reference_key(self) -> tuple:
+        """Everything about its references a pipeline call takes as one value: the pictures by content (their
+        hashes, cached per image), the code, the scales. Equal keys, same references; () for none."""
+        parts = []
+        if self.style_reference is not None:
+            parts.append(("style", self.style_reference, self.style_scale))
+        if self.object_reference is not None:
+            parts.append(("object", self.object_reference, self.object_scale))
+        if self.blend_images:
+            parts.append(("blend", *map(image_hash, self.blend_images)))
+        return tuple(parts)
+
+
+# id(image) -> its content hash, while the image lives: an image is hashed once however many requests carry
+# it (a --repeat's jobs do). PIL images are unhashable (they compare by pixels), hence the ids; a finaliser
+# drops an entry when its image goes, before its id can be reused.
+_IMAGE_HASHES: dict[int, str] = {}
+
+
+def image_hash(image: Image.Image) -> str:
+    """A short hash of an image's pixels (mode, size and bytes): the same picture, the same hash. Cached per
+    image object: images handed to the engine are not changed afterwards."""
+    key = id(image)
+    cached = _IMAGE_HASHES.get(key)
+    if cached is None:
+        digest = hashlib.sha256(f"{image.mode} {image.width}x{image.height}:".encode())
+        digest.update(image.tobytes())
+        cached = _IMAGE_HASHES[key] = digest.hexdigest()[:16]
+        weakref.finalize(image, _IMAGE_HASHES.pop, key, None)
+    return cached
 
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
@@ -161,3 +277,4 @@ class GenerationResult:
     nsfw: tuple[bool, ...] = ()  # per image, from the model's safety checker; empty where it has none
     batched: int = 1  # jobs that shared the pipeline call (cross-user batching); `seconds` is the call's
     loras: tuple[tuple[str, float, str], ...] = ()  # (name, weight, hash) of the LoRAs used, the model's too
+    blend_method: str = ""  # a blend's: "ip-adapter" or "latent interpolation"; empty for anything else

@@ -317,7 +317,10 @@ _BUILDERS = {"sd": _build_pipeline, "sdxl": _build_xl_pipeline, "flux": _build_f
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """`dreamgrid models create-tiny [--family sd|sdxl] [--path PATH | PATH] [--seed 0] [--force]`."""
+    """`dreamgrid models create-tiny [--family sd|sdxl|...|ip-adapter-sd|ip-adapter-sdxl] [--path PATH | PATH]
+    [--base PATH] [--seed 0] [--force]`."""
+    from bot.engine.ip_adapter import ADAPTER_FAMILIES
+
     parser = argparse.ArgumentParser(
         prog="dreamgrid models create-tiny",
         description="Build a tiny random-weight test model (its images are noise).",
@@ -325,14 +328,22 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("target", nargs="?", type=Path, default=None, metavar="path",
                         help="target folder (default: models/tiny-<family>)")
     parser.add_argument("--path", type=Path, default=None, help="target folder (the same as the positional path)")
-    parser.add_argument("--family", choices=FAMILIES, default="sd",
+    parser.add_argument("--family", choices=FAMILIES + tuple(ADAPTER_FAMILIES), default="sd",
                         help="sd: SD 1.x; sdxl: SDXL; flux: FLUX.1-dev; sd3: SD 3.5; zimage: Z-Image Turbo; "
-                             "sd-inpaint: an SD inpainting model (default: %(default)s)")
+                             "sd-inpaint: an SD inpainting model; ip-adapter-sd, ip-adapter-sdxl: an IP-Adapter "
+                             "and image encoder for the tiny sd (sdxl) model's UNet (default: %(default)s)")
+    parser.add_argument("--base", type=Path, default=None,
+                        help="ip-adapter-*: the tiny model whose UNet it is for (default: models/tiny-sd or "
+                             "models/tiny-sdxl)")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete model is there")
     args = parser.parse_args(argv)
     if args.target is not None and args.path is not None and args.target != args.path:
         parser.error("give the target folder once: as a positional path or with --path")
+    if args.family in ADAPTER_FAMILIES:
+        return _adapter_cli(args)
+    if args.base is not None:
+        parser.error("--base is for the ip-adapter-* families")
     path = args.path or args.target or DEFAULT_PATHS[args.family]
 
     if is_current(path, args.family) and not args.force:
@@ -345,6 +356,25 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"create-tiny: {exc}", file=sys.stderr)
         return 1
     print(f"{path}: tiny {args.family} model written in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _adapter_cli(args: argparse.Namespace) -> int:
+    from bot.engine.ip_adapter import (create_tiny_ip_adapter, default_adapter_path, default_base_path,
+                                       is_current_adapter)
+
+    path = args.path or args.target or default_adapter_path(args.family)
+    base = args.base or default_base_path(args.family)
+    if is_current_adapter(path, base) and not args.force:
+        print(f"{path}: already complete (use --force to rebuild)")
+        return 0
+    started = time.perf_counter()
+    try:
+        create_tiny_ip_adapter(path, base, seed=args.seed, family=args.family, force=args.force)
+    except (OSError, ValueError) as exc:
+        print(f"create-tiny: {exc}", file=sys.stderr)
+        return 1
+    print(f"{path}: tiny {args.family} written in {time.perf_counter() - started:.1f} s (for {base})")
     return 0
 
 

@@ -15,6 +15,17 @@ rule that matches, in the order they were added, takes the request.
     await hold.arrived(timeout=3); hold.release()          # or hold.drop()
     d.faults.drop_gateway()                                # the websocket dies: discord.py resumes
     d.faults.fired                                         # [("fail", "POST", "/channels/1/messages"), ...]
+
+The CDN (``/attachments/...`` and ``/ephemeral-attachments/...``, served by ``cdn.py``) has its
+own rules: ``redirect``, ``chunked``, ``lying_length`` and ``slow`` act on CDN downloads only, and
+``fail``/``reset``/``hold`` do with ``cdn=True``. Their ``path`` is matched against the whole
+request path (no query), e.g. ``r"/ephemeral-attachments/.*"``, or a CDN template
+(``cdn.EPHEMERAL_ROUTE``). API rules never match CDN requests, nor CDN rules API requests.
+
+    d.faults.redirect("http://169.254.169.254/latest", path=r"/ephemeral-attachments/.*")
+    d.faults.chunked()                                     # no Content-Length: the body is streamed
+    d.faults.lying_length(100)                             # Content-Length: 100, then the whole body
+    d.faults.slow(delay=0.5, chunk_size=1024)              # 1 KiB every 0.5 s
 """
 
 from __future__ import annotations
@@ -37,8 +48,13 @@ if TYPE_CHECKING:
 RATE_LIMITED = "You are being rate limited."
 
 
+CDN_KINDS = ("redirect", "chunked", "lying_length", "slow")
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
 class Rule:
-    """One switch: ``kind`` is "fail", "reset" or "hold". ``remaining`` counts down as it fires
+    """One switch: ``kind`` is "fail", "reset" or "hold" (REST, or the CDN with ``cdn``), or one of
+    the CDN's "redirect", "chunked", "lying_length", "slow". ``remaining`` counts down as it fires
     (None: until removed); ``fired`` counts how often it did."""
 
     def __init__(
@@ -49,10 +65,14 @@ class Rule:
         path: str | re.Pattern[str] | None,
         uploads_only: bool,
         remaining: int | None,
+        cdn: bool = False,
     ) -> None:
         if remaining is not None and remaining < 1:
             raise ValueError(f"a fault must fire at least once, not {remaining} times")
+        if cdn and uploads_only:
+            raise ValueError("uploads_only is for REST requests; CDN downloads upload nothing")
         self.kind = kind
+        self.cdn = cdn
         self.method = method.upper() if method else None
         self.pattern = re.compile(path) if isinstance(path, str) else path
         self.uploads_only = uploads_only
@@ -63,8 +83,15 @@ class Rule:
         self.code = 0
         self.message = ""
         self.retry_after = 0.1
+        # CDN only
+        self.location = ""  # redirect
+        self.claimed = 0  # lying_length
+        self.delay, self.chunk_size = 0.0, 1024  # slow
+        self.body: bytes | None = None  # chunked, lying_length, slow: sent instead of the file
 
-    def matches(self, method: str, path: str, template: str, has_files: bool) -> bool:
+    def matches(self, method: str, path: str, template: str, has_files: bool, *, cdn: bool = False) -> bool:
+        if self.cdn != cdn:
+            return False
         if self.method is not None and self.method != method:
             return False
         if self.uploads_only and not has_files:
@@ -79,7 +106,8 @@ class Rule:
 
     def __repr__(self) -> str:
         where = self.pattern.pattern if self.pattern is not None else "*"
-        return f"<Rule {self.kind} {self.method or '*'} {where} remaining={self.remaining} fired={self.fired}>"
+        scope = " cdn" if self.cdn and self.kind not in CDN_KINDS else ""
+        return f"<Rule {self.kind}{scope} {self.method or '*'} {where} remaining={self.remaining} fired={self.fired}>"
 
 
 class Hold:
@@ -168,6 +196,7 @@ class Faults:
         self.rules: list[Rule] = []
         self.holds: list[Hold] = []
         self.fired: list[tuple[str, str, str]] = []  # (kind, method, path) of every fault that took effect
+        self.closing = asyncio.Event()  # set by LocalDiscord.close(): slow CDN bodies stop
 
     # -- switches -----------------------------------------------------------------------------
 
@@ -182,16 +211,18 @@ class Faults:
         retry_after: float = 0.1,
         message: str | None = None,
         code: int = 0,
+        cdn: bool = False,
     ) -> Rule:
         """Answer the next ``n`` matching requests with ``status`` and Discord's error body
         ``{"message", "code"}``, without applying them. A 429 carries ``retry_after`` (seconds)
         and ``global: false`` in its body and the ``Retry-After``/``X-RateLimit-*``/``Via`` headers
-        discord.py needs to sleep and retry."""
+        discord.py needs to sleep and retry. With ``cdn``: a CDN download is answered ``status``
+        with a text/plain ``message`` (default "404: Not Found"...)."""
         if not 400 <= status <= 599:
             raise ValueError(f"fail() injects error answers (4xx/5xx), not {status}")
         if retry_after < 0:
             raise ValueError("retry_after must be >= 0")
-        rule = self._add(Rule("fail", method=method, path=path, uploads_only=uploads_only, remaining=n))
+        rule = self._add(Rule("fail", method=method, path=path, uploads_only=uploads_only, remaining=n, cdn=cdn))
         rule.status, rule.code, rule.retry_after = status, code, retry_after
         rule.message = message or (RATE_LIMITED if status == 429 else _phrase(status))
         return rule
@@ -202,22 +233,99 @@ class Faults:
         method: str | None = None,
         path: str | re.Pattern[str] | None = None,
         uploads_only: bool = False,
+        *,
+        cdn: bool = False,
     ) -> Rule:
         """Close the connection of the next ``n`` matching requests (body read, no answer, not
         applied): the client sees ``aiohttp.ServerDisconnectedError``."""
-        return self._add(Rule("reset", method=method, path=path, uploads_only=uploads_only, remaining=n))
+        return self._add(Rule("reset", method=method, path=path, uploads_only=uploads_only, remaining=n, cdn=cdn))
 
     def hold(
         self,
         method: str | None = None,
         path: str | re.Pattern[str] | None = None,
         uploads_only: bool = False,
+        *,
+        cdn: bool = False,
     ) -> Hold:
-        """Keep matching requests waiting (not applied) until ``release()`` or ``drop()``."""
-        rule = self._add(Rule("hold", method=method, path=path, uploads_only=uploads_only, remaining=None))
+        """Keep matching requests waiting (not applied) until ``release()`` or ``drop()``.
+        A released CDN download is then served."""
+        rule = self._add(Rule("hold", method=method, path=path, uploads_only=uploads_only, remaining=None, cdn=cdn))
         hold = Hold(self, rule)
         self.holds.append(hold)
         return hold
+
+    # -- CDN switches (downloads of attachments) -------------------------------------------------
+
+    def redirect(
+        self,
+        location: str,
+        n: int | None = 1,
+        status: int = 302,
+        path: str | re.Pattern[str] | None = None,
+        method: str | None = None,
+    ) -> Rule:
+        """Answer the next ``n`` matching CDN downloads (None: all, until removed) with ``status``
+        (301, 302, 303, 307, 308), ``Location: location`` (any URL, absolute or relative) and an
+        empty body."""
+        if status not in REDIRECTS:
+            raise ValueError(f"redirect() answers one of {REDIRECTS}, not {status}")
+        rule = self._add(Rule("redirect", method=method, path=path, uploads_only=False, remaining=n, cdn=True))
+        rule.status, rule.location = status, location
+        return rule
+
+    def chunked(
+        self,
+        n: int | None = 1,
+        path: str | re.Pattern[str] | None = None,
+        method: str | None = None,
+        *,
+        body: bytes | None = None,
+    ) -> Rule:
+        """Serve the next ``n`` matching CDN downloads without Content-Length
+        (``Transfer-Encoding: chunked``): the file (or ``body``, e.g. far more bytes than any upload
+        limit) streamed in 64 KiB chunks. A client learns the size only by counting."""
+        rule = self._add(Rule("chunked", method=method, path=path, uploads_only=False, remaining=n, cdn=True))
+        rule.body = body
+        return rule
+
+    def lying_length(
+        self,
+        claimed: int,
+        n: int | None = 1,
+        path: str | re.Pattern[str] | None = None,
+        method: str | None = None,
+        *,
+        body: bytes | None = None,
+    ) -> Rule:
+        """Serve the next ``n`` matching CDN downloads with ``Content-Length: claimed`` but send the
+        whole file (or ``body``), then close the connection. ``claimed`` below the real size: an
+        HTTP client that honours the header (aiohttp) reads ``claimed`` bytes, a truncated file;
+        above it: the client sees the body end early (``aiohttp.ClientPayloadError``)."""
+        if claimed < 0:
+            raise ValueError("claimed must be >= 0")
+        rule = self._add(Rule("lying_length", method=method, path=path, uploads_only=False, remaining=n, cdn=True))
+        rule.claimed, rule.body = claimed, body
+        return rule
+
+    def slow(
+        self,
+        n: int | None = 1,
+        path: str | re.Pattern[str] | None = None,
+        method: str | None = None,
+        *,
+        delay: float = 0.5,
+        chunk_size: int = 1024,
+        body: bytes | None = None,
+    ) -> Rule:
+        """Serve the next ``n`` matching CDN downloads (true Content-Length) ``chunk_size`` bytes at
+        a time, ``delay`` seconds before each chunk: for a client's read timeouts. A client that
+        gives up ends it; so does ``LocalDiscord.close()``."""
+        if delay < 0 or chunk_size < 1:
+            raise ValueError("slow() needs delay >= 0 and chunk_size >= 1")
+        rule = self._add(Rule("slow", method=method, path=path, uploads_only=False, remaining=n, cdn=True))
+        rule.delay, rule.chunk_size, rule.body = delay, chunk_size, body
+        return rule
 
     def drop_gateway(self) -> int:
         """Cut every gateway websocket abruptly (TCP closed, no close frame: the client sees 1006)
@@ -236,7 +344,8 @@ class Faults:
         self.holds.clear()
 
     def _shutdown(self) -> None:
-        """LocalDiscord is closing: held requests are dropped, not applied."""
+        """LocalDiscord is closing: held requests are dropped, not applied; slow bodies end."""
+        self.closing.set()
         for hold in list(self.holds):
             hold.drop()
         self.rules.clear()
@@ -246,8 +355,23 @@ class Faults:
     async def intercept(self, request: web.Request, op: Operation, path: str, has_files: bool) -> FaultReply | None:
         """None: go on to the handler. A FaultReply: answer it instead. Resets and drops raise
         (after cutting the connection) so nothing is answered or applied."""
+        rule = await self._take(request, path, op.template, has_files, cdn=False)
+        if rule is None:
+            return None
+        self.local.record_error(request.method, path, E.DiscordHTTPError(rule.status, rule.code, rule.message))
+        return self._reply(rule, op.template)
+
+    async def intercept_cdn(self, request: web.Request, template: str) -> Rule | None:
+        """The CDN asks (``cdn.py``): None, serve the file; else the rule (fail, redirect, chunked,
+        lying_length, slow) it renders. Resets and drops raise like REST ones."""
+        return await self._take(request, request.path, template, False, cdn=True)
+
+    async def _take(self, request: web.Request, path: str, template: str, has_files: bool, *, cdn: bool) -> Rule | None:
+        """The first matching rule, used up by one; resets, holds and drops dealt with here."""
         method = request.method
-        rule = next((r for r in self.rules if r.active and r.matches(method, path, op.template, has_files)), None)
+        rule = next(
+            (r for r in self.rules if r.active and r.matches(method, path, template, has_files, cdn=cdn)), None
+        )
         if rule is None:
             return None
         rule.fired += 1
@@ -264,8 +388,7 @@ class Faults:
                 return None
             self.fired.append(("drop", method, path))
             raise _cut(request)
-        self.local.record_error(method, path, E.DiscordHTTPError(rule.status, rule.code, rule.message))
-        return self._reply(rule, op.template)
+        return rule
 
     def _reply(self, rule: Rule, bucket: str) -> FaultReply:
         from .rest import ratelimit_headers  # rest imports server, which imports this module

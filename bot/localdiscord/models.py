@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import io
 import mimetypes
 import struct
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -268,16 +270,27 @@ class Guild:
 
 @dataclass
 class Attachment:
+    """A file on the CDN: a message's attachment, or (``ephemeral``) one a user uploaded as a slash
+    command option (``LocalDiscord.upload``), served under ``/ephemeral-attachments/``."""
+
     id: int
     filename: str
     content_type: str
     data: bytes
     url: str
     description: str | None = None
+    ephemeral: bool = False
 
     @property
     def size(self) -> int:
         return len(self.data)
+
+    @property
+    def dimensions(self) -> tuple[int, int] | None:
+        """(width, height) if the bytes are an image (Discord reports both for images)."""
+        if "_dims" not in self.__dict__:
+            self.__dict__["_dims"] = image_size(self.data)
+        return self.__dict__["_dims"]
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -290,9 +303,11 @@ class Attachment:
         }
         if self.description is not None:
             data["description"] = self.description
-        dims = image_size(self.data)
+        dims = self.dimensions
         if dims is not None:
             data["width"], data["height"] = dims
+        if self.ephemeral:
+            data["ephemeral"] = True
         return data
 
 
@@ -302,6 +317,19 @@ def guess_content_type(filename: str) -> str:
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
+    """An image's (width, height) from its header: Pillow if it reads the bytes (it only parses the
+    header; a decompression bomb's claimed size is reported, as Discord would), else PNG/GIF by hand."""
+    try:
+        from PIL import Image
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: the size is all we want
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+        if width > 0 and height > 0:
+            return int(width), int(height)
+    except Exception:  # not an image, truncated, too large for Pillow (DecompressionBombError)...
+        pass
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
         return struct.unpack(">II", data[16:24])
     if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:

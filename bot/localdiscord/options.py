@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .models import Channel, User
+from .models import Attachment, Channel, User
 
 if TYPE_CHECKING:
     from .server import LocalDiscord
@@ -93,6 +93,19 @@ def _option_value(local: LocalDiscord, spec: dict[str, Any], value: Any, resolve
         else:
             raise _refused(f"option {name}: no such {'channel' if kind == CHANNEL else 'role'} {ident}")
         return str(ident)
+    elif kind == ATTACHMENT:
+        # The user picks a file in the client (LocalDiscord.upload); the client checks its size
+        # against the guild's upload limit before it sends anything.
+        if not isinstance(value, Attachment) or local.uploads.get(value.id) is not value:
+            what = f"attachment {value.filename!r} of a message" if isinstance(value, Attachment) else repr(value)[:80]
+            raise _refused(f"option {name} takes a file uploaded with LocalDiscord.upload(), not {what}")
+        if value.size > local.attachment_size_limit:
+            raise _refused(
+                f"option {name}: {value.filename} is {value.size} bytes, over the upload limit of "
+                f"{local.attachment_size_limit}"
+            )
+        resolved.setdefault("attachments", {})[str(value.id)] = value.to_json()
+        return str(value.id)
     else:
         raise _refused(f"option {name}: LocalDiscord cannot send option type {kind} yet")
     choices = spec.get("choices")

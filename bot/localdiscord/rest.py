@@ -12,6 +12,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from . import errors as E
+from .cdn import add_routes as add_cdn_routes
 from .models import Message
 from .server import UploadedFile, short_path
 from .spec import Operation
@@ -55,23 +56,9 @@ def build_app(local: LocalDiscord) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_get("/gateway/", local.gateway.handle)
     app.router.add_get("/gateway", local.gateway.handle)
-    app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", _attachment_handler(local))
+    add_cdn_routes(app, local)  # cdn.py: message attachments and uploaded option files
     app.router.add_route("*", API_PREFIX + "/{tail:.*}", _api_handler(local))
     return app
-
-
-def _attachment_handler(local: LocalDiscord) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def serve(request: web.Request) -> web.StreamResponse:
-        try:
-            key = (int(request.match_info["channel_id"]), int(request.match_info["attachment_id"]))
-        except ValueError:
-            raise web.HTTPNotFound() from None
-        attachment = local.attachment_files.get(key)
-        if attachment is None or attachment.filename != request.match_info["filename"]:
-            raise web.HTTPNotFound()
-        return web.Response(body=attachment.data, content_type=attachment.content_type)
-
-    return serve
 
 
 def _api_handler(local: LocalDiscord) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

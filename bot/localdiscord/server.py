@@ -105,6 +105,7 @@ class LocalDiscord:
         interaction_token_ttl: float = 15 * 60,
         heartbeat_interval_ms: int = 41250,
         check_responses: bool = False,
+        attachment_size_limit: int = ATTACHMENT_SIZE_LIMIT,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -117,6 +118,9 @@ class LocalDiscord:
         self.interaction_token_ttl = interaction_token_ttl
         self.privileged_intents = privileged_intents
         self.check_responses = check_responses
+        # The guild's upload limit: files the bot sends (413 above it), files users pick as
+        # attachment options (the client refuses), and the interactions' attachment_size_limit.
+        self.attachment_size_limit = attachment_size_limit
 
         self.bot_token = "LocalDiscord." + secrets.token_urlsafe(24)
         self.application_id = self.ids.next()
@@ -147,7 +151,11 @@ class LocalDiscord:
         # Commands the server opened to @everyone in Server Settings > Integrations: Discord then ignores
         # their default_member_permissions, so the bot's own admin check is all that is left.
         self.open_commands: set[str] = set()
-        self.attachment_files: dict[tuple[int, int], Attachment] = {}
+        self.attachment_files: dict[tuple[int, int], Attachment] = {}  # (channel_id, id): messages' files
+        self.uploads: dict[int, Attachment] = {}  # what users picked (upload()), by attachment id
+        self.ephemeral_files: dict[int, Attachment] = {}  # uploads an interaction carried: on the CDN
+        self.cdn_requests: list[tuple[str, str]] = []  # (method, path) of every CDN download (cdn.py)
+        self.cdn_secret = secrets.token_bytes(32)  # signs ephemeral attachment links (ex/is/hm)
         # Fault injection (faults.py): make REST fail, reset or hang, or drop the gateway.
         self.faults = Faults(self)
 
@@ -161,6 +169,7 @@ class LocalDiscord:
         from .rest import build_app  # rest imports this module
 
         self._runner = web.AppRunner(build_app(self), handle_signals=False, access_log=None)
+        self.faults.closing.clear()
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._port)
         await site.start()
@@ -192,6 +201,12 @@ class LocalDiscord:
     @property
     def gateway_url(self) -> str:
         return f"ws://{self.host}:{self._port}/gateway/"
+
+    @property
+    def cdn_origin(self) -> str:
+        """Where this Discord's CDN is ("http://127.0.0.1:PORT", no trailing slash): what the bot
+        must take for cdn.discordapp.com / media.discordapp.net in tests. Attachment urls start with it."""
+        return self.base_url
 
     # -- world building -------------------------------------------------------------------------
 
@@ -301,6 +316,25 @@ class LocalDiscord:
 
     # -- users acting -------------------------------------------------------------------------
 
+    def upload(self, filename: str, data: bytes, content_type: str | None = None) -> Attachment:
+        """A file a user picked for a slash command's attachment option: pass it as the option's
+        value (``d.slash(alice, "imagine", {"image": up})``). ``content_type`` is guessed from the
+        name when None, as Discord does. It gets its attachment id now; it is on the CDN (``up.url``,
+        signed, under ``/ephemeral-attachments/``) once an interaction carried it."""
+        if self._runner is None:
+            raise RuntimeError("start LocalDiscord before uploading: the file's url needs its port")
+        if not filename or "/" in filename or "\\" in filename:
+            raise ValueError(f"not a file name: {filename!r}")
+        from .cdn import ephemeral_attachment_url
+
+        att_id = self.ids.next()
+        url = ephemeral_attachment_url(self, att_id, filename)
+        attachment = Attachment(
+            att_id, filename, content_type or guess_content_type(filename), bytes(data), url, ephemeral=True
+        )
+        self.uploads[att_id] = attachment
+        return attachment
+
     async def slash(
         self, user: User, name: str, options: dict[str, Any] | None = None, *, channel_id: int | None = None
     ) -> Interaction:
@@ -340,6 +374,11 @@ class LocalDiscord:
         from .options import build_options  # small module; keeps this one about state
 
         data_options, resolved = build_options(self, command.payload, path[1:], options or {})
+        for att_id, att_json in resolved.get("attachments", {}).items():  # uploaded as the command is sent
+            self.ephemeral_files[int(att_id)] = self.uploads[int(att_id)]
+            if self.check_responses:  # not a REST answer, but the same object as the spec's
+                for problem in self.spec.validate_schema("AttachmentResponse", att_json):
+                    self.response_errors.append(f"resolved attachment {att_id}: {problem.describe()}")
         data: dict[str, Any] = {"id": str(command.id), "name": command.name, "type": 1}
         if data_options:  # Discord leaves the key out when there are none
             data["options"] = data_options
@@ -474,7 +513,7 @@ class LocalDiscord:
             "entitlement_sku_ids": [],
             "authorizing_integration_owners": {"0": str(guild.id)} if guild else {"1": str(user.id)},
             "context": 0 if guild else 1,
-            "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
+            "attachment_size_limit": self.attachment_size_limit,
         }
         if guild is not None:
             member = guild.members[user.id]
@@ -619,7 +658,7 @@ class LocalDiscord:
         problems = check_message(body)
         if problems:
             raise E.invalid_form_body(problems)
-        if any(len(f.data) > ATTACHMENT_SIZE_LIMIT for f in files):
+        if any(len(f.data) > self.attachment_size_limit for f in files):
             raise E.too_large()
         content = (body["content"] or "") if "content" in body else message.content
         embeds = [_embed(e) for e in body.get("embeds") or []] if "embeds" in body else message.embeds
@@ -674,8 +713,10 @@ class LocalDiscord:
         return result
 
     def _attachment(self, message: Message, filename: str, data: bytes, description: str | None) -> Attachment:
+        from .cdn import message_attachment_path
+
         att_id = self.ids.next()
-        url = f"{self.base_url}/attachments/{message.channel_id}/{att_id}/{filename}"
+        url = self.cdn_origin + message_attachment_path(message.channel_id, att_id, filename)
         return Attachment(att_id, filename, guess_content_type(filename), data, url, description)
 
     async def create_channel_message(self, channel: Channel, body: dict[str, Any], files: list[UploadedFile]) -> Message:

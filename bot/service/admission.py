@@ -62,7 +62,8 @@ class Admission:
         """One grid, or `--repeat N` grids: all accepted (each charged) or none. `image`: an uploaded image
         prompt, before any the prompt links to."""
         plan = await self.plan(who, prompt, pictures=image is not None)
-        pictures = (await self._with_pictures(plan.recipe, plan.links, image)).pictures()
+        uploads = [image] if image is not None else []
+        pictures = (await self._with_pictures(plan.recipe, plan.links, *uploads)).pictures()
         return await self._accept(who, JobKind.IMAGINE, [dataclasses.replace(r, **pictures) for r in plan.recipes()])
 
     async def blend(self, who: Requester, images: list[Upload], shape: str = "square") -> list[Job] | Refused:
@@ -192,6 +193,9 @@ class Admission:
         if recipe.style_weight is not None and not (recipe.style_refs or recipe.style_code is not None):
             raise UserError("`--sw` sets how much a style reference counts, and this prompt has none: add "
                             "`--sref` with an image link or a style code, or remove `--sw`.")
+        if len(recipe.image_prompts) > 1 and recipe.object_refs:
+            raise UserError("Several image prompts are blended through the object reference's slot, so they cannot "
+                            "take `--oref` too: use one image prompt with `--oref`, or remove `--oref`.")
         if recipe.object_weight is not None and not recipe.object_refs:
             raise UserError("`--ow` sets how much an object reference counts, and this prompt has none: add "
                             "`--oref` with an image link, or remove `--ow`.")

@@ -248,7 +248,7 @@ def open_services(store: Store, pool: WorkerPool, catalog: Catalog, *, data_dir:
                   describe_device: str = "cpu") -> Services:
     """Every room of the service, built once, each given what it needs at construction."""
     images, sources = ImageFiles(data_dir), SourceImages(data_dir)
-    fetcher = ImageFetcher(parse_hosts(image_limits.hosts), max_bytes=int(image_limits.max_mb * 2**20),
+    fetcher = ImageFetcher(parse_hosts(image_limits.hosts), max_bytes=round(image_limits.max_mb * 2**20),
                            max_pixels=int(image_limits.max_megapixels * 1e6))
     policy = Policy(AdminStore(store), catalog, default_model)
     preferences = Preferences(store)

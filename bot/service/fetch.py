@@ -164,9 +164,11 @@ class ImageFetcher:
         raise ImageRefused(f"{name}'s link redirects too many times; upload the picture instead.")
 
     def _too_big(self, name: str, size: int | None) -> ImageRefused:
-        limit = self.max_bytes / 2**20
-        shown = f" is {size / 2**20:.1f} MB;" if size else " is larger than"
-        return ImageRefused(f"{name}{shown} the bot reads images up to {limit:g} MB. Send a smaller file.")
+        limit = f"{self.max_bytes / 2**20:.3g} MB"
+        if size is None:
+            return ImageRefused(f"{name} is larger than {limit}, the most the bot reads. Send a smaller file.")
+        return ImageRefused(f"{name} is {size / 2**20:.3g} MB; the bot reads images up to {limit}. "
+                            "Send a smaller file.")
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

@@ -66,10 +66,10 @@ def picture_fields(recipe: Recipe, blend_method: str = "") -> dict[str, object]:
     if recipe.style_code is not None:
         fields["Style code"] = recipe.style_code
     if recipe.style_refs or recipe.style_code is not None:
-        fields["Style weight"] = round(recipe.style_scale * 100)
+        fields["Style weight"] = 100 if recipe.style_weight is None else recipe.style_weight
     if recipe.object_refs:
         fields["Object reference"] = ", ".join(short_hash(d) for d in recipe.object_refs)
-        fields["Object weight"] = round(recipe.object_scale * 100)
+        fields["Object weight"] = 100 if recipe.object_weight is None else recipe.object_weight
     return fields
 
 

@@ -36,6 +36,7 @@ def test_kinds_and_statuses_carry_what_depends_on_them():
         (4, "grid.png", True, True),  # zoom
         (4, "grid.png", True, True),  # pan
         (4, "grid.png", True, True),  # region
+        (4, "grid.png", False, False),  # blend
     ]
     assert [s for s in JobStatus if s.active] == [JobStatus.QUEUED, JobStatus.RUNNING]
     assert f"{JobStatus.DONE}" == "done"
@@ -44,3 +45,18 @@ def test_kinds_and_statuses_carry_what_depends_on_them():
 def test_an_impossible_recipe_is_a_programming_error():
     with pytest.raises(ValueError, match="seed"):
         replace(RECIPE, seed=MAX_SEED + 1)
+
+
+def test_pictures_are_stored_by_digest_and_weights_map_to_the_engine():
+    digest = "ab" * 32
+    recipe = replace(RECIPE, image_prompts=(digest,), image_weight=2.0, style_code=77, style_weight=0,
+                     object_refs=(digest,))
+    params = recipe.params()
+    assert params["image_prompts"] == [digest] and params["style_weight"] == 0 and "style_refs" not in params
+    assert Recipe.from_params(params, prompt="a fox", negative_prompt="snow", model="tiny", seed=MAX_SEED - 1) == recipe
+    assert (recipe.image_strength, recipe.style_scale, recipe.object_scale) == (0.4, 0.0, 1.0)
+    assert replace(recipe, style_weight=1000).style_scale == 2.0 and replace(recipe, style_weight=50).style_scale == 0.5
+    assert replace(recipe, image_weight=0).image_strength == 1.0  # --iw 0: the image is only a faint start
+    assert replace(recipe, image_weight=3).image_strength == 0.25  # 4 steps: never below one denoising step
+    assert recipe.again().image_prompts == (digest,)  # 🔄 keeps the image prompt
+    assert "--iw 2 --sref 77 --sw 0" in recipe.summary()
