@@ -202,7 +202,7 @@ class Faults:
 
     def fail(
         self,
-        n: int = 1,
+        n: int | None = 1,
         status: int = 500,
         method: str | None = None,
         path: str | re.Pattern[str] | None = None,
@@ -213,7 +213,7 @@ class Faults:
         code: int = 0,
         cdn: bool = False,
     ) -> Rule:
-        """Answer the next ``n`` matching requests with ``status`` and Discord's error body
+        """Answer the next ``n`` matching requests (None: all, until removed) with ``status`` and Discord's error body
         ``{"message", "code"}``, without applying them. A 429 carries ``retry_after`` (seconds)
         and ``global: false`` in its body and the ``Retry-After``/``X-RateLimit-*``/``Via`` headers
         discord.py needs to sleep and retry. With ``cdn``: a CDN download is answered ``status``
@@ -229,7 +229,7 @@ class Faults:
 
     def reset(
         self,
-        n: int = 1,
+        n: int | None = 1,
         method: str | None = None,
         path: str | re.Pattern[str] | None = None,
         uploads_only: bool = False,

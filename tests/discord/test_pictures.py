@@ -95,6 +95,20 @@ async def test_reroll_keeps_the_image_prompt_across_a_restart_without_fetching_i
     assert share(images_of(dreamgrid, job.id), "background_colour", "white") >= 0.75
 
 
+async def test_a_remixed_prompt_keeps_the_pictures_it_does_not_replace(dreamgrid):
+    d = dreamgrid.discord
+    mia = d.add_user("mia")
+    await dreamgrid.app.accounts.update_preferences(mia.id, remix=True)
+    _, grid = await imagine(dreamgrid, mia, f"{PROMPT} --iw 2", d.upload("source.png", source_png()))
+    shown = await d.click(mia, grid.id, f"dg:reroll:{job_id_of(grid)}:0")
+    await shown.wait_modal()
+    ix = await d.submit_modal(mia, shown, {"prompt": "a square --iw 3 --model shapes"})
+    remixed = await ix.wait_original(lambda m: bool(m.attachments), timeout=60)
+    store = dreamgrid.app.store
+    job, parent = await store.get_job(job_id_of(remixed)), await store.get_job(job_id_of(grid))
+    assert job.recipe.image_prompts == parent.recipe.image_prompts and job.recipe.image_weight == 3
+
+
 async def test_a_link_to_an_image_on_discord_is_an_image_prompt_and_other_links_are_refused(dreamgrid):
     d = dreamgrid.discord
     carol = d.add_user("carol")

@@ -148,4 +148,5 @@ def history_line(job: Job) -> str:
     name = f"[#{job.id}]({link})" if link else f"#{job.id}"
     status = "done, images deleted" if job.pruned_at else job.status
     lane = " · relax" if job.lane == "relax" else ""
-    return f"• {name} {job.kind} · {status}{lane} · {render.short_prompt(job.prompt, 60)}"
+    shown = " ".join(part for part in (render.pictures_label(job), render.short_prompt(job.prompt, 60)) if part)
+    return f"• {name} {job.kind} · {status}{lane} · {shown}"
