@@ -203,6 +203,26 @@ class Recipe:
         return {name: getattr(self, name) for name in ("image_prompts", "image_weight", "style_refs", "style_code",
                                                        "style_weight", "object_refs", "object_weight")}
 
+    def keeping_pictures_of(self, parent: Recipe) -> Recipe:
+        """A remix: the pictures it does not give anew (an image prompt, a style, an object), and their weights
+        where not typed, are its parent's."""
+        changes: dict[str, Any] = {}
+        if not self.image_prompts:
+            changes["image_prompts"] = parent.image_prompts
+        if not self.style_refs and self.style_code is None:
+            changes.update(style_refs=parent.style_refs, style_code=parent.style_code)
+        if not self.object_refs:
+            changes["object_refs"] = parent.object_refs
+        for weight in ("image_weight", "style_weight", "object_weight"):
+            if getattr(self, weight) is None:
+                changes[weight] = getattr(parent, weight)
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def has_references(self) -> bool:
+        """--sref (pictures or a code) or --oref: it needs a model with an IP-Adapter."""
+        return bool(self.style_refs or self.style_code is not None or self.object_refs)
+
     @property
     def image_strength(self) -> float:
         """The img2img strength its image prompts are used at (--iw), leaving at least one denoising step."""

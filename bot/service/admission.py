@@ -152,10 +152,8 @@ class Admission:
         if len(uploads) + len(links.image) > MAX_IMAGES:
             raise UserError(f"A prompt takes at most {MAX_IMAGES} image prompts; this one has "
                             f"{len(uploads) + len(links.image)}.")
-        referenced = links.style or links.object or recipe.style_code is not None
-        if referenced and not spec.takes_references:
-            raise UserError(f"Model `{spec.name}` has no IP-Adapter, so it cannot use `--sref` or `--oref`. "
-                            f"{self._reference_models()}")
+        if links.style or links.object or recipe.style_code is not None:  # before anything is downloaded
+            self._check_references(spec)
         fetched = []
         for n, upload in enumerate(uploads, start=1):
             shown = f"The image `{upload.filename}`" if len(uploads) == 1 else f"Image {n} (`{upload.filename}`)"
@@ -169,20 +167,18 @@ class Admission:
             return tuple(self.sources.put(picture) for picture in pictures)
 
         kept = await asyncio.to_thread(lambda: [keep(prompts), keep(styles), keep(objects)])
-        parent = inherited or Recipe(prompt="", model=recipe.model, seed=0, width=1, height=1, steps=1, guidance=0)
-        recipe = dataclasses.replace(
-            recipe, image_prompts=kept[0] or parent.image_prompts,
-            style_refs=kept[1] or (parent.style_refs if recipe.style_code is None else ()),
-            style_code=recipe.style_code if recipe.style_code is not None or kept[1] else parent.style_code,
-            object_refs=kept[2] or parent.object_refs)
-        for name in ("image_weight", "style_weight", "object_weight"):
-            if getattr(recipe, name) is None:
-                recipe = dataclasses.replace(recipe, **{name: getattr(parent, name)})
+        recipe = dataclasses.replace(recipe, image_prompts=kept[0], style_refs=kept[1], object_refs=kept[2])
+        if inherited is not None:
+            recipe = recipe.keeping_pictures_of(inherited)
+            if recipe.has_references:  # the parent's, on a model the remix switched to
+                self._check_references(spec)
         self._check_weights(recipe)
-        if (recipe.style_refs or recipe.style_code is not None or recipe.object_refs) and not spec.takes_references:
-            raise UserError(f"Model `{spec.name}` has no IP-Adapter, so it cannot use this prompt's `--sref` or "
-                            f"`--oref`. {self._reference_models()}")
         return recipe
+
+    def _check_references(self, spec) -> None:
+        if not spec.takes_references:
+            raise UserError(f"Model `{spec.name}` has no IP-Adapter, so it cannot use `--sref` or `--oref`. "
+                            f"{self._reference_models()}")
 
     @staticmethod
     def _check_weights(recipe: Recipe) -> None:

@@ -60,3 +60,12 @@ def test_pictures_are_stored_by_digest_and_weights_map_to_the_engine():
     assert replace(recipe, image_weight=3).image_strength == 0.25  # 4 steps: never below one denoising step
     assert recipe.again().image_prompts == (digest,)  # 🔄 keeps the image prompt
     assert "--iw 2 --sref 77 --sw 0" in recipe.summary()
+
+
+def test_a_remix_keeps_the_pictures_it_does_not_give_anew():
+    image, style = "ab" * 32, "cd" * 32
+    parent = replace(RECIPE, image_prompts=(image,), image_weight=2.0, style_refs=(style,), style_weight=300)
+    remix = replace(RECIPE, style_code=9).keeping_pictures_of(parent)
+    assert (remix.image_prompts, remix.image_weight) == ((image,), 2.0)
+    assert (remix.style_refs, remix.style_code, remix.style_weight) == ((), 9, 300)  # the new style wins
+    assert remix.has_references and not RECIPE.has_references
