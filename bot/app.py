@@ -1,10 +1,11 @@
-"""Putting the rooms together: settings -> catalog, worker pool, store, job service (and the Discord bot)."""
+"""Putting the rooms together: settings -> catalog, worker pool, store, job service, the web server (and the
+Discord bot)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.engine import Catalog, DeviceOptions, WorkerPool, load_catalog
 from bot.engine.tokens import prompt_tokens
@@ -12,6 +13,8 @@ from bot.service import Accounts, Admin, ImageLimits, Jobs, open_services
 from bot.service.quota import QuotaRules
 from bot.settings import Settings
 from bot.store import Store
+from bot.web.metrics import Metrics
+from bot.web.server import WebServer, web_app
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,8 @@ class App:
     jobs: Jobs
     accounts: Accounts
     admin: Admin
+    metrics: Metrics = field(default_factory=Metrics)  # this App's own registry
+    web: WebServer | None = None  # None: WEB_PORT=0
 
     @classmethod
     async def open(cls, settings: Settings) -> "App":
@@ -45,6 +50,7 @@ class App:
         # Build the default model's tokenizer now (~2 s, once per process), not in a user's first /imagine.
         await asyncio.to_thread(prompt_tokens, catalog.get(default_model), settings.models_dir, "")
         store = await Store.open(settings.database_path)
+        metrics = Metrics()
         services = open_services(store, pool, catalog, data_dir=settings.data_dir, models_dir=settings.models_dir,
                                  default_model=default_model, quota_rules=quota_rules(settings),
                                  max_prompt_chars=settings.max_prompt_chars,
@@ -52,10 +58,22 @@ class App:
                                  delivery_timeout=settings.delivery_timeout,
                                  image_limits=ImageLimits(settings.image_hosts, settings.max_image_mb,
                                                           settings.max_image_megapixels),
-                                 describe_device=settings.devices[0])
-        return cls(settings, catalog, pool, store, services.jobs, services.accounts, services.admin)
+                                 describe_device=settings.devices[0], metrics=metrics)
+        metrics.watch_queue(services.jobs.waiting)
+        app = cls(settings, catalog, pool, store, services.jobs, services.accounts, services.admin, metrics)
+        if settings.web_port:
+            web = WebServer(web_app(metrics, services.jobs, services.accounts), settings.web_host, settings.web_port)
+            try:
+                log.info("web server at %s (metrics at %s/metrics)", await web.start(), web.url)
+            except BaseException:
+                await app.close()
+                raise
+            app.web = web
+        return app
 
     async def close(self) -> None:
+        if self.web is not None:
+            await self.web.close()
         await self.jobs.close()
         await self.pool.close()
         await self.store.close()
@@ -65,7 +83,7 @@ class App:
         from bot.discord_ui.endpoints import use_discord_endpoints
 
         use_discord_endpoints(self.settings.discord_api_base or None, self.settings.discord_gateway_url or None)
-        return DreamgridBot(self.settings, self.jobs, self.accounts, self.admin)
+        return DreamgridBot(self.settings, self.jobs, self.accounts, self.admin, on_ack=self.metrics.acknowledged)
 
 
 def quota_rules(settings: Settings) -> QuotaRules:

@@ -79,8 +79,15 @@ def _run() -> int:
 
     settings = Settings.load()
     if not settings.discord_token:
-        print(TOKEN_HELP, file=sys.stderr)
-        return 2
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):  # a script, CI: say how to set it, and stop
+            print(TOKEN_HELP, file=sys.stderr)
+            return 2
+        # A person at a terminal (`make run` on a fresh clone): the bot in the browser playground instead.
+        print("DISCORD_TOKEN is not set (put your bot's token in .env to run it on Discord): starting the "
+              "playground instead, the real bot against a local Discord, in your browser.", file=sys.stderr)
+        from bot.playground import web
+
+        return web(settings, open_browser=True)
     setup_logging(settings.log_level, secrets=[settings.discord_token])
     asyncio.run(_serve(settings))
     return 0

@@ -19,9 +19,10 @@ def shows_result(message) -> bool:
 
 
 def settings_for(discord: LocalDiscord, settings: Settings, **overrides: object) -> Settings:
-    """`settings`, pointed at the local Discord."""
+    """`settings`, pointed at the local Discord; no web server of its own (WEB_PORT) unless `overrides` ask."""
     return replace(settings, discord_token=discord.bot_token, discord_api_base=discord.api_base,
-                   discord_gateway_url=discord.gateway_url, image_hosts=discord.cdn_origin, **overrides)
+                   discord_gateway_url=discord.gateway_url, image_hosts=discord.cdn_origin,
+                   **{"web_port": 0, **overrides})
 
 
 @contextlib.asynccontextmanager

@@ -1,5 +1,8 @@
-"""`dreamgrid playground`: try the bot with no Discord account. The real bot logs in to the local Discord
-and you play the member, typing commands; the images land in a folder you can open.
+"""`dreamgrid playground`: try the bot with no Discord account. The real bot logs in to a local Discord and
+you play its members: in a browser page that looks like a Discord channel (the default; bot/web/playground.py),
+or, with `--terminal`, in this terminal, where the images land in a folder you can open.
+
+The terminal's commands:
 
     imagine a red circle     /imagine prompt:a red circle
     U2 / V3 / reroll         click a button of the last grid (Vary: subtle / strong, after an upscale)
@@ -19,6 +22,7 @@ from bot.local import local_bot, settings_for, shows_result
 from bot.localdiscord import LocalDiscord
 from bot.settings import Settings
 
+DEFAULT_PORT = 8765  # the web playground's
 
 
 def _label(custom_id: str) -> str:
@@ -81,7 +85,7 @@ async def play(settings: Settings, out_dir: Path) -> None:
     async with LocalDiscord() as discord:
         async with local_bot(discord, settings_for(discord, settings)):
             playground = Playground(discord, out_dir)
-            print(__doc__.split("\n\n", 1)[1])
+            print(__doc__.split("\n\n", 2)[2])
             while True:
                 line = await asyncio.to_thread(_read_line)
                 if line is None or line.strip().lower() in ("quit", "exit"):
@@ -97,10 +101,45 @@ def _read_line() -> str | None:
         return None
 
 
+async def play_web(settings: Settings, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                   open_browser: bool = False) -> None:
+    """The web playground: the bot against the local Discord, and the page at the printed address, until ^C."""
+    from bot.web.playground import PlaygroundServer, add_players
+
+    async with LocalDiscord(guild_name="Dreamgrid Playground") as discord:
+        async with local_bot(discord, settings_for(discord, settings)):
+            async with PlaygroundServer(discord, add_players(discord), host, port) as server:
+                print(f"Dreamgrid playground: open {server.url} (members alice and bob, and an admin; ^C stops it)",
+                      flush=True)
+                if open_browser:
+                    import webbrowser
+
+                    webbrowser.open(server.url)
+                await asyncio.Event().wait()
+
+
+def web(settings: Settings, open_browser: bool = False, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> int:
+    """Run the web playground until ^C (`dreamgrid run` without a token, at a terminal, comes here too)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        asyncio.run(play_web(settings, host, port, open_browser))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="dreamgrid playground", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("data/playground"), help="where images are saved")
+    parser.add_argument("--terminal", action="store_true", help="play in this terminal instead of a browser")
+    parser.add_argument("--out", type=Path, default=Path("data/playground"),
+                        help="--terminal: where images are saved")
+    parser.add_argument("--host", default="127.0.0.1", help="the page's address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help=f"the page's port (default {DEFAULT_PORT}; a free one if it is taken)")
+    parser.add_argument("--open", action="store_true", help="open the page in the default browser")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    asyncio.run(play(Settings.load(), args.out))
-    return 0
+    if args.terminal:
+        asyncio.run(play(Settings.load(), args.out))
+        return 0
+    return web(Settings.load(), args.open, args.host, args.port)

@@ -7,6 +7,7 @@ value stops start-up with one line that names the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -87,6 +88,24 @@ def _choice(*allowed: str) -> Callable[[str], str]:
             raise ValueError(f"must be one of {', '.join(allowed)}")
         return text.lower()
     return parse
+
+
+def _loopback(text: str) -> str:
+    """WEB_HOST: only this machine may reach the web pages until they have a login."""
+    try:
+        loopback = text.lower() == "localhost" or ipaddress.ip_address(text).is_loopback
+    except ValueError:  # a host name or nothing (aiohttp's "every interface"): it may be reachable from outside
+        loopback = False
+    if not loopback:
+        raise SettingsError(f"WEB_HOST={text} would expose the web pages without login; login with Discord is "
+                            "not built yet: keep 127.0.0.1")
+    return text
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise ValueError("must be a port number, 1 to 65535, or 0")
+    return int(text)
 
 
 def _level(text: str) -> str:
@@ -240,6 +259,16 @@ SETTINGS: dict[str, Variable] = {
         "Seconds the bot keeps retrying to show a finished job in its message (Discord down) before it posts "
         "the result as a new message; if even that fails, the job is refunded.", _non_negative_float,
     ),
+    "web_host": Variable(
+        "WEB_HOST", "127.0.0.1",
+        "Address of the bot's own web server (/metrics); loopback only (127.0.0.1, ::1, localhost) until the "
+        "pages have a login.", _loopback,
+    ),
+    "web_port": Variable(
+        "WEB_PORT", "8088",
+        "Port of the bot's web server, http://WEB_HOST:WEB_PORT, with Prometheus metrics at /metrics (0: off).",
+        _port,
+    ),
     "discord_api_base": Variable(
         "DISCORD_API_BASE", "", "Discord REST base URL (empty: real Discord; tests point it at the local one).",
     ),
@@ -291,6 +320,8 @@ class Settings:
     image_hosts: str
     max_image_mb: float
     max_image_megapixels: float
+    web_host: str
+    web_port: int
 
     @property
     def database_path(self) -> Path:

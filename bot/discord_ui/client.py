@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable
+from typing import Awaitable, Callable
 
 import aiohttp
 import discord
@@ -26,7 +26,8 @@ ACK_BUDGET = 1.0
 
 
 class DreamgridBot(commands.Bot):
-    def __init__(self, settings: Settings, jobs: Jobs, accounts: Accounts, admin: Admin) -> None:
+    def __init__(self, settings: Settings, jobs: Jobs, accounts: Accounts, admin: Admin, *,
+                 on_ack: Callable[[float], None] = lambda seconds: None) -> None:
         super().__init__(
             command_prefix=commands.when_mentioned,  # slash commands only; no message content needed
             intents=discord.Intents.default(),
@@ -37,6 +38,7 @@ class DreamgridBot(commands.Bot):
         self.settings = settings
         # The service's three doors: the only way in to jobs, members' accounts and admin work.
         self.jobs, self.accounts, self.admin = jobs, accounts, admin
+        self.on_ack = on_ack  # seconds from a job's interaction to its first response (the operators' metrics)
         self.dynamic_items: list[type[discord.ui.DynamicItem]] = []  # what custom_ids the bot answers
 
     async def setup_hook(self) -> None:
@@ -90,15 +92,16 @@ class DreamgridBot(commands.Bot):
         the deferral. When a burst of commands (or a slow disk) makes it take longer than ACK_BUDGET, the
         interaction is deferred first so Discord's 3-second limit is never missed, and a refusal then
         replaces the "thinking…" message with an ephemeral one."""
+        received = asyncio.get_running_loop().time()
         deciding = asyncio.ensure_future(self._decide(interaction, accepting))
         done, _ = await asyncio.wait({deciding}, timeout=ACK_BUDGET)
-        deferred = not done and await self._defer(interaction, private=False)
+        deferred = not done and await self._defer(interaction, False, received)
         outcome, private = await deciding
         if isinstance(outcome, str):
-            await self._refuse(interaction, outcome, deferred)
+            await self._refuse(interaction, outcome, deferred, received)
             return
         jobs = outcome if isinstance(outcome, list) else [outcome]
-        if not deferred and not await self._defer(interaction, private):
+        if not deferred and not await self._defer(interaction, private, received):
             log.warning("job %s: interaction expired before the defer", jobs[0].id)
             interaction = None  # the job still runs, in a channel message
         if interaction is not None and len(jobs) > 1:
@@ -128,10 +131,10 @@ class DreamgridBot(commands.Bot):
             return quota_refusal(outcome), True
         return outcome, (await self.accounts.preferences(interaction.user.id)).private  # /settings
 
-    @staticmethod
-    async def _defer(interaction: discord.Interaction, private: bool) -> bool:
+    async def _defer(self, interaction: discord.Interaction, private: bool, received: float) -> bool:
         try:
             await interaction.response.defer(thinking=True, ephemeral=private)
+            self.on_ack(asyncio.get_running_loop().time() - received)
             return True
         except (discord.HTTPException, aiohttp.ClientError, OSError) as error:
             # Gone (past Discord's 3 seconds), or the connection failed: the job runs and shows itself in a
@@ -140,11 +143,11 @@ class DreamgridBot(commands.Bot):
                         interaction.id, type(error).__name__)
             return False
 
-    @staticmethod
-    async def _refuse(interaction: discord.Interaction, text: str, deferred: bool) -> None:
+    async def _refuse(self, interaction: discord.Interaction, text: str, deferred: bool, received: float) -> None:
         try:
             if not deferred:
                 await interaction.response.send_message(text, ephemeral=True, allowed_mentions=render.NO_PINGS)
+                self.on_ack(asyncio.get_running_loop().time() - received)
                 return
             # A deferred public reply cannot turn ephemeral: remove it, then answer privately.
             await interaction.delete_original_response()

@@ -194,6 +194,11 @@ class WorkerPool:
         with self._lock:
             return len(self._queue)
 
+    def queued_by_lane(self) -> dict[str, int]:
+        """Tasks waiting for a worker in each lane: {"fast": n, "relax": m}."""
+        with self._lock:
+            return self._queue.waiting()
+
     async def start(self, preload: Iterable[str] = ()) -> None:
         """Start one worker per device; each loads the `preload` models before taking tasks.
 

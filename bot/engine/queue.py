@@ -121,6 +121,10 @@ class FairQueue:
     def __len__(self) -> int:
         return len(self._arrival)
 
+    def waiting(self) -> dict[str, int]:
+        """How many tickets wait in each lane (the operators' queue depth)."""
+        return {lane: sum(map(len, owners.values())) for lane, owners in self._lanes.items()}
+
     def __bool__(self) -> bool:
         """True when a worker could take a ticket now (one waits whose owner is under the running limit)."""
         return self._next(self._lanes, self._served, self._running)[0] is not None

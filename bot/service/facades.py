@@ -6,10 +6,13 @@ into the store or the engine."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from bot.engine import Catalog, WorkerPool
+from bot.recipe import JobStatus
 from bot.service.admission import Admission
 from bot.service.describing import Describing
 from bot.service.fetch import ImageFetcher, Upload, parse_hosts
@@ -20,11 +23,12 @@ from bot.service.policy import Policy
 from bot.service.prompt import PromptError, check_option_name, normalise, parse_option_value, parse_prompt
 from bot.service.quota import QuotaAdmin, QuotaError, QuotaRules, QuotaService
 from bot.service.retention import prune_forever
-from bot.service.running import JobListener, Runner
+from bot.service.running import JobListener, JobMetrics, Runner
 from bot.service.sources import SourceImages
 from bot.service.users import Requester, UserError
 from bot.store import Job, Refused, Store, StoredImage
 from bot.store.admin import AdminStore
+from bot.store.archive import Archive, ArchivePage
 from bot.store.pictures import Description, Pictures
 from bot.store.preferences import MAX_OPTIONS, Preferences, UserPreferences
 from bot.store.quotas import Account
@@ -90,6 +94,10 @@ class Jobs:
     def position(self, job_id: int) -> int | None:
         return self._runner.position(job_id)
 
+    def waiting(self) -> dict[str, int]:
+        """Jobs waiting for a worker in each lane, {"fast": n, "relax": m}: the operators' queue depth."""
+        return self._runner.pool.queued_by_lane()
+
     async def unfinished(self) -> list[Job]:
         """Jobs accepted before a stop or crash that never ended, or whose result was never shown: they run
         (or are shown) again on start."""
@@ -142,6 +150,7 @@ class Accounts:
         self._preferences = preferences
         self._quota = quota
         self._policy = policy
+        self._archive = Archive(store)
 
     @property
     def relax_allowed(self) -> bool:
@@ -205,6 +214,22 @@ class Accounts:
     async def history(self, owner_id: int, page: int, size: int, text: str = "") -> tuple[list[Job], int]:
         return await self._quota.quotas.history(owner_id, page, size, text)
 
+    async def archive(self, viewer: Requester, is_admin: bool, *, text: str = "", model: str | None = None,
+                      kind: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                      aspect: str | None = None, before_id: int | None = None, limit: int = 50,
+                      statuses: Collection[JobStatus] | None = (JobStatus.DONE,)) -> ArchivePage:
+        """One page of the archive, newest first (bot/store/archive.py: the filters, the prompt search, the
+        cursor: pass the page's `next_before_id` as `before_id` for the next one). A member sees their own
+        jobs; an admin (`is_admin`, as the front end decides it) everyone's. Other members' jobs are never
+        shown to a member, not even public ones from a server both share: that is not there yet. Raises
+        UserError for an unknown kind, aspect or status, or a limit below 1."""
+        try:
+            return await self._archive.page(
+                viewer_ids=None if is_admin else frozenset({viewer.user_id}), text=text, model=model, kind=kind,
+                since=since, until=until, aspect=aspect, before_id=before_id, limit=limit, statuses=statuses)
+        except ValueError as error:
+            raise UserError(f"{error}. Nothing was searched.") from None
+
 
 @dataclass(frozen=True)
 class Admin:
@@ -245,8 +270,9 @@ def open_services(store: Store, pool: WorkerPool, catalog: Catalog, *, data_dir:
                   default_model: str, quota_rules: QuotaRules, max_prompt_chars: int,
                   position_interval: float = 0.0, job_timeout: float = 0.0,
                   delivery_timeout: float = 600.0, image_limits: ImageLimits = ImageLimits(),
-                  describe_device: str = "cpu") -> Services:
-    """Every room of the service, built once, each given what it needs at construction."""
+                  describe_device: str = "cpu", metrics: JobMetrics | None = None) -> Services:
+    """Every room of the service, built once, each given what it needs at construction. `metrics`: what the
+    Runner reports for the operators (bot/web/metrics.py); none by default."""
     images, sources = ImageFiles(data_dir), SourceImages(data_dir)
     fetcher = ImageFetcher(parse_hosts(image_limits.hosts), max_bytes=round(image_limits.max_mb * 2**20),
                            max_pixels=int(image_limits.max_megapixels * 1e6))
@@ -256,7 +282,7 @@ def open_services(store: Store, pool: WorkerPool, catalog: Catalog, *, data_dir:
     admission = Admission(store, catalog, Path(models_dir), images, policy, preferences, quota, fetcher, sources,
                           max_prompt_chars=max_prompt_chars)
     runner = Runner(store, pool, catalog, images, policy, sources, position_interval=position_interval,
-                    job_timeout=job_timeout, delivery_timeout=delivery_timeout)
+                    job_timeout=job_timeout, delivery_timeout=delivery_timeout, metrics=metrics)
     describing = Describing(catalog, Path(models_dir), fetcher, sources, Pictures(store), policy, preferences,
                             describe_device)
     return Services(

@@ -63,6 +63,30 @@ class JobListener(Protocol):
     async def failed(self, job: Job, reason: str) -> None: ...
 
 
+class JobMetrics(Protocol):
+    """What the Runner tells the operators' metrics (bot/web/metrics.py). Labels are fixed words and
+    catalog names, never a member's text: `kind` a JobKind value, `outcome` done|failed|cancelled, `reason`
+    one of FAILURE_REASONS."""
+
+    def saved(self, model: str, kind: str, seconds: float, images: int) -> None: ...
+    def ended(self, kind: str, outcome: str, reason: str | None = None) -> None: ...
+
+
+FAILURE_REASONS = ("engine", "nsfw", "cancelled", "stalled", "storage", "undeliverable", "internal")
+
+
+class NoMetrics:
+    def saved(self, model: str, kind: str, seconds: float, images: int) -> None:
+        pass
+
+    def ended(self, kind: str, outcome: str, reason: str | None = None) -> None:
+        pass
+
+
+class Stalled(EngineError):
+    """A running job went `job_timeout` seconds without progress."""
+
+
 @dataclass(frozen=True)
 class Pictures:
     """A recipe's pictures, opened (bot/service/sources.py): image prompts, --sref and --oref references."""
@@ -105,8 +129,10 @@ def _fitted(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
 class Runner:
     def __init__(self, store: Store, pool: WorkerPool, catalog: Catalog, images: ImageFiles, policy: Policy,
                  sources: SourceImages, *,
-                 position_interval: float = 0.0, job_timeout: float = 0.0, delivery_timeout: float = 600.0) -> None:
+                 position_interval: float = 0.0, job_timeout: float = 0.0, delivery_timeout: float = 600.0,
+                 metrics: JobMetrics | None = None) -> None:
         self.store = store
+        self.metrics = metrics or NoMetrics()
         self.pool = pool
         self.catalog = catalog
         self.images = images
@@ -172,6 +198,7 @@ class Runner:
             raise  # the bot is stopping: the job stays in the store for recovery
         except Exception:  # the store itself failed (disk full, read-only): the job runs again on restart
             log.exception("job %s: could not record its outcome; it runs again when the bot restarts", job.id)
+            self.metrics.ended(job.kind.value, JobStatus.FAILED.value, "storage")
             await _quietly(listener.failed(job, "the bot could not record its outcome (its storage failed); "
                                                 "it runs again when the bot restarts"))
 
@@ -181,12 +208,14 @@ class Runner:
         except (EngineError, OSError, KeyError) as error:
             log.exception("job %s could not be queued", job.id)
             why = str(error) if isinstance(error, EngineError) else "its source image could not be read"
-            await self._fail(job, listener, f"it could not start ({why}); your images were refunded")
+            await self._fail(job, listener, f"it could not start ({why}); your images were refunded",
+                             why="engine" if isinstance(error, EngineError) else "storage")
             return
         self._tickets[job.id] = ticket
         if job.id in self._cancelled:
             self._cancelled.discard(job.id)
             ticket.cancel()
+        started = asyncio.get_running_loop().time()  # from a worker taking it (Started) to its images saved
         try:
             position = ticket.position() or 0
             await _quietly(listener.queued(job, position))
@@ -194,29 +223,31 @@ class Runner:
                 async for event in self._watched(ticket):
                     if isinstance(event, Started):
                         await stop_following()  # from here on the message shows progress
+                        started = asyncio.get_running_loop().time()
                         await self.store.mark_running(job.id)
                     elif isinstance(event, Progress):
                         await _quietly(listener.progress(job, event.fraction))
                     elif isinstance(event, Preview):
                         png = await asyncio.to_thread(png_bytes, event.image)  # encoding is CPU work: off the loop
                         await _quietly(listener.preview(job, png, event.fraction))
-            await self._keep(job, await ticket.result(), listener)
+            await self._keep(job, await ticket.result(), listener, started)
         except EngineError as error:
             status = JobStatus.CANCELLED if isinstance(error, Cancelled) else JobStatus.FAILED
-            await self._fail(job, listener, str(error), status)
+            why = "cancelled" if isinstance(error, Cancelled) else "stalled" if isinstance(error, Stalled) else "engine"
+            await self._fail(job, listener, str(error), status, why=why)
         except asyncio.CancelledError:
             ticket.cancel()  # the bot is stopping: the job stays queued in the store for recovery
             raise
         except Exception as error:  # a bug must still refund and report, never lose the job
             log.exception("job %s failed", job.id)
-            await self._fail(job, listener, f"an internal error ({type(error).__name__})")
+            await self._fail(job, listener, f"an internal error ({type(error).__name__})", why="internal")
         finally:
             self._tickets.pop(job.id, None)
 
-    async def _keep(self, job: Job, result: GenerationResult, listener: JobListener) -> None:
+    async def _keep(self, job: Job, result: GenerationResult, listener: JobListener, started: float) -> None:
         """A finished pipeline's images: refused (NSFW), or saved, recorded as done, and delivered."""
         if any(result.nsfw) and not await self.policy.allow_nsfw(job, result.nsfw):
-            await self._fail(job, listener, NSFW_REFUSED)  # nothing kept, nothing posted
+            await self._fail(job, listener, NSFW_REFUSED, why="nsfw")  # nothing kept, nothing posted
             return
         try:
             stored = await asyncio.to_thread(self.images.save, job, result, self._text_of(job, result))
@@ -224,9 +255,10 @@ class Runner:
             log.error("job %s: could not save its images: %s", job.id, error)
             await asyncio.to_thread(self.images.remove, job.id)
             await self._fail(job, listener, "its images could not be saved (the bot's disk is full or "
-                                            "unavailable); tell an admin")
+                                            "unavailable); tell an admin", why="storage")
             return
         await self.store.finish_job(job.id, stored)
+        self.metrics.saved(job.model, job.kind.value, asyncio.get_running_loop().time() - started, len(stored))
         await self._deliver(await self.store.get_job(job.id), listener)
 
     async def _watched(self, ticket: Ticket):
@@ -244,7 +276,7 @@ class Runner:
                 return
             except asyncio.TimeoutError:
                 ticket.cancel()
-                raise EngineError(STALLED.format(seconds=self.job_timeout)) from None
+                raise Stalled(STALLED.format(seconds=self.job_timeout)) from None
             running = running or isinstance(event, Started)
             yield event
 
@@ -270,10 +302,12 @@ class Runner:
                     continue
                 if message_id is not None:
                     await self.store.mark_delivered(job.id, message_id)
+                    self.metrics.ended(job.kind.value, JobStatus.DONE.value)
                     return
                 break  # nowhere to show it this way
         log.error("job %s: its result could not be shown; it is refunded", job.id)
         if await self.store.give_up_delivery(job.id, UNDELIVERABLE):
+            self.metrics.ended(job.kind.value, JobStatus.FAILED.value, "undeliverable")
             await _quietly(listener.failed(await self.store.get_job(job.id), UNDELIVERABLE))
 
     @contextlib.asynccontextmanager
@@ -312,8 +346,10 @@ class Runner:
             await stop_following()
 
     async def _fail(self, job: Job, listener: JobListener, reason: str,
-                    status: JobStatus = JobStatus.FAILED) -> None:
+                    status: JobStatus = JobStatus.FAILED, *, why: str) -> None:
+        """`reason` is told to the member; `why`, one of FAILURE_REASONS, is counted."""
         if await self.store.fail_job(job.id, reason, status):
+            self.metrics.ended(job.kind.value, status.value, why)
             await _quietly(listener.failed(await self.store.get_job(job.id), reason))
 
     async def _request_for(self, job: Job) -> GenerateRequest | UpscaleRequest:

@@ -154,4 +154,23 @@ MIGRATIONS: list[tuple[str, str]] = [
         created_at  TEXT NOT NULL
     );
     """),
+    # The archive's search (bot/store/archive.py): an FTS5 index of the prompts, its content read from `jobs`
+    # itself; the triggers keep it in step, and 'rebuild' indexes the jobs there already. Case and
+    # diacritics are folded ("cafe" finds "café"). Negative prompts are not indexed: a word after --no is
+    # what the picture does not show.
+    ("0009_jobs_fts", """
+    CREATE VIRTUAL TABLE jobs_fts USING fts5(
+        prompt, content='jobs', content_rowid='id', tokenize='unicode61 remove_diacritics 2');
+    CREATE TRIGGER jobs_fts_insert AFTER INSERT ON jobs BEGIN
+        INSERT INTO jobs_fts(rowid, prompt) VALUES (new.id, new.prompt);
+    END;
+    CREATE TRIGGER jobs_fts_delete AFTER DELETE ON jobs BEGIN
+        INSERT INTO jobs_fts(jobs_fts, rowid, prompt) VALUES ('delete', old.id, old.prompt);
+    END;
+    CREATE TRIGGER jobs_fts_update AFTER UPDATE OF id, prompt ON jobs BEGIN
+        INSERT INTO jobs_fts(jobs_fts, rowid, prompt) VALUES ('delete', old.id, old.prompt);
+        INSERT INTO jobs_fts(rowid, prompt) VALUES (new.id, new.prompt);
+    END;
+    INSERT INTO jobs_fts(jobs_fts) VALUES ('rebuild');
+    """),
 ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.recipe import JobStatus
+from bot.store.archive import prompt_search
 from bot.store.db import Job, NewJob, Refused, Store, period_key, period_start, utcnow
 
 MODES = ("fast", "relax")
@@ -174,13 +175,13 @@ class Quotas:
     # --- history and retention -----------------------------------------------------------------------
 
     async def history(self, owner_id: int, page: int, size: int, text: str = "") -> tuple[list[Job], int]:
-        """One page (0-based, newest first) of the user's jobs whose prompt contains `text`; and how many
-        jobs match in all."""
-        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        where = "WHERE owner_id = ? AND prompt LIKE ? ESCAPE '\\'"
-        total = await self._count(f"SELECT COUNT(*) FROM jobs {where}", (owner_id, pattern))
-        jobs = await self.store.jobs(f"{where} ORDER BY id DESC LIMIT ? OFFSET ?",
-                                      (owner_id, pattern, size, page * size))
+        """One page (0-based, newest first) of the user's jobs, whatever their status, whose prompt matches
+        `text` (the archive's search: every word, the last one possibly unfinished; see bot/store/archive.py);
+        and how many jobs match in all."""
+        search, search_args = prompt_search(text)
+        where, args = "WHERE owner_id = ?" + (f" AND {search}" if search else ""), (owner_id, *search_args)
+        total = await self._count(f"SELECT COUNT(*) FROM jobs {where}", args)
+        jobs = await self.store.jobs(f"{where} ORDER BY id DESC LIMIT ? OFFSET ?", (*args, size, page * size))
         return jobs, total
 
     async def prunable(self, finished_before: datetime, limit: int = 500) -> list[int]:

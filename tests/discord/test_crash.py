@@ -20,7 +20,8 @@ async def bot_process(discord, data_dir: Path, models_dir: Path) -> asyncio.subp
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DISCORD_TOKEN": discord.bot_token,
            "DISCORD_API_BASE": discord.api_base, "DISCORD_GATEWAY_URL": discord.gateway_url,
            "DATA_DIR": str(data_dir), "MODELS_DIR": str(models_dir), "TORCH_THREADS": "1",
-           "PROGRESS_INTERVAL": "0", "PREVIEW_INTERVAL": "0", "POSITION_INTERVAL": "0", "LOG_LEVEL": "WARNING"}
+           "PROGRESS_INTERVAL": "0", "PREVIEW_INTERVAL": "0", "POSITION_INTERVAL": "0", "LOG_LEVEL": "WARNING",
+           "WEB_PORT": "0"}
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "run", cwd=ROOT, env=env,
                                                    stdout=asyncio.subprocess.DEVNULL,
                                                    stderr=asyncio.subprocess.DEVNULL)

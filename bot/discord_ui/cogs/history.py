@@ -48,7 +48,7 @@ class HistoryCog(commands.Cog):
             self._retention.cancel()
 
     @app_commands.command(name="history", description="Your jobs, newest first, 10 a page")
-    @app_commands.describe(prompt="Only jobs whose prompt contains this text",
+    @app_commands.describe(prompt="Only jobs whose prompt has these words (any order; the last may be cut short)",
                            user="(admins) whose jobs to list")
     async def history(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, MAX_FILTER_CHARS]
                       | None = None, user: discord.User | None = None) -> None:

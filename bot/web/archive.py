@@ -1,0 +1,99 @@
+"""The archive in the browser: every job as a thumbnail, newest first, page by page as the list scrolls;
+filters by model, kind, date and shape, and a search of prompts (SQLite FTS5, bot/store/archive.py); a job's
+detail with its images and parameters. Read through the service's facades only.
+
+Who sees what: until login with Discord exists, the web server only listens on a loopback address (settings
+refuse any other WEB_HOST), so whoever can open the page is on the bot's own machine, and sees every job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from pathlib import Path
+
+from aiohttp import web
+
+from bot.service import Accounts, Jobs, Requester, UserError
+from bot.service.provenance import read_parameters
+
+STATIC = Path(__file__).parent / "static"
+FILES = {"archive.css": "text/css", "archive.js": "text/javascript"}
+LOCAL = Requester(user_id=0, name="local", guild_id=None, channel_id=0)  # the machine's own user
+PAGE = 40
+
+
+def archive_routes(jobs: Jobs, accounts: Accounts) -> list[web.RouteDef]:
+    async def page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "archive.html")
+
+    async def listing(request: web.Request) -> web.Response:
+        query = request.query
+        try:
+            found = await accounts.archive(
+                LOCAL, True, text=query.get("text", ""), model=query.get("model") or None,
+                kind=query.get("kind") or None, aspect=query.get("aspect") or None,
+                since=_day(query.get("since")), before_id=_number(query.get("before")), limit=PAGE)
+        except UserError as error:
+            return web.json_response({"error": str(error)}, status=400)
+        return web.json_response({"jobs": [_summary(job, jobs) for job in found.jobs],
+                                  "next_before": found.next_before_id})
+
+    async def detail(request: web.Request) -> web.Response:
+        job = await jobs.get(_number(request.match_info["job"]) or 0)
+        if job is None:
+            raise web.HTTPNotFound(text="no such job")
+        images = await jobs.images(job.id)
+        path = jobs.result_file(job)
+        parameters = await asyncio.to_thread(read_parameters, path) if path.is_file() else None
+        return web.json_response({**_summary(job, jobs), "width": job.recipe.width, "height": job.recipe.height,
+                                  "seeds": [image.seed for image in images], "parameters": parameters or "",
+                                  "link": _discord_link(job)})
+
+    async def image(request: web.Request) -> web.FileResponse:
+        job = await jobs.get(_number(request.match_info["job"]) or 0)
+        if job is None:
+            raise web.HTTPNotFound(text="no such job")
+        path = jobs.result_file(job)  # the one file a job shows: never a path taken from the request
+        if not path.is_file():
+            raise web.HTTPNotFound(text="its images are no longer stored")
+        return web.FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response(accounts.model_names)
+
+    async def static(request: web.Request) -> web.FileResponse:
+        name = request.match_info["name"]
+        if name not in FILES:  # a fixed list: no path from the request reaches the disk
+            raise web.HTTPNotFound()
+        return web.FileResponse(STATIC / name, headers={"Content-Type": FILES[name]})
+
+    return [web.get("/archive", page), web.get("/api/archive", listing), web.get(r"/api/jobs/{job:\d{1,19}}", detail),
+            web.get(r"/images/{job:\d{1,19}}", image), web.get("/api/models", models),
+            web.get("/static/{name}", static)]
+
+
+def _summary(job, jobs: Jobs) -> dict:
+    return {"id": job.id, "prompt": job.prompt, "model": job.model, "kind": str(job.kind), "seed": job.seed,
+            "created_at": job.created_at, "image": f"/images/{job.id}"}
+
+
+def _discord_link(job) -> str | None:
+    if not job.message_id:
+        return None
+    return f"https://discord.com/channels/{job.guild_id or '@me'}/{job.channel_id}/{job.message_id}"
+
+
+def _number(text: str | None) -> int | None:
+    if not text or not text.isdigit() or len(text) > 19:
+        return None
+    return int(text)
+
+
+def _day(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise web.HTTPBadRequest(text="since must be a date like 2026-12-01") from None

@@ -1,0 +1,76 @@
+"""The bot's web server: an aiohttp Application in the bot's own process and event loop, at
+http://WEB_HOST:WEB_PORT (loopback only until the pages have a login with Discord; bot/settings.py refuses
+anything else).
+
+    /metrics   Prometheus' text format, from the App's own registry (bot/web/metrics.py)
+    /healthz   200 "ok" while the process serves
+    /archive   every job, searched and filtered (bot/web/archive.py), with its JSON API under /api
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from bot.service import Accounts, Jobs
+from bot.settings import SettingsError
+from bot.web.archive import archive_routes
+from bot.web.metrics import CONTENT_TYPE, Metrics
+
+log = logging.getLogger(__name__)
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+def web_app(metrics: Metrics, jobs: Jobs, accounts: Accounts) -> web.Application:
+    app = web.Application()
+    app[METRICS] = metrics
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/", _to_archive)
+    app.add_routes(archive_routes(jobs, accounts))
+    return app
+
+
+async def _to_archive(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/archive")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()  # microseconds of work: no thread needed
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+class WebServer:
+    """`start()` binds host:port (raising SettingsError, one line, if it cannot), `close()` lets it go."""
+
+    def __init__(self, app: web.Application, host: str, port: int) -> None:
+        self.app, self.host, self.port = app, host, port
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> str:
+        runner = web.AppRunner(self.app, access_log=None)  # a scrape every 15 s is not worth a log line
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port).start()
+        except OSError as error:
+            await runner.cleanup()
+            raise SettingsError(f"WEB_PORT={self.port}: the web server cannot listen on {self.host}:{self.port} "
+                                f"({error.strerror or error}); choose another port, or 0 to turn it off") from None
+        self._runner = runner
+        return self.url
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
