@@ -24,7 +24,7 @@ models: setup
 run: models
 	$(BIN)/dreamgrid run
 
-# The bot against a local Discord in this terminal: no token, no account needed.
+# The bot against a local Discord, in a browser page (--terminal: in this terminal): no token, no account needed.
 playground: models
 	HF_HUB_OFFLINE=1 $(BIN)/dreamgrid playground
 

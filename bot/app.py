@@ -62,7 +62,8 @@ class App:
         metrics.watch_queue(services.jobs.waiting)
         app = cls(settings, catalog, pool, store, services.jobs, services.accounts, services.admin, metrics)
         if settings.web_port:
-            web = WebServer(web_app(metrics, services.jobs, services.accounts), settings.web_host, settings.web_port)
+            web = WebServer(web_app(metrics, services.jobs, services.accounts, services.admin),
+                            settings.web_host, settings.web_port)
             try:
                 log.info("web server at %s (metrics at %s/metrics)", await web.start(), web.url)
             except BaseException:

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="benchmarks; each prints one JSON object last")
     bench.add_argument("name", choices=sorted(BENCHES))
 
-    sub.add_parser("playground", help="try the bot in this terminal against a local Discord")
+    sub.add_parser("playground", help="try the bot in a browser page (or --terminal) against a local Discord")
 
     # models/bench/playground hand their own options (--json, --out...) to the room that reads them.
     args, rest = parser.parse_known_args(argv)

@@ -17,7 +17,7 @@ from bot.service.admission import Admission
 from bot.service.describing import Describing
 from bot.service.fetch import ImageFetcher, Upload, parse_hosts
 from bot.service.images import ImageFiles
-from bot.service.models import ModelAdmin
+from bot.service.models import ModelAdmin, OperatorsStatus
 from bot.service.moderation import Moderation
 from bot.service.policy import Policy
 from bot.service.prompt import PromptError, check_option_name, normalise, parse_option_value, parse_prompt
@@ -249,6 +249,11 @@ class Admin:
 
     async def audit(self, who: Requester, action: str, detail: str, outcome: str) -> None:
         await self.moderation.audit(who, action, detail, outcome)
+
+    async def status(self) -> OperatorsStatus:
+        """Read only, for the operators' status page: queue by lane and member, devices and their models,
+        the last 24 hours' jobs, the last failures."""
+        return await self.models.status()
 
 
 @dataclass(frozen=True)

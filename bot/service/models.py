@@ -4,6 +4,7 @@ threads between jobs, so the bot keeps serving; a model that cannot load never b
 from __future__ import annotations
 
 import asyncio
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -64,6 +65,26 @@ class Stats:
     @property
     def images(self) -> int:
         return sum(m.images for m in self.per_model)
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    device: str
+    models: list[LoadedState]
+    weight_bytes: int  # the loaded models' weights, as the pool counted them
+    allocated_bytes: int | None  # what torch holds on a CUDA/MPS device now; None on the CPU
+
+
+@dataclass(frozen=True)
+class OperatorsStatus:
+    """The operators' status page (bot/web/status.py): queue, devices, the last day's jobs, failures."""
+    waiting: dict[str, int]  # lane -> jobs waiting for a worker (the pool's line)
+    lanes: dict[str, dict[str, int]]  # lane -> {"queued": n, "running": m} (the store's accepted jobs)
+    users: list[dict]  # {"name", "queued", "running"} per member with active jobs
+    devices: list[DeviceStatus]
+    process_rss: int | None  # the bot's resident memory, bytes
+    hours: list[dict]  # {"hour": "2026-01-02T13", "done": n, "failed": m}, oldest first, 24 of them
+    failures: list[dict]  # {"id", "kind", "model", "error", "finished_at"}, newest first
 
 
 class ModelAdmin:
@@ -179,6 +200,51 @@ class ModelAdmin:
             per_model=[ModelStats(r["model"], r["jobs"], r["images"], r["mean_seconds"]) for r in rows],
             memory=memory,
         )
+
+    async def status(self, hours: int = 24, failures: int = 10) -> OperatorsStatus:
+        """Read only: what the status page shows. The failures' text is the one members were told (paths
+        already shortened by the runner)."""
+        now = utcnow().replace(minute=0, second=0, microsecond=0)
+        first = now - timedelta(hours=hours - 1)
+        per_hour = {(first + timedelta(hours=h)).isoformat()[:13]: {"done": 0, "failed": 0} for h in range(hours)}
+        for row in await self.records.jobs_per_hour(first.isoformat()):
+            if row["hour"] in per_hour:
+                per_hour[row["hour"]][row["status"]] = row["jobs"]
+        lanes = {lane: {"queued": 0, "running": 0} for lane in ("fast", "relax")}
+        users: dict[str, dict] = {}
+        for row in await self.records.active_by_user():
+            lanes.setdefault(row["lane"], {"queued": 0, "running": 0})[row["status"]] += row["jobs"]
+            member = users.setdefault(row["name"], {"name": row["name"], "queued": 0, "running": 0})
+            member[row["status"]] += row["jobs"]
+        loaded = self.pool.loaded()
+        devices = [DeviceStatus(device, [s for s in loaded if s.device == device],
+                                sum(s.weight_bytes for s in loaded if s.device == device), _allocated(device))
+                   for device in self.pool.devices]
+        return OperatorsStatus(
+            waiting=self.pool.queued_by_lane(), lanes=lanes, users=list(users.values()), devices=devices,
+            process_rss=_rss(), hours=[{"hour": hour, **counts} for hour, counts in per_hour.items()],
+            failures=await self.records.recent_failures(failures))
+
+
+def _allocated(device: str) -> int | None:
+    """Bytes torch has allocated on an accelerator, where it can say so cheaply; None on the CPU."""
+    torch = sys.modules.get("torch")  # the pool imported it if any model loaded; never imported here
+    try:
+        if torch is not None and device.startswith("cuda") and torch.cuda.is_available():
+            return int(torch.cuda.memory_allocated(device))
+        if torch is not None and device.startswith("mps") and torch.backends.mps.is_available():
+            return int(torch.mps.current_allocated_memory())
+    except Exception:  # a device torch no longer sees: the page shows no number rather than an error
+        return None
+    return None
+
+
+def _rss() -> int | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.Process().memory_info().rss
 
 
 

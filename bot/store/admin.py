@@ -120,3 +120,29 @@ class AdminStore:
 
     async def _one(self, sql: str, args: tuple):
         return await self.store.value(sql, args)
+
+    # --- the operators' status page (bot/web/status.py) ------------------------------------------------
+
+    async def active_by_user(self) -> list[dict]:
+        """Jobs accepted and not ended, per member, lane and status (queued | running), by member name."""
+        rows = await self.store.rows(
+                "SELECT COALESCE(u.name, CAST(j.owner_id AS TEXT)) AS name, j.lane AS lane, j.status AS status,"
+                " COUNT(*) AS jobs FROM jobs j LEFT JOIN users u ON u.id = j.owner_id"
+                " WHERE j.status IN (?, ?) GROUP BY j.owner_id, j.lane, j.status ORDER BY name",
+                (JobStatus.QUEUED, JobStatus.RUNNING))
+        return [dict(row) for row in rows]
+
+    async def jobs_per_hour(self, since: str) -> list[dict]:
+        """Jobs done and failed since `since` (ISO time), per hour they finished in ("2026-01-02T13")."""
+        rows = await self.store.rows(
+                "SELECT substr(finished_at, 1, 13) AS hour, status, COUNT(*) AS jobs FROM jobs"
+                " WHERE finished_at >= ? AND status IN (?, ?) GROUP BY hour, status ORDER BY hour",
+                (since, JobStatus.DONE, JobStatus.FAILED))
+        return [dict(row) for row in rows]
+
+    async def recent_failures(self, limit: int = 10) -> list[dict]:
+        """The last failed jobs, newest first: when, which, and the reason the member was told."""
+        rows = await self.store.rows(
+                "SELECT id, kind, model, error, finished_at FROM jobs WHERE status = ?"
+                " ORDER BY finished_at DESC, id DESC LIMIT ?", (JobStatus.FAILED, limit))
+        return [dict(row) for row in rows]

@@ -5,6 +5,7 @@ anything else).
     /metrics   Prometheus' text format, from the App's own registry (bot/web/metrics.py)
     /healthz   200 "ok" while the process serves
     /archive   every job, searched and filtered (bot/web/archive.py), with its JSON API under /api
+    /status    the operators' status page (bot/web/status.py): queue, devices, jobs per hour, failures
 """
 
 from __future__ import annotations
@@ -13,22 +14,25 @@ import logging
 
 from aiohttp import web
 
-from bot.service import Accounts, Jobs
+from bot.service import Accounts, Admin, Jobs
 from bot.settings import SettingsError
 from bot.web.archive import archive_routes
 from bot.web.metrics import CONTENT_TYPE, Metrics
+from bot.web.status import status_routes
 
 log = logging.getLogger(__name__)
 
 METRICS = web.AppKey("metrics", Metrics)
 
 
-def web_app(metrics: Metrics, jobs: Jobs, accounts: Accounts) -> web.Application:
+def web_app(metrics: Metrics, jobs: Jobs, accounts: Accounts, admin: Admin | None = None) -> web.Application:
     app = web.Application()
     app[METRICS] = metrics
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/", _to_archive)
+    if admin is not None:  # before the archive's, whose /static/{name} would answer status.css with a 404
+        app.add_routes(status_routes(admin))
     app.add_routes(archive_routes(jobs, accounts))
     return app
 

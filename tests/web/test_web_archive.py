@@ -6,44 +6,9 @@ Selenium blocks, and the bot serves the page on this test's event loop: every br
 from __future__ import annotations
 
 import asyncio
-import socket
 
-import pytest
 from aiohttp import ClientSession
 
-from bot.local import local_bot
-from bot.local import settings_for as local_settings
-from bot.localdiscord import LocalDiscord
-from bot.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-async def archive_bot(tmp_path, models_dir):
-    async with LocalDiscord() as discord:
-        settings = local_settings(discord, Settings.load(env={}, env_file=None), data_dir=tmp_path / "data",
-                                  models_dir=models_dir, progress_interval=0.0, preview_interval=0.0,
-                                  web_port=free_port())
-        async with local_bot(discord, settings) as app:
-            yield discord, app
-        assert discord.spec_errors == []
-
-
-async def until(check, timeout: float = 15.0, what: str = "the page"):
-    """Poll `check()` (run in a thread: it may call the browser) until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def cards(browser) -> list[str]:
@@ -57,12 +22,12 @@ async def grid(discord, user, prompt):
     return await ix.wait_original(lambda m: bool(m.attachments), timeout=60)
 
 
-async def test_the_archive_lists_searches_filters_and_shows_a_job(archive_bot, browser, screenshot):
+async def test_the_archive_lists_searches_filters_and_shows_a_job(web_bot, browser, screenshot, until):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
 
-    discord, app = archive_bot
+    discord, app = web_bot
     alice = discord.add_user("alice")
     for prompt in ("a lighthouse in fog", "a red circle on a blue background --model shapes", "a whale at dawn"):
         await grid(discord, alice, prompt)

@@ -1,0 +1,50 @@
+"""The operators' status page: the queue by lane and by member (waiting and running), the devices with their
+loaded models and memory, jobs done and failed per hour over the last 24 hours, and the 10 most recent
+failures with the reason their members were told (never a file path). The page refreshes itself from
+/api/status every few seconds. Read through the service's facades only (`Admin.status`).
+
+Who sees it: it is for admins. Until login with Discord exists, the web server only listens on a loopback
+address (settings refuse any other WEB_HOST), so whoever can open the page is on the bot's own machine, and
+counts as an admin.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from bot.service import Admin
+
+STATIC = Path(__file__).parent / "static"
+FILES = {"status.css": "text/css", "status.js": "text/javascript"}
+
+
+def status_routes(admin: Admin) -> list[web.RouteDef]:
+    async def page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "status.html")
+
+    async def report(request: web.Request) -> web.Response:
+        status = await admin.status()
+        return web.json_response({
+            "queue": {"waiting": status.waiting, "lanes": status.lanes, "users": status.users},
+            "devices": [{"device": device.device, "weight_bytes": device.weight_bytes,
+                         "allocated_bytes": device.allocated_bytes,
+                         "models": [{"name": state.name, "weight_bytes": state.weight_bytes,
+                                     "load_seconds": round(state.seconds, 2)} for state in device.models]}
+                        for device in status.devices],
+            "process_rss": status.process_rss,
+            "hours": status.hours,
+            "failures": [{"id": failure["id"], "kind": failure["kind"], "model": failure["model"],
+                          "error": failure["error"] or "", "finished_at": failure["finished_at"]}
+                         for failure in status.failures],
+        }, headers={"Cache-Control": "no-store"})
+
+    async def static(request: web.Request) -> web.FileResponse:
+        name = request.match_info["name"]
+        if name not in FILES:  # a fixed list: no path from the request reaches the disk
+            raise web.HTTPNotFound()
+        return web.FileResponse(STATIC / name, headers={"Content-Type": FILES[name]})
+
+    return [web.get("/status", page), web.get("/api/status", report),
+            web.get(r"/static/{name:status\.(?:css|js)}", static)]
