@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,25 @@ def models_dir(tmp_path_factory) -> Path:
     (folder / "shapes-describer").symlink_to(ROOT / "models" / "shapes-describer")
     (folder / "catalog.toml").write_text(TEST_CATALOG)
     return folder
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+async def web_bot(tmp_path, models_dir):
+    """The real bot on a local Discord, with its web server on a free port: (discord, app)."""
+    from bot.local import local_bot, settings_for as local_settings  # the whole app: only where it is used
+    from bot.localdiscord import LocalDiscord
+    from bot.settings import Settings
+
+    async with LocalDiscord() as discord:
+        settings = local_settings(discord, Settings.load(env={}, env_file=None), data_dir=tmp_path / "data",
+                                  models_dir=models_dir, progress_interval=0.0, preview_interval=0.0,
+                                  web_port=free_port())
+        async with local_bot(discord, settings) as app:
+            yield discord, app
+        assert discord.spec_errors == []

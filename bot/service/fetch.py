@@ -76,10 +76,6 @@ def parse_hosts(text: str) -> tuple[Origin, ...]:
     return tuple(Origin.parse(part) for part in text.split(",") if part.strip())
 
 
-def looks_like_link(token: str) -> bool:
-    return token.lower().startswith(("http://", "https://"))
-
-
 class _PublicOnly(AbstractResolver):
     """Resolves names to public addresses only, on the very lookup the connection uses (no DNS rebinding
     between a check and the connect). Trusted origins (a local Discord) resolve as they are."""

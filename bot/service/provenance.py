@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from bot.recipe import Recipe
+from bot.recipe import DEFAULT_IMAGE_WEIGHT, DEFAULT_REFERENCE_WEIGHT, Recipe
 from bot.service.canvas import provenance as canvas_fields
 
 CHUNK = "parameters"
@@ -60,16 +60,16 @@ def picture_fields(recipe: Recipe, blend_method: str = "") -> dict[str, object]:
     elif recipe.image_prompts:
         fields["Image prompt"] = short_hash(recipe.image_prompts[0])
     if recipe.image_prompts and recipe.strength is None:  # V and the canvas tools start from their own image
-        fields["Image weight"] = f"{recipe.image_weight if recipe.image_weight is not None else 1:g}"
+        fields["Image weight"] = f"{recipe.image_weight if recipe.image_weight is not None else DEFAULT_IMAGE_WEIGHT:g}"
     if recipe.style_refs:
         fields["Style reference"] = ", ".join(short_hash(d) for d in recipe.style_refs)
     if recipe.style_code is not None:
         fields["Style code"] = recipe.style_code
     if recipe.style_refs or recipe.style_code is not None:
-        fields["Style weight"] = 100 if recipe.style_weight is None else recipe.style_weight
+        fields["Style weight"] = DEFAULT_REFERENCE_WEIGHT if recipe.style_weight is None else recipe.style_weight
     if recipe.object_refs:
         fields["Object reference"] = ", ".join(short_hash(d) for d in recipe.object_refs)
-        fields["Object weight"] = 100 if recipe.object_weight is None else recipe.object_weight
+        fields["Object weight"] = DEFAULT_REFERENCE_WEIGHT if recipe.object_weight is None else recipe.object_weight
     return fields
 
 

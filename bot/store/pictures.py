@@ -7,10 +7,8 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from bot.recipe import Recipe
 from bot.store.db import Store, utcnow
-
-# The recipe fields (JSON lists in jobs.params) that name kept pictures by digest.
-PICTURE_FIELDS = ("image_prompts", "style_refs", "object_refs")
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class Pictures:
     async def in_use(self, since: datetime) -> set[str]:
         """Digests still needed: named by a job whose images are kept, or by a /describe answer since `since`."""
         parts = [f"SELECT value FROM jobs, json_each(jobs.params, '$.{name}') WHERE jobs.pruned_at IS NULL"
-                 for name in PICTURE_FIELDS]
+                 for name in Recipe.PICTURES]  # the recipe fields naming kept pictures by digest
         parts.append("SELECT digest FROM descriptions WHERE created_at >= ?")
         rows = await self.store.rows(" UNION ".join(parts), (since.isoformat(),))
         return {row[0] for row in rows}

@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
-from pathlib import Path
 
 from aiohttp import web
 
 from bot.service import Accounts, Jobs, Requester, UserError
 from bot.service.provenance import read_parameters
+from bot.web.pages import page
 
-STATIC = Path(__file__).parent / "static"
-FILES = {"archive.css": "text/css", "archive.js": "text/javascript"}
 LOCAL = Requester(user_id=0, name="local", guild_id=None, channel_id=0)  # the machine's own user
 PAGE = 40
 
 
 def archive_routes(jobs: Jobs, accounts: Accounts) -> list[web.RouteDef]:
-    async def page(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(STATIC / "archive.html")
+    async def archive(request: web.Request) -> web.FileResponse:
+        return page("archive.html")
 
     async def listing(request: web.Request) -> web.Response:
         query = request.query
@@ -36,7 +34,7 @@ def archive_routes(jobs: Jobs, accounts: Accounts) -> list[web.RouteDef]:
                 since=_day(query.get("since")), before_id=_number(query.get("before")), limit=PAGE)
         except UserError as error:
             return web.json_response({"error": str(error)}, status=400)
-        return web.json_response({"jobs": [_summary(job, jobs) for job in found.jobs],
+        return web.json_response({"jobs": [_summary(job) for job in found.jobs],
                                   "next_before": found.next_before_id})
 
     async def detail(request: web.Request) -> web.Response:
@@ -46,7 +44,7 @@ def archive_routes(jobs: Jobs, accounts: Accounts) -> list[web.RouteDef]:
         images = await jobs.images(job.id)
         path = jobs.result_file(job)
         parameters = await asyncio.to_thread(read_parameters, path) if path.is_file() else None
-        return web.json_response({**_summary(job, jobs), "width": job.recipe.width, "height": job.recipe.height,
+        return web.json_response({**_summary(job), "width": job.recipe.width, "height": job.recipe.height,
                                   "seeds": [image.seed for image in images], "parameters": parameters or "",
                                   "link": _discord_link(job)})
 
@@ -62,18 +60,12 @@ def archive_routes(jobs: Jobs, accounts: Accounts) -> list[web.RouteDef]:
     async def models(request: web.Request) -> web.Response:
         return web.json_response(accounts.model_names)
 
-    async def static(request: web.Request) -> web.FileResponse:
-        name = request.match_info["name"]
-        if name not in FILES:  # a fixed list: no path from the request reaches the disk
-            raise web.HTTPNotFound()
-        return web.FileResponse(STATIC / name, headers={"Content-Type": FILES[name]})
-
-    return [web.get("/archive", page), web.get("/api/archive", listing), web.get(r"/api/jobs/{job:\d{1,19}}", detail),
-            web.get(r"/images/{job:\d{1,19}}", image), web.get("/api/models", models),
-            web.get("/static/{name}", static)]
+    return [web.get("/archive", archive), web.get("/api/archive", listing),
+            web.get(r"/api/jobs/{job:\d{1,19}}", detail), web.get(r"/images/{job:\d{1,19}}", image),
+            web.get("/api/models", models)]
 
 
-def _summary(job, jobs: Jobs) -> dict:
+def _summary(job) -> dict:
     return {"id": job.id, "prompt": job.prompt, "model": job.model, "kind": str(job.kind), "seed": job.seed,
             "created_at": job.created_at, "image": f"/images/{job.id}"}
 

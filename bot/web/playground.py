@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any, AsyncIterator
 
 from aiohttp import web
 
 from bot.localdiscord import ClientRefused, Interaction, LocalDiscord, Message, User
 from bot.localdiscord.models import ADMINISTRATOR, MANAGE_GUILD
+from bot.web.pages import STATIC_ROUTE, page
 
-STATIC = Path(__file__).parent / "static"
-PAGE_FILES = ("playground.css", "playground.js")
 KEEPALIVE = 15.0  # seconds between SSE comments on a quiet channel
 ACK_WAIT = 3.5  # Discord's 3 s, then "This interaction failed"
 OPTION_TYPES = {3: "string", 4: "integer", 5: "boolean", 6: "user", 7: "channel", 8: "role", 9: "mentionable",
@@ -237,16 +235,8 @@ def build_app(bridge: Bridge) -> web.Application:
         return web.json_response({"error": str(error)}, status=400)
 
     @routes.get("/")
-    async def page(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(STATIC / "playground.html", headers={"Cache-Control": "no-cache"})
-
-    @routes.get("/static/{name}")
-    async def static(request: web.Request) -> web.FileResponse:
-        name = request.match_info["name"]
-        if name not in PAGE_FILES:
-            raise web.HTTPNotFound()
-        kind = "text/css" if name.endswith(".css") else "text/javascript"
-        return web.FileResponse(STATIC / name, headers={"Content-Type": kind, "Cache-Control": "no-cache"})
+    async def playground(request: web.Request) -> web.FileResponse:
+        return page("playground.html")
 
     @routes.get("/api/state")
     async def state(request: web.Request) -> web.Response:
@@ -357,7 +347,7 @@ def build_app(bridge: Bridge) -> web.Application:
         for task in list(streams):
             task.cancel()
 
-    app.add_routes(routes)
+    app.add_routes([*routes, STATIC_ROUTE])
     app.on_shutdown.append(close_streams)
     return app
 

@@ -18,6 +18,7 @@ from bot.service import Accounts, Admin, Jobs
 from bot.settings import SettingsError
 from bot.web.archive import archive_routes
 from bot.web.metrics import CONTENT_TYPE, Metrics
+from bot.web.pages import STATIC_ROUTE
 from bot.web.status import status_routes
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,9 @@ def web_app(metrics: Metrics, jobs: Jobs, accounts: Accounts, admin: Admin | Non
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/", _to_archive)
-    if admin is not None:  # before the archive's, whose /static/{name} would answer status.css with a 404
+    app.add_routes([STATIC_ROUTE, *archive_routes(jobs, accounts)])
+    if admin is not None:
         app.add_routes(status_routes(admin))
-    app.add_routes(archive_routes(jobs, accounts))
     return app
 
 

@@ -10,19 +10,15 @@ counts as an admin.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from aiohttp import web
 
 from bot.service import Admin
-
-STATIC = Path(__file__).parent / "static"
-FILES = {"status.css": "text/css", "status.js": "text/javascript"}
+from bot.web.pages import page
 
 
 def status_routes(admin: Admin) -> list[web.RouteDef]:
-    async def page(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(STATIC / "status.html")
+    async def status_page(request: web.Request) -> web.FileResponse:
+        return page("status.html")
 
     async def report(request: web.Request) -> web.Response:
         status = await admin.status()
@@ -40,11 +36,4 @@ def status_routes(admin: Admin) -> list[web.RouteDef]:
                          for failure in status.failures],
         }, headers={"Cache-Control": "no-store"})
 
-    async def static(request: web.Request) -> web.FileResponse:
-        name = request.match_info["name"]
-        if name not in FILES:  # a fixed list: no path from the request reaches the disk
-            raise web.HTTPNotFound()
-        return web.FileResponse(STATIC / name, headers={"Content-Type": FILES[name]})
-
-    return [web.get("/status", page), web.get("/api/status", report),
-            web.get(r"/static/{name:status\.(?:css|js)}", static)]
+    return [web.get("/status", status_page), web.get("/api/status", report)]

@@ -11,17 +11,9 @@ from aiohttp import web
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.local import local_bot, settings_for
-from bot.localdiscord import LocalDiscord
 from bot.settings import Settings, SettingsError
 from bot.web.metrics import Metrics
 from bot.web.server import WebServer
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def scraped_when(url: str, key: tuple[str, tuple], value: float, timeout: float = 10) -> dict:
@@ -34,18 +26,6 @@ async def scraped_when(url: str, key: tuple[str, tuple], value: float, timeout: 
     return samples
 
 
-@pytest.fixture
-async def bot(tmp_path, models_dir):
-    """The real bot on the local Discord (as tests/discord's `dreamgrid`), its web server on a free port."""
-    async with LocalDiscord() as discord:
-        settings = settings_for(discord, Settings.load(env={}, env_file=None), data_dir=tmp_path / "data",
-                                models_dir=models_dir, progress_interval=0.0, preview_interval=0.0,
-                                web_port=free_port())
-        async with local_bot(discord, settings) as app:
-            yield discord, app
-        assert discord.spec_errors == []
-
-
 async def scrape(url: str) -> dict[tuple[str, tuple], float]:
     """{(sample name, sorted labels): value} of a /metrics page."""
     async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
@@ -56,8 +36,8 @@ async def scrape(url: str) -> dict[tuple[str, tuple], float]:
             for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
-async def test_metrics_count_jobs_images_acks_and_failures(bot):
-    discord, app = bot
+async def test_metrics_count_jobs_images_acks_and_failures(web_bot):
+    discord, app = web_bot
     url = app.web.url
     assert url == f"http://127.0.0.1:{app.settings.web_port}"
     before = await scrape(url)

@@ -7,15 +7,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
-
-from bot.local import local_bot
-from bot.local import settings_for as local_settings
-from bot.localdiscord import LocalDiscord
-from bot.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 # Where the browser tests leave their screenshots (the README shows some of them).
@@ -61,24 +55,6 @@ def screenshot(browser):
         return path
 
     return take
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-async def web_bot(tmp_path, models_dir):
-    """The real bot on a local Discord, with its web server on a free port: (discord, app)."""
-    async with LocalDiscord() as discord:
-        settings = local_settings(discord, Settings.load(env={}, env_file=None), data_dir=tmp_path / "data",
-                                  models_dir=models_dir, progress_interval=0.0, preview_interval=0.0,
-                                  web_port=free_port())
-        async with local_bot(discord, settings) as app:
-            yield discord, app
-        assert discord.spec_errors == []
 
 
 @pytest.fixture
