@@ -13,11 +13,11 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
-from bot.service import Accounts, Jobs, Requester, UserError
+from bot.service import Accounts, Jobs, UserError
 from bot.service.provenance import read_parameters
+from bot.web.auth import viewer_of
 from bot.web.pages import page
 
-LOCAL = Requester(user_id=0, name="local", guild_id=None, channel_id=0)  # the machine's own user
 PAGE = 40
 
 
@@ -26,10 +26,10 @@ def archive_routes(jobs: Jobs, accounts: Accounts) -> list[web.RouteDef]:
         return page("archive.html")
 
     async def listing(request: web.Request) -> web.Response:
-        query = request.query
+        query, viewer = request.query, viewer_of(request)
         try:
             found = await accounts.archive(
-                LOCAL, True, text=query.get("text", ""), model=query.get("model") or None,
+                viewer.requester, viewer.is_admin, text=query.get("text", ""), model=query.get("model") or None,
                 kind=query.get("kind") or None, aspect=query.get("aspect") or None,
                 since=_day(query.get("since")), before_id=_number(query.get("before")), limit=PAGE)
         except UserError as error:

@@ -17,6 +17,7 @@ from aiohttp import web
 from bot.service import Accounts, Admin, Jobs
 from bot.settings import SettingsError
 from bot.web.archive import archive_routes
+from bot.web.auth import AUTH_ROUTES, csrf_middleware
 from bot.web.metrics import CONTENT_TYPE, Metrics
 from bot.web.pages import STATIC_ROUTE
 from bot.web.status import status_routes
@@ -27,12 +28,12 @@ METRICS = web.AppKey("metrics", Metrics)
 
 
 def web_app(metrics: Metrics, jobs: Jobs, accounts: Accounts, admin: Admin | None = None) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[csrf_middleware])
     app[METRICS] = metrics
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/", _to_archive)
-    app.add_routes([STATIC_ROUTE, *archive_routes(jobs, accounts)])
+    app.add_routes([STATIC_ROUTE, *AUTH_ROUTES, *archive_routes(jobs, accounts)])
     if admin is not None:
         app.add_routes(status_routes(admin))
     return app
