@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
+
+from aiohttp import web as aiohttp_web
 
 from bot.engine import Catalog, DeviceOptions, WorkerPool, load_catalog
 from bot.engine.tokens import prompt_tokens
@@ -38,7 +41,8 @@ class App:
     web: WebServer | None = None  # None: WEB_PORT=0
 
     @classmethod
-    async def open(cls, settings: Settings) -> "App":
+    async def open(cls, settings: Settings, add_pages: Callable[[aiohttp_web.Application], None] | None = None) -> "App":
+        """`add_pages`: more pages on the web server (the playground's), added before it starts."""
         catalog = load_catalog(settings.catalog_path)
         default_model = settings.default_model or catalog.default
         catalog.get(default_model)  # an unknown DEFAULT_MODEL stops start-up with the catalog's names
@@ -62,8 +66,10 @@ class App:
         metrics.watch_queue(services.jobs.waiting)
         app = cls(settings, catalog, pool, store, services.jobs, services.accounts, services.admin, metrics)
         if settings.web_port:
-            web = WebServer(web_app(metrics, services.jobs, services.accounts, services.admin),
-                            settings.web_host, settings.web_port)
+            pages = web_app(metrics, services.jobs, services.accounts, services.admin)
+            if add_pages is not None:
+                add_pages(pages)
+            web = WebServer(pages, settings.web_host, settings.web_port)
             try:
                 log.info("web server at %s (metrics at %s/metrics)", await web.start(), web.url)
             except BaseException:

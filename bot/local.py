@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import replace
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
+
+from aiohttp import web
 
 from bot.app import App
 from bot.discord_ui.job_message import PREVIEW_NAME
@@ -26,9 +28,11 @@ def settings_for(discord: LocalDiscord, settings: Settings, **overrides: object)
 
 
 @contextlib.asynccontextmanager
-async def local_bot(discord: LocalDiscord, settings: Settings) -> AsyncIterator[App]:
-    """Open the app, log its bot in to `discord` and wait for its slash commands; close both on exit."""
-    app = await App.open(settings)
+async def local_bot(discord: LocalDiscord, settings: Settings,
+                    add_pages: Callable[[web.Application], None] | None = None) -> AsyncIterator[App]:
+    """Open the app, log its bot in to `discord` and wait for its slash commands; close both on exit.
+    `add_pages`: more pages on its web server (App.open)."""
+    app = await App.open(settings, add_pages)
     try:
         async with running_client(discord, app.discord_bot(), settings.discord_token):
             await discord.wait_for_commands({"imagine"}, timeout=15)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
+import socket
 from pathlib import Path
 
 from bot.local import local_bot, settings_for, shows_result
@@ -103,19 +105,38 @@ def _read_line() -> str | None:
 
 async def play_web(settings: Settings, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                    open_browser: bool = False) -> None:
-    """The web playground: the bot against the local Discord, and the page at the printed address, until ^C."""
-    from bot.web.playground import PlaygroundServer, add_players
+    """The web playground: the bot against the local Discord, its web server with the playground page at `/`
+    (the archive and the status page beside it), until ^C."""
+    from bot.web.playground import Bridge, add_players, mount_playground
 
     async with LocalDiscord(guild_name="Dreamgrid Playground") as discord:
-        async with local_bot(discord, settings_for(discord, settings)):
-            async with PlaygroundServer(discord, add_players(discord), host, port) as server:
-                print(f"Dreamgrid playground: open {server.url} (members alice and bob, and an admin; ^C stops it)",
-                      flush=True)
-                if open_browser:
-                    import webbrowser
+        bridge = Bridge(discord, add_players(discord))
+        local = settings_for(discord, settings, web_host=host, web_port=free_port(host, port))
+        async with local_bot(discord, local, lambda pages: mount_playground(pages, bridge)) as app:
+            url = f"{app.web.url}/"
+            print(f"Dreamgrid playground: open {url} (members alice and bob, and an admin; ^C stops it)", flush=True)
+            if open_browser:
+                import webbrowser
 
-                    webbrowser.open(server.url)
-                await asyncio.Event().wait()
+                webbrowser.open(url)
+            await asyncio.Event().wait()
+
+
+def free_port(host: str = "127.0.0.1", port: int = 0) -> int:
+    """`port` if nothing listens there, else a free one (a second playground, or a stale one, has it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def web(settings: Settings, open_browser: bool = False, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> int:
@@ -138,6 +159,9 @@ def cli(argv: list[str]) -> int:
                         help=f"the page's port (default {DEFAULT_PORT}; a free one if it is taken)")
     parser.add_argument("--open", action="store_true", help="open the page in the default browser")
     args = parser.parse_args(argv)
+    if not _loopback(args.host):  # every player is an admin of the local Discord: nobody else may reach it
+        parser.error(f"--host {args.host}: the playground has no login, so it only listens on this machine "
+                     "(127.0.0.1, ::1 or localhost)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.terminal:
         asyncio.run(play(Settings.load(), args.out))

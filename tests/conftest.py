@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -181,17 +180,12 @@ def models_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 async def web_bot(tmp_path, models_dir):
     """The real bot on a local Discord, with its web server on a free port: (discord, app)."""
     from bot.local import local_bot, settings_for as local_settings  # the whole app: only where it is used
     from bot.localdiscord import LocalDiscord
+    from bot.playground import free_port
     from bot.settings import Settings
 
     async with LocalDiscord() as discord:

@@ -5,18 +5,21 @@ shown) goes to the page as JSON over server-sent events, and what the page's use
 a click, a choice in a select, a submitted form) comes back as the LocalDiscord's own user actions
 (`slash`, `click`, `select`, `submit_modal`, `upload`), so the fake still refuses what a client would.
 
-    GET  /                          the page (static/playground.html, .css, .js: no build step)
-    GET  /api/state                 the players, the channel, the bot
-    GET  /api/commands?user=ID      the slash commands that user sees, subcommands flattened ("model use")
-    GET  /api/events?user=ID        text/event-stream: "reset" (every visible message), then each "message"
-                                    version as it happens, "delete", and "modal" for a form shown to the user
-    GET  /files/CHANNEL/ID/NAME     an attachment's bytes (grids, previews, upscales)
-    POST /api/upload?filename=NAME  the body is a file for an attachment option -> {"id": ...}
-    POST /api/command               {"user", "command", "options"} (an attachment option: {"upload": id})
-    POST /api/autocomplete          {"user", "command", "options", "focused"} -> {"choices": [...]}
-    POST /api/click                 {"user", "message", "custom_id"}
-    POST /api/select                {"user", "message", "custom_id", "values"}
-    POST /api/modal                 {"user", "interaction", "values"}; /api/dismiss {"user", "interaction"}
+Served by the bot's own web server (bot/web/server.py) under /playground, beside the archive and the status
+page, and like them behind its CSRF check (static/session.js):
+
+    GET  /playground                   the page (static/playground.html, .css, .js: no build step); `/` opens it
+    GET  …/api/state                   the players, the channel, the bot
+    GET  …/api/commands?user=ID        the slash commands that user sees, subcommands flattened ("model use")
+    GET  …/api/events?user=ID          text/event-stream: "reset" (every visible message), then each "message"
+                                       version as it happens, "delete", and "modal" for a form shown to the user
+    GET  …/files/CHANNEL/ID/NAME       an attachment's bytes (grids, previews, upscales)
+    POST …/api/upload?filename=NAME    the body is a file for an attachment option -> {"id": ...}
+    POST …/api/command                 {"user", "command", "options"} (an attachment option: {"upload": id})
+    POST …/api/autocomplete            {"user", "command", "options", "focused"} -> {"choices": [...]}
+    POST …/api/click                   {"user", "message", "custom_id"}
+    POST …/api/select                  {"user", "message", "custom_id", "values"}
+    POST …/api/modal                   {"user", "interaction", "values"}; …/api/dismiss {"user", "interaction"}
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from aiohttp import web
 
 from bot.localdiscord import ClientRefused, Interaction, LocalDiscord, Message, User
 from bot.localdiscord.models import ADMINISTRATOR, MANAGE_GUILD
-from bot.web.pages import STATIC_ROUTE, page
+from bot.web.pages import page
+from bot.web.server import HOME
 
 KEEPALIVE = 15.0  # seconds between SSE comments on a quiet channel
 ACK_WAIT = 3.5  # Discord's 3 s, then "This interaction failed"
 OPTION_TYPES = {3: "string", 4: "integer", 5: "boolean", 6: "user", 7: "channel", 8: "role", 9: "mentionable",
                 10: "number", 11: "attachment"}
+PREFIX = "/playground"
 PLAYERS = (("alice", False), ("bob", False), ("admin", True))  # (name, Manage Server)
 
 
@@ -119,7 +124,7 @@ class Bridge:
             "loading": m.loading,
             "via": via,
             "attachments": [{"id": str(a.id), "filename": a.filename, "content_type": a.content_type,
-                             "size": a.size, "url": f"/files/{m.channel_id}/{a.id}/{a.filename}",
+                             "size": a.size, "url": f"{PREFIX}/files/{m.channel_id}/{a.id}/{a.filename}",
                              "width": (a.dimensions or (None, None))[0], "height": (a.dimensions or (None, None))[1]}
                             for a in m.attachments],
             "embeds": m.embeds,
@@ -219,10 +224,11 @@ def _command_path(ix: Interaction) -> str | None:
     return " ".join(names)
 
 
-def build_app(bridge: Bridge) -> web.Application:
-    app = web.Application(client_max_size=bridge.discord.attachment_size_limit + 1024 * 1024)
+def mount_playground(app: web.Application, bridge: Bridge) -> None:
+    """Serve the playground from the bot's own web server (bot/web/server.py), under PREFIX; `/` opens it."""
     streams: set[asyncio.Task[Any]] = set()
     routes = web.RouteTableDef()
+    upload_limit = bridge.discord.attachment_size_limit
 
     async def body(request: web.Request) -> tuple[User, dict[str, Any]]:
         try:
@@ -234,19 +240,19 @@ def build_app(bridge: Bridge) -> web.Application:
     def refused(error: Exception) -> web.Response:
         return web.json_response({"error": str(error)}, status=400)
 
-    @routes.get("/")
+    @routes.get(PREFIX)
     async def playground(request: web.Request) -> web.FileResponse:
         return page("playground.html")
 
-    @routes.get("/api/state")
+    @routes.get(f"{PREFIX}/api/state")
     async def state(request: web.Request) -> web.Response:
         return web.json_response(bridge.state())
 
-    @routes.get("/api/commands")
+    @routes.get(f"{PREFIX}/api/commands")
     async def commands(request: web.Request) -> web.Response:
         return web.json_response(bridge.commands(bridge.player(request.query.get("user"))))
 
-    @routes.get("/api/events")
+    @routes.get(f"{PREFIX}/api/events")
     async def events(request: web.Request) -> web.StreamResponse:
         user = bridge.player(request.query.get("user"))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -264,7 +270,7 @@ def build_app(bridge: Bridge) -> web.Application:
             streams.discard(task)
         return response
 
-    @routes.get("/files/{channel}/{attachment}/{filename}")
+    @routes.get(PREFIX + "/files/{channel}/{attachment}/{filename}")
     async def files(request: web.Request) -> web.Response:
         try:
             key = (int(request.match_info["channel"]), int(request.match_info["attachment"]))
@@ -276,15 +282,21 @@ def build_app(bridge: Bridge) -> web.Application:
         return web.Response(body=attachment.data, content_type=attachment.content_type,
                             headers={"Cache-Control": "max-age=3600"})
 
-    @routes.post("/api/upload")
+    @routes.post(f"{PREFIX}/api/upload")
     async def upload(request: web.Request) -> web.Response:
+        data = bytearray()
+        async for chunk in request.content.iter_chunked(1 << 16):  # the server's own 1 MB cap is for forms
+            data += chunk
+            if len(data) > upload_limit:
+                return web.json_response({"error": f"that file is over the {upload_limit // 2**20} MB an "
+                                                   "attachment may have"}, status=413)
         try:
-            up = bridge.discord.upload(request.query.get("filename", ""), await request.read())
+            up = bridge.discord.upload(request.query.get("filename", ""), bytes(data))
         except ValueError as error:
             return refused(error)
         return web.json_response({"id": str(up.id), "filename": up.filename, "size": up.size})
 
-    @routes.post("/api/command")
+    @routes.post(f"{PREFIX}/api/command")
     async def command(request: web.Request) -> web.Response:
         user, data = await body(request)
         try:
@@ -293,7 +305,7 @@ def build_app(bridge: Bridge) -> web.Application:
             return refused(error)
         return web.json_response(await bridge.acked(ix))
 
-    @routes.post("/api/autocomplete")
+    @routes.post(f"{PREFIX}/api/autocomplete")
     async def autocomplete(request: web.Request) -> web.Response:
         user, data = await body(request)
         try:
@@ -304,7 +316,7 @@ def build_app(bridge: Bridge) -> web.Application:
             return refused(error)
         return web.json_response({"choices": ix.choices or []})
 
-    @routes.post("/api/click")
+    @routes.post(f"{PREFIX}/api/click")
     async def click(request: web.Request) -> web.Response:
         user, data = await body(request)
         try:
@@ -313,7 +325,7 @@ def build_app(bridge: Bridge) -> web.Application:
             return refused(error)
         return web.json_response(await bridge.acked(ix))
 
-    @routes.post("/api/select")
+    @routes.post(f"{PREFIX}/api/select")
     async def select(request: web.Request) -> web.Response:
         user, data = await body(request)
         try:
@@ -323,7 +335,7 @@ def build_app(bridge: Bridge) -> web.Application:
             return refused(error)
         return web.json_response(await bridge.acked(ix))
 
-    @routes.post("/api/modal")
+    @routes.post(f"{PREFIX}/api/modal")
     async def modal(request: web.Request) -> web.Response:
         user, data = await body(request)
         try:
@@ -334,7 +346,7 @@ def build_app(bridge: Bridge) -> web.Application:
             return refused(error)
         return web.json_response(await bridge.acked(ix))
 
-    @routes.post("/api/dismiss")
+    @routes.post(f"{PREFIX}/api/dismiss")
     async def dismiss(request: web.Request) -> web.Response:
         user, data = await body(request)
         try:
@@ -347,43 +359,6 @@ def build_app(bridge: Bridge) -> web.Application:
         for task in list(streams):
             task.cancel()
 
-    app.add_routes([*routes, STATIC_ROUTE])
+    app.add_routes(routes)
     app.on_shutdown.append(close_streams)
-    return app
-
-
-class PlaygroundServer:
-    """`async with PlaygroundServer(discord, players) as server:` serves the page at `server.url`."""
-
-    def __init__(self, discord: LocalDiscord, players: list[User], host: str = "127.0.0.1", port: int = 0) -> None:
-        self.bridge = Bridge(discord, players)
-        self.host, self.port = host, port
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
-
-    async def start(self) -> None:
-        self._runner = web.AppRunner(build_app(self.bridge), handle_signals=False, access_log=None,
-                                     shutdown_timeout=1.0)
-        await self._runner.setup()
-        try:
-            site = web.TCPSite(self._runner, self.host, self.port)
-            await site.start()
-        except OSError:  # the port is taken: any free one
-            site = web.TCPSite(self._runner, self.host, 0)
-            await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> PlaygroundServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    app[HOME] = PREFIX

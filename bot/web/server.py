@@ -25,22 +25,24 @@ from bot.web.status import status_routes
 log = logging.getLogger(__name__)
 
 METRICS = web.AppKey("metrics", Metrics)
+HOME = web.AppKey("home", str)  # where `/` leads: the archive, or the playground where one is mounted
 
 
 def web_app(metrics: Metrics, jobs: Jobs, accounts: Accounts, admin: Admin | None = None) -> web.Application:
     app = web.Application(middlewares=[csrf_middleware])
     app[METRICS] = metrics
+    app[HOME] = "/archive"
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/", _to_archive)
+    app.router.add_get("/", _to_home)
     app.add_routes([STATIC_ROUTE, *AUTH_ROUTES, *archive_routes(jobs, accounts)])
     if admin is not None:
         app.add_routes(status_routes(admin))
     return app
 
 
-async def _to_archive(request: web.Request) -> web.Response:
-    raise web.HTTPFound("/archive")
+async def _to_home(request: web.Request) -> web.Response:
+    raise web.HTTPFound(request.app[HOME])
 
 
 async def _metrics(request: web.Request) -> web.Response:

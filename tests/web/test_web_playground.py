@@ -17,14 +17,17 @@ from bot.local import local_bot
 from bot.local import settings_for as local_settings
 from bot.localdiscord import LocalDiscord
 from bot.settings import Settings
-from bot.web.playground import PlaygroundServer, add_players
+from bot.web.playground import Bridge, add_players, mount_playground
+from bot.playground import free_port
 
 WAIT = 30  # seconds for the page to show something the bot does
 
 
 @dataclass
 class Running:
-    url: str
+    url: str  # the page
+    api: str  # its JSON API, ending in "/"
+    home: str  # the web server's own address
     discord: LocalDiscord
     loop: asyncio.AbstractEventLoop
 
@@ -42,12 +45,13 @@ def playground(models_dir, tmp_path_factory):
         async with LocalDiscord() as discord:
             settings = local_settings(discord, Settings.load(env={}, env_file=None), data_dir=data,
                                       models_dir=models_dir, progress_interval=0.0, preview_interval=0.0,
-                                      daily_images=40, position_interval=0.2, web_port=0)
-            async with local_bot(discord, settings):
-                async with PlaygroundServer(discord, add_players(discord)) as server:
-                    ready.append(Running(server.url, discord, loop))
-                    started.set()
-                    await stop.wait()
+                                      daily_images=40, position_interval=0.2, web_port=free_port())
+            bridge = Bridge(discord, add_players(discord))
+            async with local_bot(discord, settings, lambda pages: mount_playground(pages, bridge)) as app:
+                ready.append(Running(f"{app.web.url}/playground", f"{app.web.url}/playground/api/", app.web.url,
+                                     discord, loop))
+                started.set()
+                await stop.wait()
             return list(discord.spec_errors)
 
     def run() -> None:
@@ -239,22 +243,29 @@ def test_remix_opens_the_prompt_in_a_modal_escape_closes_it_and_submit_runs_it(b
 
 
 def test_the_bridge_lists_commands_and_streams_json(playground):
-    players = json.load(urllib.request.urlopen(playground.url + "api/state"))["players"]
+    players = json.load(urllib.request.urlopen(playground.api + "state"))["players"]
     alice, admin = players[0], next(p for p in players if p["admin"])
-    names = {c["name"] for c in json.load(urllib.request.urlopen(f"{playground.url}api/commands?user={alice['id']}"))}
-    admin_names = {c["name"] for c in json.load(urllib.request.urlopen(f"{playground.url}api/commands?user={admin['id']}"))}
+    names = {c["name"] for c in json.load(urllib.request.urlopen(f"{playground.api}commands?user={alice['id']}"))}
+    admin_names = {c["name"] for c in json.load(urllib.request.urlopen(f"{playground.api}commands?user={admin['id']}"))}
     assert {"imagine", "info", "settings"} <= names and "model use" in admin_names - names
-    imagine = json.load(urllib.request.urlopen(f"{playground.url}api/commands?user={alice['id']}"))
+    imagine = json.load(urllib.request.urlopen(f"{playground.api}commands?user={alice['id']}"))
     options = {o["name"]: o for c in imagine if c["name"] == "imagine" for o in c["options"]}
     assert options["prompt"]["required"] and options["image"]["type"] == "attachment"
-    with urllib.request.urlopen(f"{playground.url}api/events?user={alice['id']}", timeout=10) as stream:
+    with urllib.request.urlopen(f"{playground.api}events?user={alice['id']}", timeout=10) as stream:
         first = stream.readline().decode()
         assert first.startswith("data: ")
         assert json.loads(first.removeprefix("data: "))["type"] == "reset"
-    request = urllib.request.Request(playground.url + "api/command", method="POST",
-                                     data=json.dumps({"user": alice["id"], "command": "imagine",
-                                                      "options": {}}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    body = json.dumps({"user": alice["id"], "command": "imagine", "options": {}}).encode()
+    forged = urllib.request.Request(playground.api + "command", method="POST", data=body,
+                                    headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:  # another site's form, say: no CSRF token
+        urllib.request.urlopen(forged)
+    assert refused.value.code == 403 and "CSRF" in json.load(refused.value)["error"]
+    with urllib.request.urlopen(playground.home + "/api/session") as answer:
+        cookie, token = answer.headers["Set-Cookie"].split(";")[0], json.load(answer)["csrf"]
+    request = urllib.request.Request(playground.api + "command", method="POST", data=body,
+                                     headers={"Content-Type": "application/json", "Cookie": cookie,
+                                              "X-CSRF-Token": token})
     with pytest.raises(urllib.error.HTTPError) as refused:  # what a client would not send
         urllib.request.urlopen(request)
     assert refused.value.code == 400 and "requires ['prompt']" in json.load(refused.value)["error"]

@@ -1,5 +1,6 @@
 // The playground page: a Discord channel drawn from the bridge's server-sent events (bot/web/playground.py).
 // Everything a user does goes to the bridge, which acts as that user on the local Discord.
+import { session } from "/static/session.js";
 
 const $ = (id) => document.getElementById(id);
 const messagesEl = $("messages"), box = $("box"), suggestionsEl = $("suggestions"), errorEl = $("error");
@@ -15,10 +16,15 @@ const STYLES = { 1: "primary", 2: "secondary", 3: "success", 4: "danger", 5: "li
 
 // -- talking to the bridge ---------------------------------------------------------------------------------
 
+const API = "/playground/api";
+
+async function postTo(path, body, headers = {}) {
+  const { csrf } = await session();  // the web server refuses a POST without its CSRF token
+  return fetch(`${API}${path}`, { method: "POST", headers: { ...headers, "X-CSRF-Token": csrf }, body });
+}
+
 async function post(path, data) {
-  const response = await fetch(path, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ user, ...data }),
-  });
+  const response = await postTo(path, JSON.stringify({ user, ...data }), { "Content-Type": "application/json" });
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
   if (answer.failed) throw new Error(answer.failed);
@@ -28,7 +34,7 @@ async function post(path, data) {
 function showError(error) { errorEl.textContent = error ? String(error.message || error) : ""; }
 
 async function start() {
-  const state = await (await fetch("/api/state")).json();
+  const state = await (await fetch(`${API}/state`)).json();
   players = state.players;
   names = state.names;
   channels = state.channels;
@@ -55,8 +61,8 @@ async function switchUser(id) {
   pick(null);
   box.value = "";
   showError("");
-  commands = await (await fetch(`/api/commands?user=${id}`)).json();
-  events = new EventSource(`/api/events?user=${id}`);
+  commands = await (await fetch(`${API}/commands?user=${id}`)).json();
+  events = new EventSource(`${API}/events?user=${id}`);
   events.onmessage = (event) => receive(JSON.parse(event.data));
 }
 
@@ -226,7 +232,7 @@ function drawButton(m, c) {
     onclick: async (event) => {
       showError("");
       event.currentTarget.setAttribute("aria-busy", "true");
-      try { await post("/api/click", { message: m.id, custom_id: c.custom_id }); } catch (error) { showError(error); }
+      try { await post("/click", { message: m.id, custom_id: c.custom_id }); } catch (error) { showError(error); }
       finally { event.target?.removeAttribute?.("aria-busy"); }
     },
   }, label);
@@ -242,7 +248,7 @@ function drawSelect(m, c) {
   }
   select.addEventListener("change", async () => {
     showError("");
-    try { await post("/api/select", { message: m.id, custom_id: c.custom_id, values: [select.value] }); }
+    try { await post("/select", { message: m.id, custom_id: c.custom_id, values: [select.value] }); }
     catch (error) { showError(error); }
   });
   return select;
@@ -364,7 +370,7 @@ function labelFor(id, option) {
 async function suggest(command, option, input, list) {
   try {
     const options = { ...(await values(command, false)), [option.name]: input.value };
-    const { choices } = await post("/api/autocomplete", { command: command.name, options, focused: option.name });
+    const { choices } = await post("/autocomplete", { command: command.name, options, focused: option.name });
     list.replaceChildren(...choices.map((c) => el("option", { value: String(c.value) }, c.name)));
   } catch (error) { /* a client shows no choices then */ }
 }
@@ -380,7 +386,7 @@ async function values(command, upload = true) {
     if (type === "attachment") {
       const file = input.files[0];
       if (!file || !upload) continue;
-      const response = await fetch(`/api/upload?filename=${encodeURIComponent(file.name)}`, { method: "POST", body: file });
+      const response = await postTo(`/upload?filename=${encodeURIComponent(file.name)}`, file);
       const answer = await response.json();
       if (!response.ok) throw new Error(answer.error);
       result[name] = { upload: answer.id };
@@ -421,7 +427,7 @@ async function send() {
   if (missing) { showError(`/${command.name} needs ${missing.name}.`); return; }
   $("send").disabled = true;
   try {
-    await post("/api/command", { command: command.name, options: await values(command) });
+    await post("/command", { command: command.name, options: await values(command) });
     box.value = "";
     pick(null);
     refresh();
@@ -494,7 +500,7 @@ function closeModal(tell = true) {
   const interaction = openModal;
   openModal = null;
   if (modal.open) modal.close();
-  if (tell && interaction) post("/api/dismiss", { interaction }).catch(() => {});
+  if (tell && interaction) post("/dismiss", { interaction }).catch(() => {});
 }
 
 modal.addEventListener("close", () => { if (openModal) closeModal(true); });  // Escape, or the form's own close
@@ -510,7 +516,7 @@ modalForm.addEventListener("submit", async (event) => {
   openModal = null;
   modal.close();
   showError("");
-  try { await post("/api/modal", { interaction, values }); } catch (error) { showError(error); }
+  try { await post("/modal", { interaction, values }); } catch (error) { showError(error); }
   box.focus();
 });
 
