@@ -16,6 +16,8 @@ from bot.service import Accounts, Admin, ImageLimits, Jobs, open_services
 from bot.service.quota import QuotaRules
 from bot.settings import Settings
 from bot.store import Store
+from bot.web.actions import JobStarter
+from bot.web.auth import Login
 from bot.web.metrics import Metrics
 from bot.web.server import WebServer, web_app
 
@@ -39,6 +41,9 @@ class App:
     admin: Admin
     metrics: Metrics = field(default_factory=Metrics)  # this App's own registry
     web: WebServer | None = None  # None: WEB_PORT=0
+    starter: JobStarter | None = None  # starts the jobs the web page accepts (posted by the Discord bot, if any)
+    # The servers the Discord bot is in (the web login keeps a member's shared ones); none until it exists.
+    guild_ids: Callable[[], frozenset[int]] = field(default=lambda: frozenset(), repr=False)
 
     @classmethod
     async def open(cls, settings: Settings, add_pages: Callable[[aiohttp_web.Application], None] | None = None) -> "App":
@@ -46,10 +51,7 @@ class App:
         catalog = load_catalog(settings.catalog_path)
         default_model = settings.default_model or catalog.default
         catalog.get(default_model)  # an unknown DEFAULT_MODEL stops start-up with the catalog's names
-        pool = WorkerPool(catalog, settings.models_dir, devices=settings.devices, torch_threads=settings.torch_threads,
-                          max_running_per_owner=settings.max_running_per_user,
-                          max_batch_jobs=settings.max_batch_jobs, preview_interval=settings.preview_interval,
-                          device_options=device_options(settings))
+        pool = engine_pool(settings, catalog)
         await pool.start(preload=[default_model])
         # Build the default model's tokenizer now (~2 s, once per process), not in a user's first /imagine.
         await asyncio.to_thread(prompt_tokens, catalog.get(default_model), settings.models_dir, "")
@@ -65,13 +67,18 @@ class App:
                                  describe_device=settings.devices[0], metrics=metrics)
         metrics.watch_queue(services.jobs.waiting)
         app = cls(settings, catalog, pool, store, services.jobs, services.accounts, services.admin, metrics)
+        app.starter = JobStarter(services.jobs)
         if settings.web_port:
-            pages = web_app(metrics, services.jobs, services.accounts, services.admin)
+            login = Login.from_settings(settings, lambda: app.guild_ids())
+            pages = web_app(metrics, services.jobs, services.accounts, services.admin, app.starter, login)
             if add_pages is not None:
                 add_pages(pages)
             web = WebServer(pages, settings.web_host, settings.web_port)
             try:
                 log.info("web server at %s (metrics at %s/metrics)", await web.start(), web.url)
+                if login is not None:
+                    log.info("web pages: login with Discord, redirect URI %s (list it in the developer portal)",
+                             login.redirect_uri)
             except BaseException:
                 await app.close()
                 raise
@@ -88,9 +95,26 @@ class App:
     def discord_bot(self):
         from bot.discord_ui.client import DreamgridBot
         from bot.discord_ui.endpoints import use_discord_endpoints
+        from bot.discord_ui.job_message import JobMessage
 
         use_discord_endpoints(self.settings.discord_api_base or None, self.settings.discord_gateway_url or None)
-        return DreamgridBot(self.settings, self.jobs, self.accounts, self.admin, on_ack=self.metrics.acknowledged)
+        bot = DreamgridBot(self.settings, self.jobs, self.accounts, self.admin, on_ack=self.metrics.acknowledged)
+        # A job started in the web page is posted in its Discord channel too, as a job with no interaction.
+        self.starter.listener_for = lambda job: JobMessage(bot, job)
+        self.guild_ids = lambda: frozenset(guild.id for guild in bot.guilds)
+        return bot
+
+
+def engine_pool(settings: Settings, catalog: Catalog) -> WorkerPool:
+    """ENGINE=local: worker threads on DEVICES; ENGINE=ray: the same interface over HTTP to Ray Serve."""
+    if settings.engine == "ray":
+        from bot.engine.remote import RemotePool
+
+        return RemotePool(catalog, settings.ray_serve_url, max_running_per_owner=settings.max_running_per_user,
+                          max_batch_jobs=settings.max_batch_jobs, preview_interval=settings.preview_interval)
+    return WorkerPool(catalog, settings.models_dir, devices=settings.devices, torch_threads=settings.torch_threads,
+                      max_running_per_owner=settings.max_running_per_user, max_batch_jobs=settings.max_batch_jobs,
+                      preview_interval=settings.preview_interval, device_options=device_options(settings))
 
 
 def quota_rules(settings: Settings) -> QuotaRules:

@@ -25,6 +25,7 @@ BENCHES = {
     "canvas": "bot.bench.canvas:cli",
     "lora": "bot.bench.lora:cli",
     "describe": "bot.bench.describe:cli",
+    "ray": "bot.bench.ray:cli",
 }
 
 TOKEN_HELP = ("DISCORD_TOKEN is not set: copy .env.example to .env and put your bot's token there "
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("playground", help="try the bot in a browser page (or --terminal) against a local Discord")
 
+    sub.add_parser("serve", help="deploy the engine on Ray Serve (ENGINE=ray; needs the `ray` extra; --help)",
+                   add_help=False)
+
     # models/bench/playground hand their own options (--json, --out...) to the room that reads them.
     args, rest = parser.parse_known_args(argv)
     if rest and args.command in ("run", "generate"):
@@ -64,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             return _generate(args)
         if args.command == "models":
             return _models(args)
+        if args.command == "serve":
+            from bot.serve.cli import cli as serve_cli  # imports Ray: only here
+
+            return serve_cli(args.rest)
         if args.command == "playground":
             from bot.playground import cli
 
@@ -88,7 +96,7 @@ def _run() -> int:
         from bot.playground import web
 
         return web(settings, open_browser=True)
-    setup_logging(settings.log_level, secrets=[settings.discord_token])
+    setup_logging(settings.log_level, secrets=settings.secrets)
     asyncio.run(_serve(settings))
     return 0
 

@@ -21,10 +21,11 @@ def shows_result(message) -> bool:
 
 
 def settings_for(discord: LocalDiscord, settings: Settings, **overrides: object) -> Settings:
-    """`settings`, pointed at the local Discord; no web server of its own (WEB_PORT) unless `overrides` ask."""
+    """`settings`, pointed at the local Discord; no web server of its own (WEB_PORT) and no login with Discord
+    (the .env's client id is not the local Discord's) unless `overrides` ask."""
     return replace(settings, discord_token=discord.bot_token, discord_api_base=discord.api_base,
                    discord_gateway_url=discord.gateway_url, image_hosts=discord.cdn_origin,
-                   **{"web_port": 0, **overrides})
+                   **{"web_port": 0, "discord_client_id": "", "discord_client_secret": "", **overrides})
 
 
 @contextlib.asynccontextmanager

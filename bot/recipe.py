@@ -133,6 +133,9 @@ class Recipe:
     style_weight: int | None = None  # --sw 0..1000 (None: 100)
     object_refs: tuple[str, ...] = ()
     object_weight: int | None = None  # --ow 0..1000 (None: 100)
+    # Vary (Region) with a brush (canvas "region painted"): the painted mask, kept like the pictures above
+    # (white: repaint, black: keep, at the generation size), by digest.
+    mask: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.seed <= MAX_SEED:
@@ -145,8 +148,9 @@ class Recipe:
     # Kept in their own columns (searched and shown on their own): the rest is the `params` JSON.
     COLUMNS = ("prompt", "negative_prompt", "model", "seed")
 
-    # Tuples in the recipe are lists in JSON.
-    PICTURES = ("image_prompts", "style_refs", "object_refs")
+    # The fields that name kept pictures by digest (bot/service/sources.py; retention keeps what they name).
+    # Tuples in the recipe are lists in JSON; `mask` is one digest.
+    PICTURES = ("image_prompts", "style_refs", "object_refs", "mask")
 
     def params(self) -> dict[str, Any]:
         """The JSON stored with the job: only what is set, so older rows read back the same."""
@@ -157,7 +161,7 @@ class Recipe:
                 continue
             if item.name == "loras":
                 value = [list(lora) for lora in value]
-            out[item.name] = list(value) if item.name in Recipe.PICTURES else value
+            out[item.name] = list(value) if isinstance(value, tuple) else value
         return out
 
     @classmethod
@@ -168,7 +172,7 @@ class Recipe:
         if "loras" in values:  # JSON has lists only
             values["loras"] = tuple((name, float(weight)) for name, weight in values["loras"])
         for name in Recipe.PICTURES:
-            if name in values:
+            if isinstance(values.get(name), list):
                 values[name] = tuple(values[name])
         return cls(prompt=prompt, negative_prompt=negative_prompt, model=model, seed=seed, **values)
 
@@ -176,8 +180,8 @@ class Recipe:
 
     def generation(self) -> Recipe:
         """What made the pictures (size, steps, guidance, --tile, --chaos...): what a reroll or a variation
-        starts from. The strength, scale and canvas belong to a job's own kind."""
-        return dataclasses.replace(self, strength=None, scale=None, canvas=None)
+        starts from. The strength, scale and canvas (and a painted mask) belong to a job's own kind."""
+        return dataclasses.replace(self, strength=None, scale=None, canvas=None, mask=None)
 
     def again(self) -> Recipe:
         """The same pictures' settings with a new random seed: what 🔄 and V start from."""
@@ -187,11 +191,11 @@ class Recipe:
         """img2img from one of the source job's images, at Subtle or Strong strength."""
         return dataclasses.replace(self.generation(), strength=VARIATION_STRENGTH[strength])
 
-    def painted(self, operation: str, width: int, height: int, strength: float) -> Recipe:
-        """A canvas job: the operation on a canvas of its own size, painted at `strength`; its --ar was the
-        source's, so it goes."""
+    def painted(self, operation: str, width: int, height: int, strength: float, mask: str | None = None) -> Recipe:
+        """A canvas job: the operation on a canvas of its own size, painted at `strength` (`mask`: the digest of
+        a painted region's mask); its --ar was the source's, so it goes."""
         return dataclasses.replace(self.generation(), canvas=operation, width=width, height=height, ar=None,
-                                   strength=strength)
+                                   strength=strength, mask=mask)
 
     def creative(self) -> Recipe:
         """Upscale (Creative), from an upscale's recipe: its enlarged image through a low-strength img2img

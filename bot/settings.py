@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Mapping
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -90,22 +91,49 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
-def _loopback(text: str) -> str:
-    """WEB_HOST: only this machine may reach the web pages until they have a login."""
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach an address (127.0.0.0/8, ::1, localhost)."""
     try:
-        loopback = text.lower() == "localhost" or ipaddress.ip_address(text).is_loopback
+        return host.lower() == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name or nothing (aiohttp's "every interface"): it may be reachable from outside
-        loopback = False
-    if not loopback:
-        raise SettingsError(f"WEB_HOST={text} would expose the web pages without login; login with Discord is "
-                            "not built yet: keep 127.0.0.1")
+        return False
+
+
+def _client_id(text: str) -> str:
+    if text and not (text.isdigit() and len(text) <= 20):
+        raise ValueError("must be the application's id, digits only (the developer portal's OAuth2 page)")
     return text
+
+
+def _web_secret(text: str) -> str:
+    if text and len(text) < 32:
+        raise ValueError("must be at least 32 characters (python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return text
+
+
+def _base_url(text: str) -> str:
+    """An http(s) address without query or fragment, its trailing / dropped; or empty."""
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError("must be an http:// or https:// address such as https://dreamgrid.example.org")
+    return text.rstrip("/")
 
 
 def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise ValueError("must be a port number, 1 to 65535, or 0")
     return int(text)
+
+
+def _http_url(text: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// address")
+    return text.rstrip("/")
 
 
 def _level(text: str) -> str:
@@ -130,6 +158,16 @@ SETTINGS: dict[str, Variable] = {
         "DISCORD_TOKEN", "", "Bot token from the Discord developer portal (required for `dreamgrid run`).",
         secret=True,
     ),
+    "discord_client_id": Variable(
+        "DISCORD_CLIENT_ID", "",
+        "The application's client id (developer portal, OAuth2): with the secret, the web pages ask members to "
+        "log in with Discord.", _client_id,
+    ),
+    "discord_client_secret": Variable(
+        "DISCORD_CLIENT_SECRET", "",
+        "The application's client secret (developer portal, OAuth2; add WEB_PUBLIC_URL/oauth/callback as a "
+        "redirect there). Never shown or logged.", secret=True,
+    ),
     "guild_ids": Variable(
         "DISCORD_GUILD_IDS", "",
         "Comma-separated server ids to register slash commands in at once (empty: global, up to an hour).",
@@ -150,6 +188,16 @@ SETTINGS: dict[str, Variable] = {
     ),
     "default_model": Variable(
         "DEFAULT_MODEL", "", "Catalog model used by /imagine (empty: the catalog's default).",
+    ),
+    "engine": Variable(
+        "ENGINE", "local",
+        "Where pictures are made: local (worker threads in this process, on DEVICES) or ray (a Ray Serve "
+        "application at RAY_SERVE_URL, started with `dreamgrid serve`; see docs/operations.md).",
+        _choice("local", "ray"),
+    ),
+    "ray_serve_url": Variable(
+        "RAY_SERVE_URL", "http://127.0.0.1:8000/dreamgrid",
+        "With ENGINE=ray: the address of the Ray Serve application (its route prefix included).", _http_url,
     ),
     "devices": Variable(
         "DEVICES", "cpu", "Comma-separated torch devices, one worker thread each: cpu, or cuda:0,cuda:1.",
@@ -261,13 +309,28 @@ SETTINGS: dict[str, Variable] = {
     ),
     "web_host": Variable(
         "WEB_HOST", "127.0.0.1",
-        "Address of the bot's own web server (/metrics); loopback only (127.0.0.1, ::1, localhost) until the "
-        "pages have a login.", _loopback,
+        "Address of the bot's own web server; loopback only (127.0.0.1, ::1, localhost) unless login with "
+        "Discord is on (DISCORD_CLIENT_ID and DISCORD_CLIENT_SECRET); 0.0.0.0 for every interface.",
     ),
     "web_port": Variable(
         "WEB_PORT", "8088",
         "Port of the bot's web server, http://WEB_HOST:WEB_PORT, with Prometheus metrics at /metrics (0: off).",
         _port,
+    ),
+    "web_public_url": Variable(
+        "WEB_PUBLIC_URL", "",
+        "The address members open the web pages at (behind a reverse proxy: its https:// address); the login's "
+        "redirect URI is this + /oauth/callback. Empty: http://WEB_HOST:WEB_PORT.", _base_url,
+    ),
+    "web_secret": Variable(
+        "WEB_SECRET", "",
+        "Key that signs the web sessions' cookies, 32 characters or more (empty: one is made and kept in "
+        "DATA_DIR/web-secret, readable by this user only).", _web_secret, secret=True,
+    ),
+    "discord_oauth_url": Variable(
+        "DISCORD_OAUTH_URL", "",
+        "Where Discord's login page is, /oauth2/authorize under it (empty: https://discord.com; tests point it "
+        "at the local one).", _base_url,
     ),
     "discord_api_base": Variable(
         "DISCORD_API_BASE", "", "Discord REST base URL (empty: real Discord; tests point it at the local one).",
@@ -293,6 +356,8 @@ class Settings:
     models_dir: Path
     default_model: str
     devices: tuple[str, ...]
+    engine: str
+    ray_serve_url: str
     torch_threads: int
     daily_images: int
     max_prompt_chars: int
@@ -322,6 +387,11 @@ class Settings:
     max_image_megapixels: float
     web_host: str
     web_port: int
+    discord_client_id: str = ""
+    discord_client_secret: str = ""
+    web_public_url: str = ""
+    web_secret: str = ""
+    discord_oauth_url: str = ""
 
     @property
     def database_path(self) -> Path:
@@ -330,6 +400,16 @@ class Settings:
     @property
     def catalog_path(self) -> Path:
         return self.models_dir / "catalog.toml"
+
+    @property
+    def login(self) -> bool:
+        """Whether the web pages ask members to log in with Discord (the client id and secret are set)."""
+        return bool(self.discord_client_id and self.discord_client_secret)
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret's value that is set: for the log filter (bot/logs.py)."""
+        return [getattr(self, name) for name, var in SETTINGS.items() if var.secret and getattr(self, name)]
 
     def __repr__(self) -> str:  # never print the token, even by accident
         shown = {f.name: ("***" if SETTINGS[f.name].secret and getattr(self, f.name) else getattr(self, f.name))
@@ -355,7 +435,22 @@ class Settings:
             except ValueError as error:
                 shown = "(hidden)" if var.secret else repr(raw)
                 raise SettingsError(f"{var.name}={shown} is not valid: {error}. {var.help}") from None
-        return cls(**values)
+        settings = cls(**values)
+        settings._check_login()
+        return settings
+
+    def _check_login(self) -> None:
+        if bool(self.discord_client_id) != bool(self.discord_client_secret):
+            given, missing = (("DISCORD_CLIENT_ID", "DISCORD_CLIENT_SECRET") if self.discord_client_id
+                              else ("DISCORD_CLIENT_SECRET", "DISCORD_CLIENT_ID"))
+            raise SettingsError(f"{given} is set but {missing} is empty: login with Discord needs both (the "
+                                "developer portal's OAuth2 page), or neither")
+        if not self.login and not is_loopback(self.web_host):
+            raise SettingsError(f"WEB_HOST={self.web_host} would expose the web pages without login: set "
+                                "DISCORD_CLIENT_ID and DISCORD_CLIENT_SECRET (login with Discord), or keep 127.0.0.1")
+        if self.login and not self.web_public_url and self.web_host in ("", "0.0.0.0", "::"):
+            raise SettingsError(f"WEB_HOST={self.web_host or '(every interface)'} is no address a browser can open: "
+                                "set WEB_PUBLIC_URL to the one members use (the login's redirect URI is under it)")
 
 
 def env_example() -> str:

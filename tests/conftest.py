@@ -1,12 +1,23 @@
-"""Shared fixtures: the tiny test model (built once), a local Discord, and the real bot logged in to it."""
+"""Shared fixtures: the tiny test model (built once), a local Discord, and the real bot logged in to it
+(`dreamgrid`: its engine is the in-process pool unless a folder's `engine_settings` says otherwise, as
+tests/ray does)."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from bot.app import App
+    from bot.localdiscord import LocalDiscord
+    from bot.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -195,3 +206,88 @@ async def web_bot(tmp_path, models_dir):
         async with local_bot(discord, settings) as app:
             yield discord, app
         assert discord.spec_errors == []
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `ray` need Ray Serve (the `ray` extra, in `.[test]`): skipped, saying so, without it."""
+    if importlib.util.find_spec("ray") is not None:
+        return
+    if os.environ.get("DREAMGRID_REQUIRE_RAY"):  # CI (.ci/run): a missing extra is a failure, not a skip
+        raise pytest.UsageError("DREAMGRID_REQUIRE_RAY is set but Ray is not installed (the `ray` extra)")
+    skip = pytest.mark.skip(reason="Ray is not installed: pip install -c constraints.txt -e '.[ray]' to run it")
+    for item in items:
+        if "ray" in item.keywords:
+            item.add_marker(skip)
+
+
+@dataclass
+class Dreamgrid:
+    """A running bot that can be stopped and started again on the same data, like a real restart."""
+
+    discord: LocalDiscord
+    settings: Settings
+    app: App | None = None
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    async def start(self) -> None:
+        from bot.local import local_bot
+
+        self._stack = contextlib.AsyncExitStack()
+        self.app = await self._stack.enter_async_context(local_bot(self.discord, self.settings))
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
+        self.app = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    async def grid(self, user, prompt: str, timeout: float = 60):
+        """/imagine and wait for the finished message (one with an attachment)."""
+        ix = await self.discord.slash(user, "imagine", {"prompt": prompt})
+        message = await ix.wait_original(lambda m: bool(m.attachments), timeout=timeout)
+        return ix, message
+
+    async def click(self, user, message, custom_id: str, timeout: float = 60):
+        """Click a button and wait for the new job's finished message."""
+        ix = await self.discord.click(user, message.id, custom_id)
+        result = await ix.wait_original(lambda m: bool(m.attachments), timeout=timeout)
+        return ix, result
+
+
+def settings_for(discord: LocalDiscord, data_dir: Path, models_dir: Path, **overrides) -> Settings:
+    from bot.local import settings_for as local_settings
+    from bot.settings import Settings
+
+    # No live previews unless a test asks: a preview is an attachment, and tests wait for the grid's.
+    values = dict(data_dir=data_dir, models_dir=models_dir, progress_interval=0.0, daily_images=40,
+                  preview_interval=0.0, position_interval=0.2)
+    values.update(overrides)
+    return local_settings(discord, Settings.load(env={}, env_file=None), **values)
+
+
+@pytest.fixture
+async def local_discord():
+    from bot.localdiscord import LocalDiscord
+
+    async with LocalDiscord() as discord:
+        yield discord
+        # Every request the bot sent must match Discord's OpenAPI spec.
+        assert discord.spec_errors == []
+
+
+@pytest.fixture
+def engine_settings() -> dict:
+    """Settings of the engine the `dreamgrid` bot runs on: none here (the in-process pool)."""
+    return {}
+
+
+@pytest.fixture
+async def dreamgrid(local_discord, tmp_path, models_dir, engine_settings, request):
+    overrides = {**engine_settings, **getattr(request, "param", {})}
+    bot = Dreamgrid(local_discord, settings_for(local_discord, tmp_path / "data", models_dir, **overrides))
+    await bot.start()
+    yield bot
+    if bot.app is not None:
+        await bot.stop()

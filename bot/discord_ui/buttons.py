@@ -9,66 +9,26 @@ SQLite, none from a View object. Registered once in `DreamgridBot.setup_hook`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import discord
 from discord import ButtonStyle
 
-from bot.discord_ui.canvas_tools import REGION_NAMES, RegionSelect, show_canvas_form
+from bot.discord_ui.canvas_tools import RegionSelect, show_canvas_form
 from bot.discord_ui.custom_ids import JOB_BUTTON, number
 from bot.discord_ui.guard import usable_job
 from bot.discord_ui.remix import show_remix
 from bot.discord_ui.show import ShowButton
 from bot.recipe import JobKind
 from bot.service import Job
+from bot.service.actions import ACTIONS, NOT_HERE
 from bot.service.canvas import PAN_DIRECTIONS
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
 
-IMAGES = range(1, 5)  # U1-U4, V1-V4
-NO_INDEX = range(0, 1)
-
-
-@dataclass(frozen=True)
-class Action:
-    """What a button (or its Remix modal) starts, and which jobs' messages carry it."""
-    start: Callable  # start(jobs, who, job, index, remix) -> the awaitable that accepts the new job
-    remixable: bool  # with Remix on, it opens the prompt first
-    on_grid: bool  # under a grid (else under an upscaled image)
-    indices: range = NO_INDEX  # the index it may carry: an image of the grid, a region, or none (0)
-
-    def fits(self, job: Job, index: int) -> bool:
-        """Whether this button can be on that job's message: a forged one (U on an upscale, V5) cannot."""
-        return job.kind.is_grid == self.on_grid and index in self.indices
-
-
-def _canvas(operation: str) -> Action:
-    return Action(lambda jobs, who, job, index, remix: jobs.canvas(who, job, operation, remix), True, False)
-
-
-# Shared by the buttons, the region select and the Remix modals.
-ACTIONS: dict[str, Action] = {
-    "upscale": Action(lambda jobs, who, job, index, remix: jobs.upscale(who, job, index), False, True, IMAGES),
-    "vary": Action(lambda jobs, who, job, index, remix: jobs.vary(who, job, index, remix=remix),  # /settings
-                   True, True, IMAGES),
-    "reroll": Action(lambda jobs, who, job, index, remix: jobs.reroll(who, job, remix=remix), True, True),
-    "subtle": Action(lambda jobs, who, job, index, remix: jobs.vary(who, job, 1, "subtle", remix=remix),
-                     True, False),
-    "strong": Action(lambda jobs, who, job, index, remix: jobs.vary(who, job, 1, "strong", remix=remix),
-                     True, False),
-    "creative": Action(lambda jobs, who, job, index, remix: jobs.creative(who, job), False, False),
-    "zoom2": _canvas("zoom 2"),
-    "zoom15": _canvas("zoom 1.5"),
-    "square": _canvas("square"),
-    **{f"pan{side}": _canvas(f"pan {side}") for side in PAN_DIRECTIONS},
-    "region": Action(lambda jobs, who, job, index, remix: jobs.canvas(who, job, f"region {REGION_NAMES[index]}", remix),
-                     True, False, range(len(REGION_NAMES))),
-}
 CANCEL = "cancel"
 CUSTOM_ZOOM = "zoomc"
-NOT_HERE = "That button does not belong to job #{job}'s message, so nothing was done. Use the buttons under it."
 
 
 async def start_action(interaction: discord.Interaction[DreamgridBot], action: str, job: Job, index: int,

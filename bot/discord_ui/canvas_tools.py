@@ -17,12 +17,11 @@ from bot.discord_ui.custom_ids import CANVAS_MODAL, REGION_SELECT, number
 from bot.discord_ui.guard import usable_job
 from bot.discord_ui.remix import remix_text, show_remix, submitted_field, submitted_form
 from bot.service import Job
-from bot.service.canvas import REGIONS
+from bot.service.actions import REGION_NAMES
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
 
-REGION_NAMES = list(REGIONS)
 BOX = "box"  # the select's last option: a box of one's own, in a form
 PROMPT_FIELD, VALUE_FIELD = "prompt", "value"
 FORMS = {  # tool -> (title, the value's label, its default, placeholder)

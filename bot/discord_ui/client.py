@@ -18,6 +18,7 @@ from bot.discord_ui.job_message import JobMessage
 from bot.service import Accounts, Admin, Jobs, Requester, UserError
 from bot.settings import Settings
 from bot.service import Job, Refused
+from bot.service.quota import allowance_refusal
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,4 @@ async def _best_effort(call: Awaitable):
 
 
 def quota_refusal(refused: Refused) -> str:
-    relax = (" Or switch to /relax: relax jobs cost nothing and run whenever no fast job waits."
-             if refused.relax_allowed else "")
-    return (f"Not enough fast allowance left: you have {refused.remaining} image"
-            f"{'s' if refused.remaining != 1 else ''} left this period (a grid costs 4, an upscale 1). "
-            f"Your allowance resets {render.when(refused.resets_at)}. Nothing was queued or charged.{relax}")
+    return allowance_refusal(refused, render.when(refused.resets_at))

@@ -15,6 +15,8 @@ from discord.ext import commands
 from bot.discord_ui import render
 from bot.discord_ui.checks import requester
 from bot.service import Admin, UserError
+from bot.service.actions import NOT_YOURS
+from bot.service.actions import may_act_on as service_may_act_on
 from bot.service.models import LoadFailed
 from bot.service.policy import BANNED
 from bot.service import Job
@@ -102,8 +104,8 @@ class AdminCog(commands.Cog):
 
 
 def may_act_on(interaction: discord.Interaction[DreamgridBot], job: Job) -> bool:
-    """A job's buttons, Remix, /show and /cancel are for its owner and admins."""
-    return job.owner_id == interaction.user.id or interaction.client.is_admin(interaction)
+    """A job's buttons, Remix, /show and /cancel are for its owner and admins (the service's one rule)."""
+    return service_may_act_on(job, interaction.user.id, interaction.client.is_admin(interaction))
 
 
 async def owned_job(interaction: discord.Interaction[DreamgridBot], job_id: int, what: str = "use its buttons"
@@ -117,9 +119,7 @@ async def owned_job(interaction: discord.Interaction[DreamgridBot], job_id: int,
             f"Job #{job_id} no longer exists. Start a new one with /imagine.", ephemeral=True)
         return None
     if not may_act_on(interaction, job):
-        await interaction.response.send_message(
-            f"This is not your job: only the person who started it (or an admin) can {what}. "
-            "Make your own with /imagine.", ephemeral=True)
+        await interaction.response.send_message(NOT_YOURS.format(what=what), ephemeral=True)
         return None
     return job
 

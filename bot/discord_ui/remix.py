@@ -16,15 +16,12 @@ import discord
 from bot.discord_ui.custom_ids import REMIX_MODAL, number
 from bot.discord_ui.guard import usable_job
 from bot.service import Job
+from bot.service.actions import remix_text
 
 if TYPE_CHECKING:
     from bot.discord_ui.client import DreamgridBot
 
 PROMPT_FIELD = "prompt"
-
-
-def remix_text(job: Job) -> str:
-    return f"{job.prompt} {job.recipe.prompt_language()}"
 
 
 TITLES = {"reroll": "Remix: reroll", "zoom2": "Remix: zoom out 2x", "zoom15": "Remix: zoom out 1.5x",

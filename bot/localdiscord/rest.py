@@ -14,6 +14,8 @@ from multidict import MultiDictProxy
 from . import errors as E
 from .cdn import add_routes as add_cdn_routes
 from .models import Message
+from .oauth import Grant
+from .oauth import add_routes as add_oauth_routes
 from .server import UploadedFile, short_path
 from .spec import Operation
 
@@ -31,6 +33,7 @@ class ApiRequest:
     query: MultiDictProxy[str]
     body: Any = None
     files: list[UploadedFile] = field(default_factory=list)
+    bearer: Grant | None = None  # an OAuth2 user's token (``Authorization: Bearer``); None: the bot's
 
     def param(self, name: str) -> int:
         return int(self.op.params[name])
@@ -57,6 +60,7 @@ def build_app(local: LocalDiscord) -> web.Application:
     app.router.add_get("/gateway/", local.gateway.handle)
     app.router.add_get("/gateway", local.gateway.handle)
     add_cdn_routes(app, local)  # cdn.py: message attachments and uploaded option files
+    add_oauth_routes(app, local)  # oauth.py: the consent page and the token endpoint (not in the spec)
     app.router.add_route("*", API_PREFIX + "/{tail:.*}", _api_handler(local))
     return app
 
@@ -100,9 +104,17 @@ async def _parse(local: LocalDiscord, request: web.Request, method: str, path: s
     problems = local.spec.validate_params(op)
     if problems:
         raise E.invalid_form_body(problems)
-    if op.needs_bot_token and request.headers.get("Authorization") != f"Bot {local.bot_token}":
+    authorization = request.headers.get("Authorization", "")
+    bearer = None
+    if authorization.startswith("Bearer "):
+        # A user's OAuth2 token: only where the spec lists OAuth2, and with every scope it names there.
+        bearer = local.oauth.bearer(authorization[len("Bearer "):])
+        needed = op.oauth_scopes
+        if bearer is None or needed is None or not needed <= bearer.scopes:
+            raise E.unauthorized()
+    elif op.needs_bot_token and authorization != f"Bot {local.bot_token}":
         raise E.unauthorized()
-    api_request = ApiRequest(method, path, op, request.query)
+    api_request = ApiRequest(method, path, op, request.query, bearer=bearer)
     if local.spec.has_body(op):
         api_request.body, api_request.files, multipart = await _read_body(request)
         problems = local.spec.validate_body(op, api_request.body, multipart=multipart)
@@ -173,7 +185,23 @@ def ratelimit_headers(bucket: str) -> dict[str, str]:
 
 @route("GET", "/users/@me")
 async def get_me(local: LocalDiscord, req: ApiRequest) -> Reply:
+    if req.bearer is not None:  # scope identify: no email, no verified (those come with the email scope)
+        return 200, {**local.users[req.bearer.user_id].to_json(), "mfa_enabled": False, "locale": "en-US"}
     return 200, {**local.bot.to_json(), "verified": True, "mfa_enabled": False, "locale": "en-US", "email": None}
+
+
+@route("GET", "/users/@me/guilds")
+async def list_my_guilds(local: LocalDiscord, req: ApiRequest) -> Reply:
+    """The user's servers (Bearer, scope guilds), or the bot's: partial guilds with the caller's permissions."""
+    user_id = req.bearer.user_id if req.bearer is not None else local.bot.id
+    guilds = local.guilds_of(user_id) if req.bearer is not None else sorted(local.guilds.values(), key=lambda g: g.id)
+    if "before" in req.query:
+        guilds = [g for g in guilds if g.id < int(req.query["before"])]
+    if "after" in req.query:
+        guilds = [g for g in guilds if g.id > int(req.query["after"])]
+    limit = max(1, min(200, int(req.query.get("limit", "200"))))
+    return 200, [{"id": str(g.id), "name": g.name, "icon": None, "banner": None, "owner": g.owner_id == user_id,
+                  "permissions": str(g.permissions_of(user_id)), "features": []} for g in guilds[:limit]]
 
 
 @route("GET", "/users/{user_id}")

@@ -59,6 +59,7 @@ from .models import (
 )
 from .components import drop_nulls, render_components
 from .faults import Faults
+from .oauth import OAuth
 from .snowflake import Snowflakes, iso_now
 from .spec import DiscordSpec
 
@@ -158,6 +159,10 @@ class LocalDiscord:
         self.cdn_secret = secrets.token_bytes(32)  # signs ephemeral attachment links (ex/is/hm)
         # Fault injection (faults.py): make REST fail, reset or hang, or drop the gateway.
         self.faults = Faults(self)
+        # Login with Discord (oauth.py): the application's client id/secret, codes and Bearer tokens.
+        self.oauth = OAuth(self)
+        # Servers the bot is not in (add_outside_guild): only a user's /users/@me/guilds lists them.
+        self.outside_guilds: dict[int, Guild] = {}
 
         self._watched: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
@@ -253,6 +258,25 @@ class LocalDiscord:
         guild.members[user.id] = member
         self.gateway.dispatch("GUILD_MEMBER_ADD", {**member.to_json(), "guild_id": str(guild.id)}, intent=GUILD_MEMBERS)
         return user
+
+    def add_outside_guild(self, name: str, members: Iterable[User] = (), *, managers: Iterable[User] = ()) -> int:
+        """A server the bot is not in, with these users in it (``managers`` with Manage Server): it is in their
+        ``/users/@me/guilds`` (OAuth2), never in the bot's gateway or REST. Returns its id."""
+        guild = Guild(self.ids.next(), name, owner_id=self.owner.id)
+        guild.roles[guild.id] = Role(guild.id, "@everyone", EVERYONE_PERMISSIONS)
+        manager = Role(self.ids.next(), "Manager", MANAGE_GUILD, position=1)
+        guild.roles[manager.id] = manager
+        guild.members[self.owner.id] = Member(self.owner, [])
+        managing = {user.id for user in managers}
+        for user in [*members, *managers]:
+            guild.members[user.id] = Member(user, [manager.id] if user.id in managing else [])
+        self.outside_guilds[guild.id] = guild
+        return guild.id
+
+    def guilds_of(self, user_id: int) -> list[Guild]:
+        """Every server the user is in, the bot's and others, by id."""
+        every = [*self.guilds.values(), *self.outside_guilds.values()]
+        return sorted((g for g in every if user_id in g.members), key=lambda g: g.id)
 
     def permissions_of(self, user: User | int) -> int:
         return self.guild.permissions_of(user if isinstance(user, int) else user.id)

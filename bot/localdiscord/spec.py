@@ -53,6 +53,14 @@ class Operation:
         security = self.spec.get("security", [])
         return bool(security) and {} not in security
 
+    @property
+    def oauth_scopes(self) -> frozenset[str] | None:
+        """The scopes a Bearer token needs here (``security: [{"OAuth2": ["guilds"]}]``); None: no Bearer."""
+        for requirement in self.spec.get("security", []):
+            if "OAuth2" in requirement:
+                return frozenset(requirement["OAuth2"])
+        return None
+
     def body_content_types(self) -> set[str]:
         return set(self.spec.get("requestBody", {}).get("content", {}))
 

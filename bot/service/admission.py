@@ -17,9 +17,9 @@ from bot.engine.families import family_of
 from bot.engine.loras import LORAS_DIR, LoraError, find_lora, lora_family
 from bot.engine.tokens import prompt_tokens
 from bot.recipe import MAX_IMAGES, JobKind, Recipe
-from bot.service.canvas import CanvasError, check_operation, paint_canvas
+from bot.service.canvas import PAINTED, CanvasError, brush_mask, check_operation, paint_canvas
 from bot.service.compose import Defaults, Links, Plan, plan_job
-from bot.service.fetch import ImageFetcher, Upload
+from bot.service.fetch import ImageFetcher, Upload, decode
 from bot.service.images import ImageFiles
 from bot.service.policy import Policy
 from bot.service.prompt import PromptError, normalise
@@ -31,6 +31,12 @@ from bot.store.preferences import Preferences
 
 
 log = logging.getLogger(__name__)
+
+
+def _sentence(error: Exception) -> str:
+    """A CanvasError's text ("the box must…") as a sentence for the member."""
+    text = str(error)
+    return f"{text[0].upper()}{text[1:]}."
 
 # A canvas operation's first word -> the kind of job it is
 KIND_OF_OPERATION = {"zoom": JobKind.ZOOM, "square": JobKind.ZOOM, "pan": JobKind.PAN, "region": JobKind.REGION}
@@ -99,17 +105,22 @@ class Admission:
         return await self._accept_one(who, JobKind.UPSCALE, parent.recipe.upscale(source.seed), parent, index)
 
     async def canvas(self, who: Requester, parent: Job, operation: str, remix: str | None = None, *,
-                     again: Job | None = None) -> Job | Refused:
+                     again: Job | None = None, mask: str | None = None) -> Job | Refused:
         """Zoom Out, Make Square, Pan or Vary (Region) on an upscaled image: a grid painted on a canvas made
         from it (bot/service/canvas.py), with the prompt (or what Remix made of it). `again`: the canvas job
-        a 🔄 paints once more, with its own recipe."""
+        a 🔄 paints once more, with its own recipe. `mask`: the kept mask of "region painted" (a 🔄 takes
+        its job's)."""
         if parent.kind.is_grid:
             raise UserError(f"Job #{parent.id} is a grid: upscale one of its images (U1–U4) first, then use the "
                             "tools under it.")
         try:
             operation = check_operation(operation)
         except CanvasError as error:
-            raise UserError(f"{str(error)[0].upper()}{str(error)[1:]}.") from None
+            raise UserError(_sentence(error)) from None
+        mask = mask or (again.recipe.mask if again is not None else None)
+        if operation == f"region {PAINTED}" and (mask is None or not self.sources.exists(mask)):
+            raise UserError("A painted region needs its mask, and there is none (or it is no longer stored): "
+                            "paint the region with the brush in the archive's page, or pick a region or a box.")
         await self._require_image(parent, 1)
         base = (again or parent).recipe.again() if remix is None else await self._remixed(who, remix, parent.recipe)
         spec = self.catalog.get(base.model)
@@ -117,10 +128,37 @@ class Admission:
         if operation == "square" and source.width == source.height:
             raise UserError(f"Image of job #{parent.id} is square already; Make Square pads a wide or tall image.")
         # The canvas's size and strength, from a blank image of the source's size (Pillow work: off the loop).
-        painted = await asyncio.to_thread(paint_canvas, operation, Image.new("RGB", (source.width, source.height)),
-                                          model_size=(spec.width, spec.height), multiple=spec.family.size_multiple)
-        recipe = base.painted(operation, *painted.image.size, painted.strength)
+        painted = await asyncio.to_thread(
+            lambda: paint_canvas(operation, Image.new("RGB", (source.width, source.height)),
+                                 model_size=(spec.width, spec.height), multiple=spec.family.size_multiple,
+                                 mask=self.sources.open(mask) if mask else None))
+        recipe = base.painted(operation, *painted.image.size, painted.strength,
+                              mask=mask if operation == f"region {PAINTED}" else None)
         return await self._accept_one(who, KIND_OF_OPERATION[operation.split()[0]], recipe, parent, 1)
+
+    async def painted_region(self, who: Requester, parent: Job, mask_png: bytes,
+                             remix: str | None = None) -> Job | Refused:
+        """Vary (Region) with a brush: `mask_png` white where to repaint, black where to keep, painted on the
+        upscaled image (any size of its shape). The mask is brought to the image's generation size,
+        thresholded and kept by digest (bot/service/sources.py); then it is the same job as the Discord
+        Vary (Region), through the same Remix path when a prompt comes with it."""
+        if parent.kind.is_grid:
+            raise UserError(f"Job #{parent.id} is a grid: upscale one of its images (U1–U4) first, then paint "
+                            "on the upscaled image.")
+        if len(mask_png) > self.fetcher.max_bytes:
+            raise UserError(f"The mask is {len(mask_png) / 2**20:.1f} MB; the bot reads pictures up to "
+                            f"{self.fetcher.max_bytes / 2**20:g} MB.")
+        size = (parent.recipe.width, parent.recipe.height)
+
+        def keep() -> str:
+            try:
+                mask = brush_mask(decode(mask_png, self.fetcher.max_pixels, "The mask"), size)
+            except CanvasError as error:
+                raise UserError(_sentence(error)) from None
+            return self.sources.put(mask)
+
+        digest = await asyncio.to_thread(keep)
+        return await self.canvas(who, parent, f"region {PAINTED}", remix, mask=digest)
 
     async def creative(self, who: Requester, parent: Job) -> Job | Refused:
         """Upscale (Creative): the upscaled image through a low-strength img2img pass that adds detail."""
@@ -287,8 +325,12 @@ class Admission:
         # Every new job, buttons included, before anything is charged; a --repeat's grids share their prompts.
         for prompt, negative_prompt in dict.fromkeys((r.prompt, r.negative_prompt) for r in recipes):
             await self.policy.admit(who, prompt, negative_prompt)
+        # Private (its replies only the owner's, as /settings says now): recorded, so the web archive never
+        # shows it to other members.
+        private = (await self.preferences.get(who.user_id)).private
         new = [NewJob(owner_id=who.user_id, owner_name=who.name, guild_id=who.guild_id, channel_id=who.channel_id,
-                      kind=kind, recipe=recipe, parent_job_id=parent.id if parent else None, parent_index=index)
+                      kind=kind, recipe=recipe, parent_job_id=parent.id if parent else None, parent_index=index,
+                      private=private)
                for recipe in recipes]
         try:
             return await self.quota.accept(new, who.role_ids)

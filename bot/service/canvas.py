@@ -24,6 +24,7 @@ REGIONS = {
     "bottom-left": (0, 0.5, 0.5, 1), "bottom-right": (0.5, 0.5, 1, 1),
     "centre": (0.25, 0.25, 0.75, 0.75),
 }
+PAINTED = "painted"  # Vary (Region) with a brush: "region painted", its mask in the recipe (Recipe.mask)
 MIN_ZOOM, MAX_ZOOM = 1.0, 2.0
 OUTPAINT_STRENGTH, REGION_STRENGTH = 0.9, 1.0
 # A pan grows the canvas until it holds this many times the model's pixel budget; then the far side goes.
@@ -88,6 +89,32 @@ def region(source: Image.Image, box: tuple[float, float, float, float]) -> Canva
     return Canvas(source.convert("RGB"), mask, REGION_STRENGTH)
 
 
+def brush_mask(painted: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """A mask painted with the archive's brush (white: repaint, black: keep; drawn on the upscaled image, so
+    usually twice `size`) brought to the source's `size` and thresholded at half: 255 paint, 0 keep. The
+    CanvasError (for the user) if its shape is not the image's, or nothing or everything is painted."""
+    width, height = size
+    if abs(painted.width * height - painted.height * width) > 0.02 * painted.height * width:
+        raise CanvasError(f"the mask is {painted.width}×{painted.height} pixels and does not have the image's "
+                          f"shape ({width}×{height}); paint on the image itself")
+    mask = painted.convert("L").resize(size, Image.Resampling.BILINEAR).point(lambda value: 255 if value >= 128 else 0)
+    darkest, brightest = mask.getextrema()
+    if brightest == 0:
+        raise CanvasError("the mask is empty: paint over the part of the image to repaint, then submit again")
+    if darkest == 255:
+        raise CanvasError("the mask covers the whole image: leave the part to keep unpainted (or use Vary "
+                          "(Strong) to change all of it)")
+    return mask
+
+
+def painted_region(source: Image.Image, mask: Image.Image) -> Canvas:
+    """The source with a painted mask (brush_mask's, at the source's size) to repaint; the rest is kept."""
+    if mask.size != source.size:
+        mask = brush_mask(mask, source.size)
+    return Canvas(source.convert("RGB"), mask.convert("L").point(lambda value: 255 if value >= 128 else 0),
+                  REGION_STRENGTH)
+
+
 def parse_region(text: str) -> tuple[float, float, float, float]:
     """A region's name, or a box in percent "left,top,right,bottom" (e.g. "10,20,60,80")."""
     text = text.strip().lower().replace(" ", "")
@@ -147,6 +174,8 @@ def check_operation(operation: str) -> str:
         return "square"
     if verb == "pan" and argument in PAN_DIRECTIONS:
         return f"pan {argument}"
+    if verb == "region" and argument == PAINTED:
+        return f"region {PAINTED}"
     if verb == "region":
         box = parse_region(argument)
         name = next((name for name, known in REGIONS.items() if known == box), None)
@@ -154,9 +183,15 @@ def check_operation(operation: str) -> str:
     raise CanvasError(f"unknown canvas operation {operation!r}")
 
 
-def paint_canvas(operation: str, source: Image.Image, *, model_size: tuple[int, int], multiple: int) -> Canvas:
-    """The canvas and mask an operation makes of `source` (the image at its generation size)."""
+def paint_canvas(operation: str, source: Image.Image, *, model_size: tuple[int, int], multiple: int,
+                 mask: Image.Image | None = None) -> Canvas:
+    """The canvas and mask an operation makes of `source` (the image at its generation size); `mask`: the
+    painted mask of "region painted"."""
     verb, _, argument = check_operation(operation).partition(" ")
+    if verb == "region" and argument == PAINTED:
+        if mask is None:
+            raise CanvasError("a painted region needs its mask: paint it with the brush in the archive")
+        return painted_region(source, mask)
     if verb == "zoom":  # a canvas of the source's size: the model's pixel budget at its ratio
         return zoom_out(source, float(argument), source.size)
     if verb == "square":

@@ -81,6 +81,12 @@ class Jobs:
     async def creative(self, who: Requester, parent: Job) -> Job | Refused:
         return await self._admission.creative(who, parent)
 
+    async def paint_region(self, who: Requester, parent: Job, mask_png: bytes,
+                           remix: str | None = None) -> Job | Refused:
+        """Vary (Region) with a brush on an upscaled image: `mask_png` white where to repaint, black where to
+        keep (kept by digest in the recipe); otherwise the Discord Vary (Region) job, Remix path and all."""
+        return await self._admission.painted_region(who, parent, mask_png, remix)
+
     # Running.
     def start(self, job: Job, listener: JobListener) -> asyncio.Task:
         return self._runner.start(job, listener)
@@ -214,21 +220,33 @@ class Accounts:
     async def history(self, owner_id: int, page: int, size: int, text: str = "") -> tuple[list[Job], int]:
         return await self._quota.quotas.history(owner_id, page, size, text)
 
-    async def archive(self, viewer: Requester, is_admin: bool, *, text: str = "", model: str | None = None,
+    async def archive(self, viewer: Requester, is_admin: bool, *, guild_ids: Collection[int] = (),
+                      admin_guild_ids: Collection[int] = (), text: str = "", model: str | None = None,
                       kind: str | None = None, since: datetime | None = None, until: datetime | None = None,
                       aspect: str | None = None, before_id: int | None = None, limit: int = 50,
                       statuses: Collection[JobStatus] | None = (JobStatus.DONE,)) -> ArchivePage:
         """One page of the archive, newest first (bot/store/archive.py: the filters, the prompt search, the
-        cursor: pass the page's `next_before_id` as `before_id` for the next one). A member sees their own
-        jobs; an admin (`is_admin`, as the front end decides it) everyone's. Other members' jobs are never
-        shown to a member, not even public ones from a server both share: that is not there yet. Raises
-        UserError for an unknown kind, aspect or status, or a limit below 1."""
+        cursor: pass the page's `next_before_id` as `before_id` for the next one). Who sees what: a member
+        their own jobs and the public ones (not private, not in a DM) of `guild_ids`, the servers they share
+        with the bot; every job of `admin_guild_ids`, where they are an admin; an admin everywhere
+        (`is_admin`, as the front end decides it) everyone's. Raises UserError for an unknown kind, aspect or
+        status, or a limit below 1."""
         try:
             return await self._archive.page(
-                viewer_ids=None if is_admin else frozenset({viewer.user_id}), text=text, model=model, kind=kind,
-                since=since, until=until, aspect=aspect, before_id=before_id, limit=limit, statuses=statuses)
+                viewer_ids=None if is_admin else frozenset({viewer.user_id}), public_guild_ids=guild_ids,
+                every_guild_ids=admin_guild_ids, text=text, model=model, kind=kind, since=since, until=until,
+                aspect=aspect, before_id=before_id, limit=limit, statuses=statuses)
         except ValueError as error:
             raise UserError(f"{error}. Nothing was searched.") from None
+
+    async def visible_job(self, viewer: Requester, is_admin: bool, job_id: int, *, guild_ids: Collection[int] = (),
+                          admin_guild_ids: Collection[int] = ()) -> Job | None:
+        """The job, if the archive's rule (`archive`) lets this viewer see it, in any status; else None, the
+        same as a job that does not exist."""
+        found = await self._archive.page(
+            viewer_ids=None if is_admin else frozenset({viewer.user_id}), public_guild_ids=guild_ids,
+            every_guild_ids=admin_guild_ids, job_id=job_id, limit=1, statuses=None)
+        return found.jobs[0] if found.jobs else None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -56,7 +56,8 @@ class Stats:
     queued: int
     running: int
     per_model: list[ModelStats]
-    memory: dict[str, int]  # device -> bytes of loaded weights
+    memory: dict[str, int]  # device -> bytes of loaded weights (a Ray replica's device is `<replica>/<device>`)
+    models: dict[str, list[str]] = field(default_factory=dict)  # device -> the models loaded there
 
     @property
     def jobs(self) -> int:
@@ -192,13 +193,16 @@ class ModelAdmin:
         rows = await self.records.job_stats(since)
         active = await self.store.active_jobs()
         memory: dict[str, int] = {device: 0 for device in self.pool.devices}
+        models: dict[str, list[str]] = {device: [] for device in self.pool.devices}
         for state in self.pool.loaded():
-            memory[state.device] += state.weight_bytes
+            memory[state.device] = memory.get(state.device, 0) + state.weight_bytes
+            models.setdefault(state.device, []).append(state.name)
         return Stats(
             queued=sum(job.status is JobStatus.QUEUED for job in active),
             running=sum(job.status is JobStatus.RUNNING for job in active),
             per_model=[ModelStats(r["model"], r["jobs"], r["images"], r["mean_seconds"]) for r in rows],
             memory=memory,
+            models=models,
         )
 
     async def status(self, hours: int = 24, failures: int = 10) -> OperatorsStatus:

@@ -8,7 +8,8 @@ as do ComfyUI's loaders and most image sites), so an image says how it was made:
 (with LoRAs: `<lora:ghibli:0.8>` at the end of the prompt and `Lora hashes: "ghibli: 1a2b3c4d5e6f"`; with
 pictures, each named by the first 12 hex digits of its sha256, as A1111 names models: `Image prompt: 1a2b3c4d5e6f,
 Image weight: 1`, `Style reference`, `Style code`, `Style weight`, `Object reference`, `Object weight`,
-`Blend: "latent interpolation of 1a2b3c4d5e6f, 0f9e8d7c6b5a"`)
+`Blend: "latent interpolation of 1a2b3c4d5e6f, 0f9e8d7c6b5a"`; a region painted with the archive's brush:
+`Mask: painted 1a2b3c4d5e6f`, where a region of the select says `Mask: top-left`)
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def recipe_text(recipe: Recipe, *, sampler: str, seed: int, width: int, height: 
         extra["Denoising strength"] = recipe.strength
     if recipe.canvas is not None:  # Zoom / Outpaint / Pan / Mask: what the canvas tool did
         extra.update(canvas_fields(recipe.canvas))
+    if recipe.mask is not None:  # Vary (Region) with a brush: the painted mask, by hash, as pictures are named
+        extra["Mask"] = f"painted {short_hash(recipe.mask)}"
     extra.update(picture_fields(recipe, blend_method))
     if loras:
         extra["Lora hashes"] = ", ".join(f"{name}: {digest}" for name, _, digest in loras)

@@ -72,6 +72,16 @@ def refusal_text(refused: QueueRefused) -> str:
             "not queued and nothing was charged. Please try again in a few minutes.")
 
 
+def allowance_refusal(refused: Refused, resets: str) -> str:
+    """What a member is told when a job would pass their fast allowance: what is left, when it resets
+    (`resets`: that moment as the front end writes it, e.g. a Discord timestamp), and what to do."""
+    relax = (" Or switch to /relax: relax jobs cost nothing and run whenever no fast job waits."
+             if refused.relax_allowed else "")
+    return (f"Not enough fast allowance left: you have {refused.remaining} image"
+            f"{'s' if refused.remaining != 1 else ''} left this period (a grid costs 4, an upscale 1). "
+            f"Your allowance resets {resets}. Nothing was queued or charged.{relax}")
+
+
 class QuotaAdmin:
     """/quota set|grant|reset|tier: each change goes to the ledger or the quota tables (the Discord layer's
     AdminCog audits it, as every admin command)."""

@@ -54,8 +54,8 @@ class JobListener(Protocol):
     async def preview(self, job: Job, png: bytes, fraction: float) -> None: ...  # the grid partway through
 
     async def finished(self, job: Job, image: Path, spoiler: bool, *, fresh: bool = False) -> int | None:
-        """Show the result (`spoiler`: flagged as NSFW). Returns the id of the message that shows it, None
-        if there is nowhere to show it; raises if it could not be shown this time (it is tried again).
+        """Show the result (`spoiler`: flagged as NSFW). Returns the id of the message that shows it (0: shown
+        in no message, e.g. only in the web page), None if there is nowhere to show it; raises if it could not be shown this time (it is tried again).
         `fresh`: post it as a new message, the job's own message having failed for too long. Showing the
         same job twice must edit, never post a second result."""
         ...
@@ -300,8 +300,8 @@ class Runner:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, LONGEST_RETRY)
                     continue
-                if message_id is not None:
-                    await self.store.mark_delivered(job.id, message_id)
+                if message_id is not None:  # 0: shown, in no message (the web page, with no bot)
+                    await self.store.mark_delivered(job.id, message_id or None)
                     self.metrics.ended(job.kind.value, JobStatus.DONE.value)
                     return
                 break  # nowhere to show it this way
@@ -372,8 +372,9 @@ class Runner:
 
     def _canvas(self, job: Job, source: Image.Image) -> Canvas:
         spec = self.catalog.get(job.model)
+        mask = self.sources.open(job.recipe.mask) if job.recipe.mask else None  # Vary (Region) with a brush
         return paint_canvas(job.recipe.canvas, source, model_size=(spec.width, spec.height),
-                            multiple=spec.family.size_multiple)
+                            multiple=spec.family.size_multiple, mask=mask)
 
     async def _generated_image(self, job: Job) -> Image.Image:
         """What a canvas job paints around: its upscaled image at the size it was generated at (the model's

@@ -78,13 +78,18 @@ class Archive:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def page(self, *, viewer_ids: frozenset[int] | None, text: str = "", model: str | None = None,
-                   kind: str | None = None, since: datetime | None = None, until: datetime | None = None,
-                   aspect: str | None = None, before_id: int | None = None, limit: int = 50,
-                   statuses: Collection[JobStatus] | None = (JobStatus.DONE,)) -> ArchivePage:
+    async def page(self, *, viewer_ids: frozenset[int] | None, public_guild_ids: Collection[int] = (),
+                   every_guild_ids: Collection[int] = (), job_id: int | None = None, text: str = "",
+                   model: str | None = None, kind: str | None = None, since: datetime | None = None,
+                   until: datetime | None = None, aspect: str | None = None, before_id: int | None = None,
+                   limit: int = 50, statuses: Collection[JobStatus] | None = (JobStatus.DONE,)) -> ArchivePage:
         """One page of jobs, newest first.
 
-        viewer_ids: only jobs owned by one of them (None: everyone's, for admins; empty: none).
+        Who sees what: the jobs owned by one of `viewer_ids`, and the public jobs (not private, and made in a
+        server: a DM is never public) of `public_guild_ids`, and every job of `every_guild_ids` (the servers
+        where the viewer is an admin). viewer_ids None: everyone's, for admins (the guild sets do not matter
+        then); all three empty: none.
+        job_id: only that job (whether a viewer may open it: the same rule as the list).
         text: the prompt search (module docstring); model: its name, exactly; kind: a JobKind value;
         since <= created_at < until (naive datetimes are UTC); aspect: "square" | "portrait" | "landscape",
         from the job's width and height; before_id: the previous page's `next_before_id`;
@@ -93,15 +98,21 @@ class Archive:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         limit = min(limit, MAX_PAGE)
-        if viewer_ids is not None and not viewer_ids:
+        if viewer_ids is not None and not (viewer_ids or public_guild_ids or every_guild_ids):
             return ArchivePage([], None)
         if before_id is not None and before_id <= 1:
             return ArchivePage([], None)
         conditions: list[str] = []
         args: list = []
         if viewer_ids is not None:
-            conditions.append("owner_id IN (SELECT value FROM json_each(?))")
-            args.append(json.dumps(sorted(viewer_ids)))
+            conditions.append("(owner_id IN (SELECT value FROM json_each(?))"
+                              " OR (private = 0 AND guild_id IN (SELECT value FROM json_each(?)))"
+                              " OR guild_id IN (SELECT value FROM json_each(?)))")
+            args.extend(json.dumps(sorted({int(i) for i in ids}))
+                        for ids in (viewer_ids, public_guild_ids, every_guild_ids))
+        if job_id is not None:
+            conditions.append("id = ?")
+            args.append(min(max(job_id, 0), MAX_INTEGER))
         if statuses is not None:
             wanted = sorted({JobStatus(status).value for status in statuses})
             if not wanted:

@@ -50,6 +50,7 @@ class NewJob:
     recipe: Recipe
     parent_job_id: int | None = None
     parent_index: int | None = None
+    private: bool = False  # delivered as replies only its owner sees (their /settings when accepted)
 
     @property
     def cost(self) -> int:
@@ -76,6 +77,7 @@ class Job:
     lane: str = "fast"  # fast | relax (migration 0005)
     pruned_at: str | None = None  # set when retention removed its image files
     delivered_at: str | None = None  # when its message first showed the result (migration 0007)
+    private: bool = False  # its replies were only its owner's: not public in the archive (migration 0010)
 
     @property
     def active(self) -> bool:
@@ -288,4 +290,4 @@ def _job(row: aiosqlite.Row) -> Job:
     recipe = Recipe.from_params(json.loads(values.pop("params")),
                                 **{column: values.pop(column) for column in Recipe.COLUMNS})
     return Job(**{**values, "kind": JobKind(values["kind"]), "status": JobStatus(values["status"]),
-                  "recipe": recipe})
+                  "recipe": recipe, "private": bool(values.get("private"))})

@@ -173,4 +173,12 @@ MIGRATIONS: list[tuple[str, str]] = [
     END;
     INSERT INTO jobs_fts(jobs_fts) VALUES ('rebuild');
     """),
+    # Whether a job was delivered as a private (ephemeral) reply: the web archive shows other members only the
+    # public jobs of the servers they share (bot/store/archive.py). Recorded from the owner's /settings when
+    # the job is accepted; jobs from before this step take their owner's setting as it is now.
+    ("0010_jobs_private", """
+    ALTER TABLE jobs ADD COLUMN private INTEGER NOT NULL DEFAULT 0;  -- 1: its replies were only its owner's
+    UPDATE jobs SET private = 1 WHERE owner_id IN (SELECT user_id FROM preferences WHERE private = 1);
+    CREATE INDEX jobs_by_guild ON jobs(guild_id, id);
+    """),
 ]

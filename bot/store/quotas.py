@@ -82,11 +82,11 @@ class Quotas:
                 recipe, charge = new.recipe, new.cost if lane == "fast" else 0
                 cursor = await db.execute(
                     "INSERT INTO jobs(owner_id, guild_id, channel_id, kind, prompt, negative_prompt, params,"
-                    " model, seed, cost, status, parent_job_id, parent_index, created_at, lane)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " model, seed, cost, status, parent_job_id, parent_index, created_at, lane, private)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (owner, new.guild_id, new.channel_id, new.kind, recipe.prompt, recipe.negative_prompt,
                      json.dumps(recipe.params()), recipe.model, recipe.seed, charge, JobStatus.QUEUED,
-                     new.parent_job_id, new.parent_index, stamp, lane))
+                     new.parent_job_id, new.parent_index, stamp, lane, int(new.private)))
                 ids.append(cursor.lastrowid)
                 if charge:
                     await db.execute(

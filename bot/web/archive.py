@@ -2,8 +2,10 @@
 filters by model, kind, date and shape, and a search of prompts (SQLite FTS5, bot/store/archive.py); a job's
 detail with its images and parameters. Read through the service's facades only.
 
-Who sees what: until login with Discord exists, the web server only listens on a loopback address (settings
-refuse any other WEB_HOST), so whoever can open the page is on the bot's own machine, and sees every job.
+Who sees what (bot/web/auth.py, Accounts.archive): without login, whoever opens the page is on the bot's own
+machine and sees every job; with login with Discord, a member sees their own jobs and the public ones of the
+servers they share with the bot, an admin what the bot's admin rule gives. A job one may not see is a 404 in
+/api/jobs/<id> and /images/<id>, the same as one that does not exist.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from bot.service import Accounts, Jobs, UserError
+from bot.service.actions import remix_text
 from bot.service.provenance import read_parameters
-from bot.web.auth import viewer_of
+from bot.web.auth import viewer_of, visible_job
 from bot.web.pages import page
 
 PAGE = 40
@@ -29,7 +32,8 @@ def archive_routes(jobs: Jobs, accounts: Accounts) -> list[web.RouteDef]:
         query, viewer = request.query, viewer_of(request)
         try:
             found = await accounts.archive(
-                viewer.requester, viewer.is_admin, text=query.get("text", ""), model=query.get("model") or None,
+                viewer.requester, viewer.is_admin, guild_ids=viewer.guild_ids,
+                admin_guild_ids=viewer.admin_guild_ids, text=query.get("text", ""), model=query.get("model") or None,
                 kind=query.get("kind") or None, aspect=query.get("aspect") or None,
                 since=_day(query.get("since")), before_id=_number(query.get("before")), limit=PAGE)
         except UserError as error:
@@ -38,19 +42,19 @@ def archive_routes(jobs: Jobs, accounts: Accounts) -> list[web.RouteDef]:
                                   "next_before": found.next_before_id})
 
     async def detail(request: web.Request) -> web.Response:
-        job = await jobs.get(_number(request.match_info["job"]) or 0)
-        if job is None:
+        job = await visible_job(request, accounts, _number(request.match_info["job"]) or 0)
+        if job is None:  # or not one this viewer may see: the same answer
             raise web.HTTPNotFound(text="no such job")
         images = await jobs.images(job.id)
         path = jobs.result_file(job)
         parameters = await asyncio.to_thread(read_parameters, path) if path.is_file() else None
         return web.json_response({**_summary(job), "width": job.recipe.width, "height": job.recipe.height,
                                   "seeds": [image.seed for image in images], "parameters": parameters or "",
-                                  "link": _discord_link(job)})
+                                  "link": _discord_link(job), **_state(jobs, job, path.is_file())})
 
     async def image(request: web.Request) -> web.FileResponse:
-        job = await jobs.get(_number(request.match_info["job"]) or 0)
-        if job is None:
+        job = await visible_job(request, accounts, _number(request.match_info["job"]) or 0)
+        if job is None:  # or not one this viewer may see: the same answer
             raise web.HTTPNotFound(text="no such job")
         path = jobs.result_file(job)  # the one file a job shows: never a path taken from the request
         if not path.is_file():
@@ -68,6 +72,12 @@ def archive_routes(jobs: Jobs, accounts: Accounts) -> list[web.RouteDef]:
 def _summary(job) -> dict:
     return {"id": job.id, "prompt": job.prompt, "model": job.model, "kind": str(job.kind), "seed": job.seed,
             "created_at": job.created_at, "image": f"/images/{job.id}"}
+
+
+def _state(jobs: Jobs, job, stored: bool) -> dict:
+    """Where the job is (the page polls it while it runs), what its buttons are, and Remix's text."""
+    return {"status": str(job.status), "error": job.error, "position": jobs.position(job.id),
+            "grid": job.kind.is_grid, "stored": stored, "parent": job.parent_job_id, "remix": remix_text(job)}
 
 
 def _discord_link(job) -> str | None:

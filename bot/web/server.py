@@ -1,10 +1,12 @@
 """The bot's web server: an aiohttp Application in the bot's own process and event loop, at
-http://WEB_HOST:WEB_PORT (loopback only until the pages have a login with Discord; bot/settings.py refuses
-anything else).
+http://WEB_HOST:WEB_PORT (loopback only unless login with Discord is on: bot/settings.py refuses anything else;
+bot/web/auth.py: who is asking, the login, CSRF). /metrics, /healthz and the pages' static files are open to
+anyone who can reach the server; everything else needs a session when login is on.
 
     /metrics   Prometheus' text format, from the App's own registry (bot/web/metrics.py)
     /healthz   200 "ok" while the process serves
-    /archive   every job, searched and filtered (bot/web/archive.py), with its JSON API under /api
+    /archive   every job, searched and filtered (bot/web/archive.py), with its JSON API under /api; its
+               buttons (Rerun, U, V, Vary, Vary (Region) with a brush) under /api/jobs/<id>/… (bot/web/actions.py)
     /status    the operators' status page (bot/web/status.py): queue, devices, jobs per hour, failures
 """
 
@@ -16,8 +18,9 @@ from aiohttp import web
 
 from bot.service import Accounts, Admin, Jobs
 from bot.settings import SettingsError
+from bot.web.actions import JobStarter, action_routes
 from bot.web.archive import archive_routes
-from bot.web.auth import AUTH_ROUTES, csrf_middleware
+from bot.web.auth import AUTH_ROUTES, MIDDLEWARES, Login, auth_app
 from bot.web.metrics import CONTENT_TYPE, Metrics
 from bot.web.pages import STATIC_ROUTE
 from bot.web.status import status_routes
@@ -28,14 +31,19 @@ METRICS = web.AppKey("metrics", Metrics)
 HOME = web.AppKey("home", str)  # where `/` leads: the archive, or the playground where one is mounted
 
 
-def web_app(metrics: Metrics, jobs: Jobs, accounts: Accounts, admin: Admin | None = None) -> web.Application:
-    app = web.Application(middlewares=[csrf_middleware])
+def web_app(metrics: Metrics, jobs: Jobs, accounts: Accounts, admin: Admin | None = None,
+            start: JobStarter | None = None, login: Login | None = None) -> web.Application:
+    """`start`: how a job the page accepts is started (bot/web/actions.py; where a Discord bot runs, it is
+    posted in the job's channel too). `login`: login with Discord (bot/web/auth.py); None: the local admin."""
+    app = web.Application(middlewares=MIDDLEWARES)
+    auth_app(app, login)
     app[METRICS] = metrics
     app[HOME] = "/archive"
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/", _to_home)
-    app.add_routes([STATIC_ROUTE, *AUTH_ROUTES, *archive_routes(jobs, accounts)])
+    app.add_routes([STATIC_ROUTE, *AUTH_ROUTES, *archive_routes(jobs, accounts),
+                    *action_routes(jobs, accounts, admin, start or JobStarter(jobs))])
     if admin is not None:
         app.add_routes(status_routes(admin))
     return app

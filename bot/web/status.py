@@ -3,9 +3,8 @@ loaded models and memory, jobs done and failed per hour over the last 24 hours, 
 failures with the reason their members were told (never a file path). The page refreshes itself from
 /api/status every few seconds. Read through the service's facades only (`Admin.status`).
 
-Who sees it: it is for admins. Until login with Discord exists, the web server only listens on a loopback
-address (settings refuse any other WEB_HOST), so whoever can open the page is on the bot's own machine, and
-counts as an admin.
+Who sees it: admins everywhere only (ADMIN_USER_IDS; without login, whoever opens it is on the bot's own
+machine and counts as one); anyone else gets a 403 (bot/web/auth.py's `require_admin`).
 """
 
 from __future__ import annotations
@@ -13,14 +12,17 @@ from __future__ import annotations
 from aiohttp import web
 
 from bot.service import Admin
+from bot.web.auth import require_admin
 from bot.web.pages import page
 
 
 def status_routes(admin: Admin) -> list[web.RouteDef]:
     async def status_page(request: web.Request) -> web.FileResponse:
+        require_admin(request)
         return page("status.html")
 
     async def report(request: web.Request) -> web.Response:
+        require_admin(request)
         status = await admin.status()
         return web.json_response({
             "queue": {"waiting": status.waiting, "lanes": status.lanes, "users": status.users},

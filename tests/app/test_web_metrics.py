@@ -1,5 +1,5 @@
 """The bot's own web server: /metrics in Prometheus' format and /healthz, scraped over a real socket from the
-real bot on the local Discord; and WEB_HOST kept to loopback until the pages have a login."""
+real bot on the local Discord; and WEB_HOST kept to loopback unless login with Discord is on."""
 
 from __future__ import annotations
 
@@ -72,8 +72,8 @@ async def test_metrics_count_jobs_images_acks_and_failures(web_bot):
 def test_a_web_host_that_is_not_loopback_is_refused(host):
     with pytest.raises(SettingsError) as refused:
         Settings.load(env={"WEB_HOST": host}, env_file=None)
-    assert str(refused.value) == (f"WEB_HOST={host} would expose the web pages without login; login with "
-                                  "Discord is not built yet: keep 127.0.0.1")
+    assert str(refused.value) == (f"WEB_HOST={host} would expose the web pages without login: set "
+                                  "DISCORD_CLIENT_ID and DISCORD_CLIENT_SECRET (login with Discord), or keep 127.0.0.1")
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])

@@ -127,9 +127,14 @@ class ModelCog(AdminCog):
                 mean = f"{m.mean_seconds:.1f} s a job" if m.mean_seconds is not None else "no timing"
                 lines.append(f"• `{m.model}`: {m.jobs} jobs, {m.images} images, {mean}")
             lines.append("**Memory (loaded weights):** "
-                         + ", ".join(f"{device} {_mb(size)}" for device, size in stats.memory.items()))
+                         + ", ".join(f"{device} {_mb(size)}" + _names(stats.models.get(device))
+                                     for device, size in stats.memory.items()))
             return "\n".join(lines)
         await self.act(interaction, work)
+
+
+def _names(models: list[str] | None) -> str:
+    return f" ({', '.join(f'`{name}`' for name in models)})" if models else ""
 
 
 async def show_default_model(bot: DreamgridBot) -> None:

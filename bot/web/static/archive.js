@@ -1,5 +1,10 @@
 // The archive: every job newest first, filtered and searched on the server (/api/archive), one page at a
-// time as the end of the list comes into view. No framework, no build step.
+// time as the end of the list comes into view; a job's detail with the buttons Discord has under it (Rerun,
+// U1–U4, V1–V4; Vary (Subtle/Strong/Region) under an upscale), whose new jobs are followed here live.
+// No framework, no build step.
+import {post} from "/static/session.js";
+import {Brush} from "/static/brush.js";
+
 const form = document.getElementById("filters");
 const list = document.getElementById("jobs");
 const status = document.getElementById("status");
@@ -63,8 +68,146 @@ async function open(id) {
   discord.hidden = !job.link; if (job.link) discord.href = job.link;
   document.getElementById("copy-prompt").onclick = () => copy(job.prompt);
   document.getElementById("copy-seed").onclick = () => copy(String(job.seed));
-  detail.showModal();  // Escape closes it; focus returns to the card
+  buttons(job);
+  if (!detail.open) detail.showModal();  // Escape closes it; focus returns to the card
 }
+
+// --- the job's buttons: the same actions as under its Discord message -------------------------------------
+
+const actions = document.getElementById("job-actions");
+const started = document.getElementById("started");
+const ACTIVE = new Set(["queued", "running"]);
+
+const remixBox = document.getElementById("remix-box");
+const remix = document.getElementById("remix");
+const remixPrompt = document.getElementById("remix-prompt");
+remix.addEventListener("change", () => { remixPrompt.hidden = !remix.checked; if (remix.checked) remixPrompt.focus(); });
+
+// Remix, as the Discord form does it: 🔄 and the variations take the edited prompt (upscales take none).
+function remixed(action) {
+  return remix.checked && REMIXABLE.has(action) ? {prompt: remixPrompt.value} : {};
+}
+const REMIXABLE = new Set(["reroll", "vary", "subtle", "strong"]);
+
+function buttons(job) {
+  actions.replaceChildren();
+  remixBox.hidden = job.status !== "done" || !job.stored;
+  remixPrompt.value = job.remix || job.prompt || "";
+  if (job.status !== "done" || !job.stored) return;  // nothing to start from (yet, or any more)
+  const add = (text, label, run) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = text;
+    if (label) button.setAttribute("aria-label", label);
+    button.addEventListener("click", run);
+    actions.append(button);
+  };
+  if (job.grid) {
+    for (let i = 1; i <= 4; i++) add(`U${i}`, `Upscale image ${i}`, () => act(job, `U${i}`, "upscale", i));
+    add("🔄", "Rerun", () => act(job, "🔄 Rerun", "reroll", 0));
+    for (let i = 1; i <= 4; i++) add(`V${i}`, `Variations of image ${i}`, () => act(job, `V${i}`, "vary", i));
+  } else {
+    add("Vary (Subtle)", null, () => act(job, "Vary (Subtle)", "subtle", 0));
+    add("Vary (Strong)", null, () => act(job, "Vary (Strong)", "strong", 0));
+    add("Vary (Region)", "Vary (Region): paint the part to repaint", () => openRegion(job));
+  }
+}
+
+async function act(job, label, action, index) {
+  await submitted(label, job, post(`/api/jobs/${job.id}/actions/${action}`, {index, ...remixed(action)}));
+}
+
+// A request that starts a job: its answer becomes a line in "Started from here", followed until it ends.
+async function submitted(label, parent, request) {
+  const item = document.createElement("li");
+  const text = document.createElement("span");
+  text.textContent = `${label} of #${parent.id}: sending…`;
+  item.append(text);
+  document.getElementById("started-section").hidden = false;
+  started.prepend(item);
+  let response;
+  try { response = await request; } catch { response = null; }
+  const answer = response ? await response.json().catch(() => ({})) : {};
+  if (!response || !response.ok) {
+    item.className = "failed";
+    item.setAttribute("role", "alert");
+    text.textContent = `${label} of #${parent.id}: ${answer.error || "the bot could not be reached; try again."}`;
+    return false;
+  }
+  follow(item, text, `${label} of #${parent.id} → job #${answer.job.id}`, answer.job.id);
+  return true;
+}
+
+async function follow(item, text, title, id) {
+  item.dataset.job = id;
+  for (;;) {
+    const response = await fetch(`/api/jobs/${id}`).catch(() => null);
+    const job = response && response.ok ? await response.json() : null;
+    if (job && !ACTIVE.has(job.status)) { ended(item, text, title, job); return; }
+    text.textContent = `${title}: ${!job ? "…" : job.status === "running" ? "generating…"
+                                        : job.position ? `queued (#${job.position} in line)` : "queued"}`;
+    item.dataset.status = job ? job.status : "";
+    await new Promise((resolve) => setTimeout(resolve, 400));
+  }
+}
+
+function ended(item, text, title, job) {
+  item.dataset.status = job.status;
+  if (job.status !== "done") {
+    item.className = "failed";
+    text.textContent = `${title}: ${job.status}${job.error ? ` — ${job.error}` : ""}`;
+    return;
+  }
+  text.textContent = `${title}: done`;
+  const image = document.createElement("img");
+  image.src = `${job.image}?done`;
+  image.alt = `job #${job.id}`;
+  const show = document.createElement("button");
+  show.type = "button";
+  show.textContent = `Open #${job.id}`;
+  show.addEventListener("click", () => open(job.id));
+  item.prepend(image);
+  item.append(show);
+  list.prepend(card(job));  // the archive has it now too
+}
+
+// --- Vary (Region) with a brush ------------------------------------------------------------------------
+
+const region = document.getElementById("region");
+const regionStatus = document.getElementById("region-status");
+const regionPrompt = document.getElementById("region-prompt");
+const brush = new Brush(document.getElementById("region-canvas"), document.getElementById("brush-size"),
+                        document.getElementById("brush-shown"));
+let painting = null;  // the upscaled job painted on
+
+async function openRegion(job) {
+  painting = job;
+  regionStatus.textContent = "";
+  regionPrompt.value = job.remix;
+  await brush.load(`${job.image}?region`);
+  region.showModal();
+  document.getElementById("region-canvas").focus();
+}
+
+document.getElementById("brush-undo").addEventListener("click", () => brush.undo());
+document.getElementById("brush-clear").addEventListener("click", () => brush.clear());
+document.getElementById("region-close").addEventListener("click", () => region.close());
+document.getElementById("region-submit").addEventListener("click", async () => {
+  if (!brush.painted) { regionStatus.textContent = "Paint over the part to repaint first."; return; }
+  const submit = document.getElementById("region-submit");
+  submit.disabled = true;
+  regionStatus.textContent = "Sending…";
+  const request = post(`/api/jobs/${painting.id}/region`, {mask: brush.mask(), prompt: regionPrompt.value});
+  const response = await request.catch(() => null);
+  submit.disabled = false;
+  if (response && response.ok) {
+    region.close();
+    await submitted("Vary (Region)", painting, Promise.resolve(response));
+  } else {
+    const answer = response ? await response.json().catch(() => ({})) : {};
+    regionStatus.textContent = answer.error || "The bot could not be reached; try again.";
+  }
+});
 
 async function copy(text) {
   try { await navigator.clipboard.writeText(text); status.textContent = "Copied."; }
