@@ -10,7 +10,7 @@ from typing import Callable
 
 from aiohttp import web as aiohttp_web
 
-from bot.engine import Catalog, DeviceOptions, WorkerPool, load_catalog
+from bot.engine import Catalog, DeviceOptions, EnginePool, WorkerPool, load_catalog
 from bot.engine.tokens import prompt_tokens
 from bot.service import Accounts, Admin, ImageLimits, Jobs, open_services
 from bot.service.quota import QuotaRules
@@ -34,7 +34,7 @@ def device_options(settings: Settings) -> DeviceOptions:
 class App:
     settings: Settings
     catalog: Catalog
-    pool: WorkerPool
+    pool: EnginePool
     store: Store
     jobs: Jobs
     accounts: Accounts
@@ -105,7 +105,7 @@ class App:
         return bot
 
 
-def engine_pool(settings: Settings, catalog: Catalog) -> WorkerPool:
+def engine_pool(settings: Settings, catalog: Catalog) -> EnginePool:
     """ENGINE=local: worker threads on DEVICES; ENGINE=ray: the same interface over HTTP to Ray Serve."""
     if settings.engine == "ray":
         from bot.engine.remote import RemotePool

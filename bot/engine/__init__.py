@@ -7,6 +7,7 @@ model, or when one of the names in _LAZY (below) is first used.
 from bot.engine.catalog import Catalog, CatalogError, ModelSpec, load_catalog
 from bot.engine.grid import make_grid, png_bytes
 from bot.engine.pool import LoadedState, Ticket, WorkerPool
+from bot.engine.tickets import EnginePool
 from bot.engine.requests import (
     Cancelled,
     DeviceOptions,
@@ -43,6 +44,7 @@ __all__ = [
     "CatalogError",
     "DeviceOptions",
     "EngineError",
+    "EnginePool",
     "Event",
     "GenerateRequest",
     "GenerationResult",

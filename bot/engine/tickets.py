@@ -14,7 +14,7 @@ import asyncio
 import enum
 import threading
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterable, Protocol
 
 from bot.engine.batching import BatchTuner, batch_key
 from bot.engine.catalog import Catalog, CatalogError
@@ -123,6 +123,28 @@ class Ticket:
         else:
             self._result.set_result(result)
         self._events.put_nowait(_END)
+
+
+class EnginePool(Protocol):
+    """What the service and the app use of an engine: the in-process WorkerPool (ENGINE=local) or the
+    RemotePool (ENGINE=ray). Both are TicketLines, so their queues behave the same."""
+
+    @property
+    def devices(self) -> tuple[str, ...]: ...
+
+    def queued_by_lane(self) -> dict[str, int]: ...
+
+    def submit(self, request: Request, *, owner: object = None, lane: str = "fast") -> Ticket: ...
+
+    async def start(self, preload: Iterable[str] = ()) -> None: ...
+
+    async def load(self, name: str) -> list[LoadedState]: ...
+
+    async def unload(self, name: str) -> list[str]: ...
+
+    def loaded(self) -> list[LoadedState]: ...
+
+    async def close(self) -> None: ...
 
 
 class TicketLine:

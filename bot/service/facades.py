@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from bot.engine import Catalog, WorkerPool
+from bot.engine import Catalog, EnginePool
 from bot.recipe import JobStatus
 from bot.service.admission import Admission
 from bot.service.describing import Describing
@@ -289,7 +289,7 @@ class ImageLimits:
     max_megapixels: float = 40.0
 
 
-def open_services(store: Store, pool: WorkerPool, catalog: Catalog, *, data_dir: Path, models_dir: Path,
+def open_services(store: Store, pool: EnginePool, catalog: Catalog, *, data_dir: Path, models_dir: Path,
                   default_model: str, quota_rules: QuotaRules, max_prompt_chars: int,
                   position_interval: float = 0.0, job_timeout: float = 0.0,
                   delivery_timeout: float = 600.0, image_limits: ImageLimits = ImageLimits(),

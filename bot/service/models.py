@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from bot.engine import Catalog, CatalogError, EngineError, LoadedState, ModelSpec, WorkerPool
+from bot.engine import Catalog, CatalogError, EngineError, LoadedState, ModelSpec, EnginePool
 from bot.engine.checkpoints import list_checkpoints
 from bot.engine.families import family_of
 from bot.engine.loras import LORAS_DIR, LoraFile, list_loras
@@ -89,7 +89,7 @@ class OperatorsStatus:
 
 
 class ModelAdmin:
-    def __init__(self, store: Store, pool: WorkerPool, catalog: Catalog, models_dir: Path, policy: Policy) -> None:
+    def __init__(self, store: Store, pool: EnginePool, catalog: Catalog, models_dir: Path, policy: Policy) -> None:
         self.store = store
         self.records = AdminStore(store)
         self.pool = pool

@@ -19,6 +19,7 @@ from bot.engine import (
     Cancelled,
     Catalog,
     EngineError,
+    EnginePool,
     GenerateRequest,
     GenerationResult,
     Preview,
@@ -26,7 +27,6 @@ from bot.engine import (
     Started,
     Ticket,
     UpscaleRequest,
-    WorkerPool,
     png_bytes,
 )
 from bot.recipe import GRID_SIZE, JobKind, JobStatus, Recipe
@@ -127,7 +127,7 @@ def _fitted(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 class Runner:
-    def __init__(self, store: Store, pool: WorkerPool, catalog: Catalog, images: ImageFiles, policy: Policy,
+    def __init__(self, store: Store, pool: EnginePool, catalog: Catalog, images: ImageFiles, policy: Policy,
                  sources: SourceImages, *,
                  position_interval: float = 0.0, job_timeout: float = 0.0, delivery_timeout: float = 600.0,
                  metrics: JobMetrics | None = None) -> None:

@@ -1,7 +1,6 @@
 """The archive against real SQLite files: the FTS index built by its migration and kept in step by triggers,
 the prompt search (words, prefixes, diacritics, hostile text), the filters, the cursor and who sees what."""
 
-import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -9,7 +8,6 @@ import pytest
 from bot.recipe import JobKind, JobStatus, Recipe
 from bot.store import NewJob, Store
 from bot.store.archive import Archive, prompt_search
-from bot.store.migrations import MIGRATIONS
 from bot.store.quotas import Limits, Quotas
 
 LIMITS = Limits(max_waiting=10_000, queue_limit=10_000, period_days=1, relax_allowed=True)
@@ -39,12 +37,8 @@ async def search(store, text, **filters):
     return [job.id for job in page.jobs]
 
 
-async def test_the_migration_indexes_the_jobs_already_there(tmp_path):
-    path = tmp_path / "old.sqlite3"
-    old = sqlite3.connect(path)
-    earlier = [(name, script) for name, script in MIGRATIONS if name != "0009_jobs_fts"]
-    old.executescript("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL);"
-                      + "".join(script + f"INSERT INTO migrations VALUES ('{name}', 'then');" for name, script in earlier))
+async def test_the_migration_indexes_the_jobs_already_there(database_without):
+    old, path = database_without("0009_jobs_fts")
     old.execute("INSERT INTO users VALUES (1, 'alice', 'then', 'fast', NULL)")
     for prompt in ("a red fox in the snow", "a blue whale", "un café crème"):
         old.execute("INSERT INTO jobs(owner_id, channel_id, kind, prompt, params, model, seed, cost, status,"

@@ -2,14 +2,12 @@
 servers they share with the bot (never a private one, never one in a DM), a server's admin every job of it,
 an admin everywhere all; one job by id under the same rule. And migration 0010 records `private`."""
 
-import sqlite3
 
 import pytest
 
 from bot.recipe import JobKind, Recipe
 from bot.store import NewJob, Store
 from bot.store.archive import Archive
-from bot.store.migrations import MIGRATIONS
 from bot.store.quotas import Limits, Quotas
 
 LIMITS = Limits(max_waiting=10_000, queue_limit=10_000, period_days=1, relax_allowed=True)
@@ -61,12 +59,8 @@ async def test_members_see_their_own_and_the_public_jobs_of_shared_servers(store
     assert await seen(store, job_id=2**70, **one) == [] and await seen(store, job_id=-1, **one) == []
 
 
-async def test_the_migration_takes_private_from_the_owners_setting(tmp_path):
-    path = tmp_path / "old.sqlite3"
-    old = sqlite3.connect(path)
-    earlier = [(name, script) for name, script in MIGRATIONS if name != "0010_jobs_private"]
-    old.executescript("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL);"
-                      + "".join(script + f"INSERT INTO migrations VALUES ('{name}', 'then');" for name, script in earlier))
+async def test_the_migration_takes_private_from_the_owners_setting(database_without):
+    old, path = database_without("0010_jobs_private")
     old.execute("INSERT INTO users VALUES (1, 'alice', 'then', 'fast', NULL)")
     old.execute("INSERT INTO users VALUES (2, 'bob', 'then', 'fast', NULL)")
     old.execute("INSERT INTO preferences(user_id, private) VALUES (2, 1)")

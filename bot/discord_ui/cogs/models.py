@@ -1,7 +1,7 @@
 """/model list | use | load | unload | info, and /stats: admins change models without stopping the bot.
 
-Loads run on the worker threads between jobs (WorkerPool.load), so the bot keeps answering and queued
-jobs keep the model they were accepted with. The bot's presence shows the default model.
+Loads run between jobs (on the worker threads, or on every Ray Serve replica with ENGINE=ray), so the bot
+keeps answering and queued jobs keep the model they were accepted with. The bot's presence shows the default model.
 """
 
 from __future__ import annotations
