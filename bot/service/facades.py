@@ -100,6 +100,10 @@ class Jobs:
     def position(self, job_id: int) -> int | None:
         return self._runner.position(job_id)
 
+    def progress(self, job_id: int) -> float | None:
+        """A running job's fraction of steps done (0..1); None when it is not running."""
+        return self._runner.progress(job_id)
+
     def waiting(self) -> dict[str, int]:
         """Jobs waiting for a worker in each lane, {"fast": n, "relax": m}: the operators' queue depth."""
         return self._runner.pool.queued_by_lane()

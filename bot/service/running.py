@@ -142,6 +142,7 @@ class Runner:
         self.job_timeout = job_timeout  # seconds a running job may go without progress (0: forever)
         self.delivery_timeout = delivery_timeout  # seconds its message is retried before a new one is posted
         self._tickets: dict[int, Ticket] = {}
+        self._progress: dict[int, float] = {}  # running jobs: the fraction of their steps done
         self._tasks: set[asyncio.Task] = set()
         self._job_tasks: dict[int, asyncio.Task] = {}
         self._cancelled: set[int] = set()  # cancelled before they reached the pool
@@ -159,6 +160,10 @@ class Runner:
     def position(self, job_id: int) -> int | None:
         ticket = self._tickets.get(job_id)
         return ticket.position() if ticket else None
+
+    def progress(self, job_id: int) -> float | None:
+        """How far a running job is (0..1), None if it is not running here."""
+        return self._progress.get(job_id)
 
     async def stop(self, job_id: int) -> Job | None:
         """Cancel a queued or running job and wait until it has stopped (a running one stops at its next
@@ -226,6 +231,7 @@ class Runner:
                         started = asyncio.get_running_loop().time()
                         await self.store.mark_running(job.id)
                     elif isinstance(event, Progress):
+                        self._progress[job.id] = event.fraction
                         await _quietly(listener.progress(job, event.fraction))
                     elif isinstance(event, Preview):
                         png = await asyncio.to_thread(png_bytes, event.image)  # encoding is CPU work: off the loop
@@ -243,6 +249,7 @@ class Runner:
             await self._fail(job, listener, f"an internal error ({type(error).__name__})", why="internal")
         finally:
             self._tickets.pop(job.id, None)
+            self._progress.pop(job.id, None)
 
     async def _keep(self, job: Job, result: GenerationResult, listener: JobListener, started: float) -> None:
         """A finished pipeline's images: refused (NSFW), or saved, recorded as done, and delivered."""

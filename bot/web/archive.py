@@ -77,6 +77,7 @@ def _summary(job) -> dict:
 def _state(jobs: Jobs, job, stored: bool) -> dict:
     """Where the job is (the page polls it while it runs), what its buttons are, and Remix's text."""
     return {"status": str(job.status), "error": job.error, "position": jobs.position(job.id),
+            "progress": jobs.progress(job.id),
             "grid": job.kind.is_grid, "stored": stored, "parent": job.parent_job_id, "remix": remix_text(job)}
 
 

@@ -135,12 +135,25 @@ async def test_the_real_server_refuses_a_post_without_its_csrf_token_and_answers
         async with http.post(f"{app.web.url}/api/jobs/{job_id}/actions/reroll", json={},
                              headers={"X-CSRF-Token": "wrong"}) as response:
             assert response.status == 403
-        async with http.post(f"{app.web.url}/api/jobs/{job_id}/actions/reroll", json={},
+        async with http.post(f"{app.web.url}/api/jobs/{job_id}/actions/reroll",  # Remix: a longer one
+                             json={"prompt": "a whale --seed 4 --steps 40"},
                              headers={"X-CSRF-Token": token}) as response:
             assert response.status == 202, await response.text()
             new = (await response.json())["job"]
+        seen = []  # what the page shows while it runs: how far it is
+        for _ in range(600):
+            async with http.get(f"{app.web.url}/api/jobs/{new['id']}") as response:
+                job = await response.json()
+            if job["status"] not in ("queued", "running"):
+                break
+            seen.append(job["progress"])
+            await asyncio.sleep(0.02)
     done = await finished(app.web.url, new["id"])
     assert done["status"] == "done" and done["kind"] == "reroll" and done["grid"] is True
+    assert done["progress"] is None
+    fractions = [fraction for fraction in seen if fraction is not None]
+    assert fractions and all(0 < fraction <= 1 for fraction in fractions), seen
+    assert fractions == sorted(fractions)
 
 
 async def test_a_painted_region_from_the_api_and_its_refusals(web_bot, as_member):

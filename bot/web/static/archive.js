@@ -144,11 +144,15 @@ async function follow(item, text, title, id) {
     const response = await fetch(`/api/jobs/${id}`).catch(() => null);
     const job = response && response.ok ? await response.json() : null;
     if (job && !ACTIVE.has(job.status)) { ended(item, text, title, job); return; }
-    text.textContent = `${title}: ${!job ? "…" : job.status === "running" ? "generating…"
+    text.textContent = `${title}: ${!job ? "…" : job.status === "running" ? generating(job.progress)
                                         : job.position ? `queued (#${job.position} in line)` : "queued"}`;
     item.dataset.status = job ? job.status : "";
     await new Promise((resolve) => setTimeout(resolve, 400));
   }
+}
+
+function generating(progress) {
+  return progress === null || progress === undefined ? "generating…" : `generating… ${Math.round(progress * 100)}%`;
 }
 
 function ended(item, text, title, job) {
