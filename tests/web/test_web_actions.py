@@ -181,6 +181,12 @@ async def test_a_painted_region_from_the_api_and_its_refusals(web_bot, as_member
     response = await client.post(f"/api/jobs/{big}/region", json={"mask": "A" * (2 * 2**20)})
     assert response.status == 413 and "too big" in (await response.json())["error"]
 
+    response = await client.post(f"/api/jobs/{big}/actions/panleft", json={})  # the other tools, likewise
+    assert response.status == 202
+    panned = await finished(app.web.url, (await response.json())["job"]["id"])
+    assert panned["status"] == "done" and panned["kind"] == "pan" and panned["grid"] is True
+    assert (panned["width"], panned["height"]) != (128, 128)  # the image grew to the left
+
     response = await client.post(f"/api/jobs/{big}/region", json={"mask": mask((0, 0, 64, 64)),
                                                                   "prompt": "a harbour at dusk"})
     assert response.status == 202

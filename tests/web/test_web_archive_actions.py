@@ -112,7 +112,8 @@ async def test_vary_region_with_the_brush_repaints_only_what_was_painted(web_bot
     await asyncio.to_thread(opener.click)
     await until(lambda: button(browser, "Vary (Region)") is not None, what="the upscale's buttons")
     assert [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#job-actions button")] == [
-        "Vary (Subtle)", "Vary (Strong)", "Vary (Region)"]
+        "Vary (Subtle)", "Vary (Strong)", "Vary (Region)", "Upscale (Creative)", "Zoom Out 2x", "Zoom Out 1.5x",
+        "⬅️", "➡️", "⬆️", "⬇️"]  # as under its Discord message (a square image: no Make Square)
 
     await asyncio.to_thread(button(browser, "Vary (Region)").click)
     region = browser.find_element(By.ID, "region")

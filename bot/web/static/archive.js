@@ -87,7 +87,9 @@ remix.addEventListener("change", () => { remixPrompt.hidden = !remix.checked; if
 function remixed(action) {
   return remix.checked && REMIXABLE.has(action) ? {prompt: remixPrompt.value} : {};
 }
-const REMIXABLE = new Set(["reroll", "vary", "subtle", "strong"]);
+const REMIXABLE = new Set(["reroll", "vary", "subtle", "strong", "zoom2", "zoom15", "square",
+                           "panleft", "panright", "panup", "pandown"]);
+const PANS = [["left", "⬅️"], ["right", "➡️"], ["up", "⬆️"], ["down", "⬇️"]];
 
 function buttons(job) {
   actions.replaceChildren();
@@ -106,10 +108,15 @@ function buttons(job) {
     for (let i = 1; i <= 4; i++) add(`U${i}`, `Upscale image ${i}`, () => act(job, `U${i}`, "upscale", i));
     add("🔄", "Rerun", () => act(job, "🔄 Rerun", "reroll", 0));
     for (let i = 1; i <= 4; i++) add(`V${i}`, `Variations of image ${i}`, () => act(job, `V${i}`, "vary", i));
-  } else {
+  } else {  // an upscaled image: the tools under its Discord message
     add("Vary (Subtle)", null, () => act(job, "Vary (Subtle)", "subtle", 0));
     add("Vary (Strong)", null, () => act(job, "Vary (Strong)", "strong", 0));
     add("Vary (Region)", "Vary (Region): paint the part to repaint", () => openRegion(job));
+    if (job.kind === "upscale") add("Upscale (Creative)", null, () => act(job, "Upscale (Creative)", "creative", 0));
+    add("Zoom Out 2x", null, () => act(job, "Zoom Out 2x", "zoom2", 0));
+    add("Zoom Out 1.5x", null, () => act(job, "Zoom Out 1.5x", "zoom15", 0));
+    if (job.width !== job.height) add("Make Square", null, () => act(job, "Make Square", "square", 0));
+    for (const [side, arrow] of PANS) add(arrow, `Pan ${side}`, () => act(job, `Pan ${side}`, `pan${side}`, 0));
   }
 }
 
