@@ -127,15 +127,6 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _http_url(text: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("must be an http:// or https:// address")
-    return text.rstrip("/")
-
-
 def _level(text: str) -> str:
     level = text.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -197,7 +188,7 @@ SETTINGS: dict[str, Variable] = {
     ),
     "ray_serve_url": Variable(
         "RAY_SERVE_URL", "http://127.0.0.1:8000/dreamgrid",
-        "With ENGINE=ray: the address of the Ray Serve application (its route prefix included).", _http_url,
+        "With ENGINE=ray: the address of the Ray Serve application (its route prefix included).", _base_url,
     ),
     "devices": Variable(
         "DEVICES", "cpu", "Comma-separated torch devices, one worker thread each: cpu, or cuda:0,cuda:1.",
