@@ -28,8 +28,11 @@ run: models
 playground: models
 	HF_HUB_OFFLINE=1 $(BIN)/dreamgrid playground
 
+# Two workers (pytest-xdist): most tests wait on timers and sockets, so two share two cores well; the Ray tests
+# keep to one worker (one cluster). TEST_WORKERS=0 runs them in this process, one after another.
+TEST_WORKERS ?= 2
 test: models
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 clean:
 	rm -rf $(VENV) .pytest_cache

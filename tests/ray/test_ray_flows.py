@@ -14,7 +14,7 @@ import pytest
 
 from bot.engine.remote import RemotePool
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]  # one worker, one cluster
 
 EPHEMERAL = 64
 

@@ -61,10 +61,18 @@ def screenshot(browser):
 def until():
     """`await until(check)`: poll `check()` (in a thread: it may call the browser, which blocks, while the bot
     serves the page on the test's event loop) until it returns something truthy."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def checked(check):
+        try:
+            return check()
+        except StaleElementReferenceException:  # the page redrew what it looked at: not there yet
+            return None
+
     async def wait(check, timeout: float = 15.0, what: str = "the page"):
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            value = await asyncio.to_thread(check)
+            value = await asyncio.to_thread(checked, check)
             if value:
                 return value
             if asyncio.get_running_loop().time() > deadline:
