@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import os
 import socket
 from pathlib import Path
 
 from bot.local import local_bot, settings_for, shows_result
 from bot.localdiscord import LocalDiscord
-from bot.settings import Settings
+from bot.settings import Settings, is_loopback
 
 DEFAULT_PORT = 8765  # the web playground's
 
@@ -132,13 +131,6 @@ def free_port(host: str = "127.0.0.1", port: int = 0) -> int:
         return probe.getsockname()[1]
 
 
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def web(settings: Settings, open_browser: bool = False, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> int:
     """Run the web playground until ^C (`dreamgrid run` without a token, at a terminal, comes here too)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -159,7 +151,7 @@ def cli(argv: list[str]) -> int:
                         help=f"the page's port (default {DEFAULT_PORT}; a free one if it is taken)")
     parser.add_argument("--open", action="store_true", help="open the page in the default browser")
     args = parser.parse_args(argv)
-    if not _loopback(args.host):  # every player is an admin of the local Discord: nobody else may reach it
+    if not is_loopback(args.host):  # every player is an admin of the local Discord: nobody else may reach it
         parser.error(f"--host {args.host}: the playground has no login, so it only listens on this machine "
                      "(127.0.0.1, ::1 or localhost)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

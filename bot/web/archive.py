@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from bot.service import Accounts, Jobs, UserError
-from bot.service.actions import remix_text
+from bot.service.actions import ACTIONS, remix_text
 from bot.service.provenance import read_parameters
 from bot.web.auth import viewer_of, visible_job
 from bot.web.pages import page
@@ -47,10 +47,11 @@ def archive_routes(jobs: Jobs, accounts: Accounts) -> list[web.RouteDef]:
             raise web.HTTPNotFound(text="no such job")
         images = await jobs.images(job.id)
         path = jobs.result_file(job)
-        parameters = await asyncio.to_thread(read_parameters, path) if path.is_file() else None
+        stored = path.is_file()  # not yet while it runs (the page polls it then), or no longer kept
+        parameters = await asyncio.to_thread(read_parameters, path) if stored else None
         return web.json_response({**_summary(job), "width": job.recipe.width, "height": job.recipe.height,
                                   "seeds": [image.seed for image in images], "parameters": parameters or "",
-                                  "link": _discord_link(job), **_state(jobs, job, path.is_file())})
+                                  "link": _discord_link(job), **_state(jobs, job, stored)})
 
     async def image(request: web.Request) -> web.FileResponse:
         job = await visible_job(request, accounts, _number(request.match_info["job"]) or 0)
@@ -78,7 +79,10 @@ def _state(jobs: Jobs, job, stored: bool) -> dict:
     """Where the job is (the page polls it while it runs), what its buttons are, and Remix's text."""
     return {"status": str(job.status), "error": job.error, "position": jobs.position(job.id),
             "progress": jobs.progress(job.id),
-            "grid": job.kind.is_grid, "stored": stored, "parent": job.parent_job_id, "remix": remix_text(job)}
+            "grid": job.kind.is_grid, "stored": stored, "parent": job.parent_job_id, "remix": remix_text(job),
+            # the buttons of this job that take Remix's prompt (bot/service/actions.py's one table)
+            "remixable": [name for name, action in ACTIONS.items()
+                          if action.remixable and action.on_grid == job.kind.is_grid]}
 
 
 def _discord_link(job) -> str | None:

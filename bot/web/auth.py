@@ -129,7 +129,8 @@ class Login:
                    admin_user_ids=settings.admin_user_ids, bot_guild_ids=bot_guild_ids)
 
 
-LOGIN = web.AppKey("login", Login)  # on the web app when login is on
+LOGIN = web.AppKey("login", Login)
+_SESSION = "dreamgrid.session"  # the request's session, once unsigned  # on the web app when login is on
 
 
 def session_key(configured: str, data_dir: Path) -> bytes:
@@ -204,10 +205,13 @@ def local_path(text: str | None) -> str:
 
 
 def _session(request: web.Request, login: Login) -> dict | None:
-    session = unsign(login.key, "session", request.cookies.get(SESSION_COOKIE))
-    if session is None or not str(session.get("uid", "")).isdigit() or session.get("sid") in login.revoked:
-        return None
-    return session
+    """The request's valid session, read once per request (the middlewares and the handler all ask)."""
+    if _SESSION not in request:
+        session = unsign(login.key, "session", request.cookies.get(SESSION_COOKIE))
+        valid = session is not None and str(session.get("uid", "")).isdigit()
+        request[_SESSION] = session if valid else None
+    session = request[_SESSION]
+    return None if session is None or session.get("sid") in login.revoked else session
 
 
 def _viewer(session: dict, login: Login) -> Viewer:

@@ -240,6 +240,16 @@ def mount_playground(app: web.Application, bridge: Bridge) -> None:
     def refused(error: Exception) -> web.Response:
         return web.json_response({"error": str(error)}, status=400)
 
+    async def acting(request: web.Request, act) -> web.Response:
+        """A player's action on the local Discord (`act(user, data)` -> its Interaction), answered with the ack;
+        what a client would not send is a 400 with the local Discord's reason."""
+        user, data = await body(request)
+        try:
+            ix = await act(user, data)
+        except (ClientRefused, ValueError) as error:
+            return refused(error)
+        return web.json_response(await bridge.acked(ix))
+
     @routes.get(PREFIX)
     async def playground(request: web.Request) -> web.FileResponse:
         return page("playground.html")
@@ -298,12 +308,8 @@ def mount_playground(app: web.Application, bridge: Bridge) -> None:
 
     @routes.post(f"{PREFIX}/api/command")
     async def command(request: web.Request) -> web.Response:
-        user, data = await body(request)
-        try:
-            ix = await bridge.discord.slash(user, str(data.get("command", "")), bridge.options(data.get("options") or {}))
-        except (ClientRefused, ValueError) as error:
-            return refused(error)
-        return web.json_response(await bridge.acked(ix))
+        return await acting(request, lambda user, data: bridge.discord.slash(
+            user, str(data.get("command", "")), bridge.options(data.get("options") or {})))
 
     @routes.post(f"{PREFIX}/api/autocomplete")
     async def autocomplete(request: web.Request) -> web.Response:
@@ -318,33 +324,23 @@ def mount_playground(app: web.Application, bridge: Bridge) -> None:
 
     @routes.post(f"{PREFIX}/api/click")
     async def click(request: web.Request) -> web.Response:
-        user, data = await body(request)
-        try:
-            ix = await bridge.discord.click(user, int(data.get("message", 0)), str(data.get("custom_id", "")))
-        except (ClientRefused, ValueError) as error:
-            return refused(error)
-        return web.json_response(await bridge.acked(ix))
+        return await acting(request, lambda user, data: bridge.discord.click(
+            user, int(data.get("message", 0)), str(data.get("custom_id", ""))))
 
     @routes.post(f"{PREFIX}/api/select")
     async def select(request: web.Request) -> web.Response:
-        user, data = await body(request)
-        try:
-            ix = await bridge.discord.select(user, int(data.get("message", 0)), str(data.get("custom_id", "")),
-                                             [str(v) for v in data.get("values") or []])
-        except (ClientRefused, ValueError) as error:
-            return refused(error)
-        return web.json_response(await bridge.acked(ix))
+        return await acting(request, lambda user, data: bridge.discord.select(
+            user, int(data.get("message", 0)), str(data.get("custom_id", "")),
+            [str(v) for v in data.get("values") or []]))
 
     @routes.post(f"{PREFIX}/api/modal")
     async def modal(request: web.Request) -> web.Response:
-        user, data = await body(request)
-        try:
+        async def submit(user: User, data: dict[str, Any]) -> Interaction:
             shown_by = bridge.interaction(user, data.get("interaction"))
             bridge.closed_modals.add(shown_by.id)
-            ix = await bridge.discord.submit_modal(user, shown_by, dict(data.get("values") or {}))
-        except (ClientRefused, ValueError) as error:
-            return refused(error)
-        return web.json_response(await bridge.acked(ix))
+            return await bridge.discord.submit_modal(user, shown_by, dict(data.get("values") or {}))
+
+        return await acting(request, submit)
 
     @routes.post(f"{PREFIX}/api/dismiss")
     async def dismiss(request: web.Request) -> web.Response:

@@ -84,11 +84,9 @@ const remixPrompt = document.getElementById("remix-prompt");
 remix.addEventListener("change", () => { remixPrompt.hidden = !remix.checked; if (remix.checked) remixPrompt.focus(); });
 
 // Remix, as the Discord form does it: 🔄 and the variations take the edited prompt (upscales take none).
-function remixed(action) {
-  return remix.checked && REMIXABLE.has(action) ? {prompt: remixPrompt.value} : {};
+function remixed(job, action) {
+  return remix.checked && job.remixable.includes(action) ? {prompt: remixPrompt.value} : {};
 }
-const REMIXABLE = new Set(["reroll", "vary", "subtle", "strong", "zoom2", "zoom15", "square",
-                           "panleft", "panright", "panup", "pandown"]);
 const PANS = [["left", "⬅️"], ["right", "➡️"], ["up", "⬆️"], ["down", "⬇️"]];
 
 function buttons(job) {
@@ -121,7 +119,7 @@ function buttons(job) {
 }
 
 async function act(job, label, action, index) {
-  await submitted(label, job, post(`/api/jobs/${job.id}/actions/${action}`, {index, ...remixed(action)}));
+  await submitted(label, job, post(`/api/jobs/${job.id}/actions/${action}`, {index, ...remixed(job, action)}));
 }
 
 // A request that starts a job: its answer becomes a line in "Started from here", followed until it ends.
