@@ -129,8 +129,8 @@ class Login:
                    admin_user_ids=settings.admin_user_ids, bot_guild_ids=bot_guild_ids)
 
 
-LOGIN = web.AppKey("login", Login)
-_SESSION = "dreamgrid.session"  # the request's session, once unsigned  # on the web app when login is on
+LOGIN = web.AppKey("login", Login)  # on the web app when login is on
+_SESSION = web.RequestKey("session", object)  # the request's session (a dict, or None), once unsigned
 
 
 def session_key(configured: str, data_dir: Path) -> bytes:
