@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -20,6 +21,11 @@ if TYPE_CHECKING:
     from bot.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# CI runs the property tests on the same examples every time (a new failure there should come from a change,
+# not from this run's luck); `make test` elsewhere draws new ones and so keeps finding new cases.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 ROOT = Path(__file__).resolve().parents[1]
 
