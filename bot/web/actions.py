@@ -1,10 +1,11 @@
-"""The archive's buttons: Rerun, U1–U4 and V1–V4 under a grid, Vary (Subtle/Strong) and Vary (Region) with a
-brush under an upscaled image. Each starts its job exactly as the Discord button does: the same table of
+"""The archive's buttons: Rerun, U1–U4 and V1–V4 under a grid, the tools under an upscaled image (Vary (Region)
+with a brush, Custom Zoom with its factor). Each starts its job exactly as the Discord button does: the same table of
 actions and facade calls (bot/service/actions.py), the same quota, the same ownership rule (owner or admin),
 banned members refused, a forged action (U on an upscale, V5) refused.
 
     POST /api/jobs/<id>/actions/<action>   {"index": 2}, {"prompt": "…"} for a remixable action
     POST /api/jobs/<id>/region             {"mask": "<base64 PNG: white repaint, black keep>", "prompt": "…"}
+    POST /api/jobs/<id>/zoom               {"factor": 1.3, "prompt": "…"}: Custom Zoom, as its Discord form
 
 Both answer 202 with the new job ({"job": {"id", "status", …}}; `GET /api/jobs/<id>` follows it), or a
 JSON {"error": "…"} that says what to do: 400 (what the bot refused, as Discord would say it), 403 (not
@@ -117,6 +118,16 @@ def action_routes(jobs: Jobs, accounts: Accounts, admin: Admin | None, start: Jo
             raise ApiError(400, "The mask is not a base64 PNG; paint it again and resubmit.")
         return await accepted(jobs.paint_region(acting_for(who.requester, job), job, png, _prompt(body)))
 
+    async def zoom(request: web.Request) -> web.Response:
+        job, who = await usable(request, "use its buttons")
+        body = await _body(request)
+        factor = body.get("factor")
+        if isinstance(factor, bool) or not isinstance(factor, (int, float, str)) or not 0 < len(str(factor).strip()) <= 20:
+            raise ApiError(400, "Send the zoom factor, a number from 1.0 to 2.0, with the request.")
+        # The canvas checks the factor, with the words the Discord form's refusal uses.
+        return await accepted(jobs.canvas(acting_for(who.requester, job), job, f"zoom {str(factor).strip()}",
+                                          _prompt(body)))
+
     async def accepted(accepting: Awaitable[Job | Refused]) -> web.Response:
         try:
             outcome = await accepting
@@ -135,7 +146,8 @@ def action_routes(jobs: Jobs, accounts: Accounts, admin: Admin | None, start: Jo
                                  status=202)
 
     return [web.post(r"/api/jobs/{job:\d{1,19}}/actions/{action:[a-z0-9]{1,20}}", _answered(act)),
-            web.post(r"/api/jobs/{job:\d{1,19}}/region", _answered(region))]
+            web.post(r"/api/jobs/{job:\d{1,19}}/region", _answered(region)),
+            web.post(r"/api/jobs/{job:\d{1,19}}/zoom", _answered(zoom))]
 
 
 class ApiError(Exception):

@@ -157,7 +157,7 @@ async def test_the_real_server_refuses_a_post_without_its_csrf_token_and_answers
     assert fractions == sorted(fractions)
 
 
-async def test_a_painted_region_from_the_api_and_its_refusals(web_bot, as_member):
+async def test_a_painted_region_and_a_custom_zoom_from_the_api_and_their_refusals(web_bot, as_member):
     discord, app = web_bot
     client, asking = as_member
     erin = discord.add_user("erin")
@@ -194,3 +194,17 @@ async def test_a_painted_region_from_the_api_and_its_refusals(web_bot, as_member
     done = await finished(app.web.url, (await response.json())["job"]["id"])
     assert done["status"] == "done" and done["kind"] == "region" and done["prompt"] == "a harbour at dusk"
     assert "Mask: painted" in done["parameters"]
+
+    # Custom Zoom: its factor and prompt, as the Discord form; a factor out of range, or none, says what to send.
+    for body, said in (({"factor": 2.5}, "must be 1 to 2, got 2.5"), ({"factor": "wide"}, "must be a number"),
+                       ({}, "Send the zoom factor"), ({"factor": True}, "Send the zoom factor"),
+                       ({"factor": "1" * 30}, "Send the zoom factor")):
+        response = await client.post(f"/api/jobs/{big}/zoom", json=body)
+        assert response.status == 400 and said in (await response.json())["error"], body
+    response = await client.post(f"/api/jobs/{job_id}/zoom", json={"factor": 1.5})
+    assert response.status == 400 and "is a grid" in (await response.json())["error"]
+    response = await client.post(f"/api/jobs/{big}/zoom", json={"factor": "1.25", "prompt": "a harbour in fog"})
+    assert response.status == 202
+    zoomed = await finished(app.web.url, (await response.json())["job"]["id"])
+    assert zoomed["status"] == "done" and zoomed["kind"] == "zoom" and zoomed["prompt"] == "a harbour in fog"
+    assert "Zoom: 1.25" in zoomed["parameters"]

@@ -1,7 +1,7 @@
 """The archive's buttons in a real browser (headless Chromium): from a grid's detail, U2 and Rerun start jobs
 that the page follows to their images and that land in the local Discord's channel too; from an upscaled
 image, Vary (Region) with a brush: paint, submit, and the painted part is repainted while the rest stays,
-pixel for pixel. Escape closes the brush's dialog; it fits a phone's width.
+pixel for pixel; Custom Zoom with its factor. Escape closes the brush's dialog; it fits a phone's width.
 
 Selenium blocks, and the bot serves the page on this test's event loop: every browser call runs in a thread."""
 
@@ -113,7 +113,7 @@ async def test_vary_region_with_the_brush_repaints_only_what_was_painted(web_bot
     await until(lambda: button(browser, "Vary (Region)") is not None, what="the upscale's buttons")
     assert [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#job-actions button")] == [
         "Vary (Subtle)", "Vary (Strong)", "Vary (Region)", "Upscale (Creative)", "Zoom Out 2x", "Zoom Out 1.5x",
-        "⬅️", "➡️", "⬆️", "⬇️"]  # as under its Discord message (a square image: no Make Square)
+        "Custom Zoom", "⬅️", "➡️", "⬆️", "⬇️"]  # as under its Discord message (a square image: no Make Square)
 
     await asyncio.to_thread(button(browser, "Vary (Region)").click)
     region = browser.find_element(By.ID, "region")
@@ -168,6 +168,26 @@ async def test_vary_region_with_the_brush_repaints_only_what_was_painted(web_bot
         assert np.array_equal(image[keep], source[keep])
         assert not np.array_equal(image[paint_area], source[paint_area])
     await discord.wait_for_message(lambda m: f"job #{painted}" in m.content and shows_result(m), timeout=WAIT)
+
+    # Custom Zoom: a factor out of range is refused in the dialog, which stays open; 1.2 zooms out.
+    await asyncio.to_thread(button(browser, "Custom Zoom").click)
+    zoom = browser.find_element(By.ID, "zoom")
+    await until(zoom.is_displayed, what="the Custom Zoom dialog")
+    assert browser.find_element(By.ID, "zoom-prompt").get_attribute("value").startswith("a lighthouse --steps 4")
+    factor = browser.find_element(By.ID, "zoom-factor")
+    await asyncio.to_thread(factor.clear)
+    await asyncio.to_thread(factor.send_keys, "3")
+    await asyncio.to_thread(browser.find_element(By.ID, "zoom-submit").click)
+    await until(lambda: "got 3" in browser.find_element(By.ID, "zoom-status").text, what="the refusal")
+    await asyncio.to_thread(screenshot, "archive-custom-zoom")
+    assert zoom.is_displayed()
+    await asyncio.to_thread(factor.clear)
+    await asyncio.to_thread(factor.send_keys, "1.2")
+    await asyncio.to_thread(browser.find_element(By.ID, "zoom-submit").click)
+    await until(lambda: not zoom.is_displayed(), what="the dialog to close on submit")
+    await until(lambda: len(started(browser, "done")) == 3, timeout=WAIT, what="the zoom to finish")
+    zoomed = await app.jobs.get(started(browser)[0])
+    assert (zoomed.kind, zoomed.recipe.canvas, zoomed.parent_job_id) == ("zoom", "zoom 1.2", big)
 
     # At a phone's width the brush still fits the screen.
     await asyncio.to_thread(browser.set_window_size, 390, 844)

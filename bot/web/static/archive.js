@@ -113,6 +113,7 @@ function buttons(job) {
     if (job.kind === "upscale") add("Upscale (Creative)", null, () => act(job, "Upscale (Creative)", "creative", 0));
     add("Zoom Out 2x", null, () => act(job, "Zoom Out 2x", "zoom2", 0));
     add("Zoom Out 1.5x", null, () => act(job, "Zoom Out 1.5x", "zoom15", 0));
+    add("Custom Zoom", "Custom Zoom: pick the factor and the prompt", () => openZoom(job));
     if (job.width !== job.height) add("Make Square", null, () => act(job, "Make Square", "square", 0));
     for (const [side, arrow] of PANS) add(arrow, `Pan ${side}`, () => act(job, `Pan ${side}`, `pan${side}`, 0));
   }
@@ -215,6 +216,39 @@ document.getElementById("region-submit").addEventListener("click", async () => {
   } else {
     const answer = response ? await response.json().catch(() => ({})) : {};
     regionStatus.textContent = answer.error || "The bot could not be reached; try again.";
+  }
+});
+
+// --- Custom Zoom: a factor and the prompt, as its Discord form -----------------------------------------
+
+const zoom = document.getElementById("zoom");
+const zoomStatus = document.getElementById("zoom-status");
+let zooming = null;  // the upscaled job zoomed out of
+
+function openZoom(job) {
+  zooming = job;
+  zoomStatus.textContent = "";
+  document.getElementById("zoom-prompt").value = job.remix;
+  zoom.showModal();
+  document.getElementById("zoom-factor").focus();
+}
+
+document.getElementById("zoom-close").addEventListener("click", () => zoom.close());
+document.getElementById("zoom-form").addEventListener("submit", async (event) => {
+  event.preventDefault();  // the dialog stays open until the bot has accepted the job
+  const submit = document.getElementById("zoom-submit");
+  submit.disabled = true;
+  zoomStatus.textContent = "Sending…";
+  const factor = document.getElementById("zoom-factor").value;
+  const request = post(`/api/jobs/${zooming.id}/zoom`, {factor, prompt: document.getElementById("zoom-prompt").value});
+  const response = await request.catch(() => null);
+  submit.disabled = false;
+  if (response && response.ok) {
+    zoom.close();
+    await submitted(`Custom Zoom ${factor}x`, zooming, Promise.resolve(response));
+  } else {
+    const answer = response ? await response.json().catch(() => ({})) : {};
+    zoomStatus.textContent = answer.error || "The bot could not be reached; try again.";
   }
 });
 
