@@ -17,7 +17,7 @@ from bot.service.quota import QuotaRules
 from bot.settings import Settings
 from bot.store import Store
 from bot.web.actions import JobStarter
-from bot.web.auth import Login
+from bot.web.auth import Login, MemberRoles, no_roles
 from bot.web.metrics import Metrics
 from bot.web.server import WebServer, web_app
 
@@ -44,6 +44,8 @@ class App:
     starter: JobStarter | None = None  # starts the jobs the web page accepts (posted by the Discord bot, if any)
     # The servers the Discord bot is in (the web login keeps a member's shared ones); none until it exists.
     guild_ids: Callable[[], frozenset[int]] = field(default=lambda: frozenset(), repr=False)
+    # A member's role ids in one of those servers (the web's quota tiers and ADMIN_ROLE_IDS); () until it exists.
+    member_roles: MemberRoles = field(default=no_roles, repr=False)
 
     @classmethod
     async def open(cls, settings: Settings, add_pages: Callable[[aiohttp_web.Application], None] | None = None) -> "App":
@@ -69,7 +71,8 @@ class App:
         app = cls(settings, catalog, pool, store, services.jobs, services.accounts, services.admin, metrics)
         app.starter = JobStarter(services.jobs)
         if settings.web_port:
-            login = Login.from_settings(settings, lambda: app.guild_ids())
+            login = Login.from_settings(settings, lambda: app.guild_ids(),
+                                        lambda guild_id, user_id: app.member_roles(guild_id, user_id))
             pages = web_app(metrics, services.jobs, services.accounts, services.admin, app.starter, login)
             if add_pages is not None:
                 add_pages(pages)
@@ -102,6 +105,7 @@ class App:
         # A job started in the web page is posted in its Discord channel too, as a job with no interaction.
         self.starter.listener_for = lambda job: JobMessage(bot, job)
         self.guild_ids = lambda: frozenset(guild.id for guild in bot.guilds)
+        self.member_roles = bot.member_roles
         return bot
 
 

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 # How long a command may take to decide before it is deferred anyway (Discord drops it after 3 s).
 ACK_BUDGET = 1.0
+MEMBER_TIMEOUT = 10  # seconds to read a member's roles for the web pages
 
 
 class DreamgridBot(commands.Bot):
@@ -83,6 +84,23 @@ class DreamgridBot(commands.Bot):
     @staticmethod
     def requester(interaction: discord.Interaction) -> Requester:
         return requester(interaction)
+
+    async def member_roles(self, guild_id: int, user_id: int) -> tuple[int, ...]:
+        """A member's role ids in a server the bot is in, for the web pages (quota tiers, ADMIN_ROLE_IDS), as an
+        interaction's member carries them; () when they are not a member or Discord cannot say now."""
+        guild = self.get_guild(guild_id)
+        if guild is None:
+            return ()
+        member = guild.get_member(user_id)
+        if member is None:
+            try:
+                member = await asyncio.wait_for(guild.fetch_member(user_id), MEMBER_TIMEOUT)
+            except discord.NotFound:
+                return ()
+            except (discord.HTTPException, TimeoutError) as error:  # the default tier, no admin: the safe side
+                log.warning("could not read a member's roles in server %s (%s)", guild_id, type(error).__name__)
+                return ()
+        return tuple(role.id for role in member.roles)
 
     async def start_job(self, interaction: discord.Interaction,
                         accepting: Awaitable[Job | list[Job] | Refused]) -> None:

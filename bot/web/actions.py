@@ -30,7 +30,7 @@ from bot.service import Accounts, Admin, Job, JobListener, Jobs, Refused, UserEr
 from bot.service.actions import ACTIONS, NOT_HERE, NOT_YOURS, acting_for, may_act_on
 from bot.service.policy import BANNED
 from bot.service.quota import allowance_refusal
-from bot.web.auth import Viewer, viewer_of
+from bot.web.auth import Viewer, viewer_of, with_roles
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ def action_routes(jobs: Jobs, accounts: Accounts, admin: Admin | None, start: Jo
                                          guild_ids=who.guild_ids, admin_guild_ids=who.admin_guild_ids)
         if job is None:
             raise ApiError(404, f"Job #{request.match_info['job']} does not exist.")
+        who = await with_roles(request, who, job.guild_id)  # their roles there: quota tier, ADMIN_ROLE_IDS
         admin_here = who.is_admin_in(job.guild_id)  # as Discord's rule: the bot's admins, or Manage Server there
         if not admin_here and await is_banned(job.guild_id, who.user_id):  # admins cannot be locked out
             raise ApiError(403, BANNED)

@@ -22,9 +22,11 @@ SameSite=Lax, Secure when WEB_PUBLIC_URL is https. A missing, forged, altered or
 logged in": pages redirect to /sign-in, the JSON APIs (and /images) answer 401. Nothing from Discord is kept
 but that: the access token is used for the two reads and dropped.
 
-Admins are the bot's own rule as far as these scopes can tell: ADMIN_USER_IDS everywhere (`is_admin`), Manage
-Server or Administrator in a server (`admin_guild_ids`, `is_admin_in`). ADMIN_ROLE_IDS cannot be checked:
-`identify guilds` does not say which roles a member has, so role-only admins are members on the web pages.
+Admins are the bot's own rule: ADMIN_USER_IDS everywhere (`is_admin`); in a server (`admin_guild_ids`,
+`is_admin_in`), Manage Server or Administrator (from `/users/@me/guilds`) or a role of ADMIN_ROLE_IDS. The
+scopes do not tell roles, so the bot reads them itself (`Login.member_roles`: the Discord bot's own view of
+the member, its token, no extra scope): at login for ADMIN_ROLE_IDS, and again when the member starts a job
+from the page (`with_roles`), so their quota tier is their roles' there, as a Discord interaction's is.
 The servers are read at login: a change (a new server, a new permission) counts from the next login.
 
 Every request that changes something (any method but GET/HEAD/OPTIONS) must carry the session's CSRF token
@@ -33,6 +35,7 @@ login it is derived from the session (an HMAC of its id), without it a random co
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -42,8 +45,8 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -71,6 +74,12 @@ MANAGE_GUILD, ADMINISTRATOR = 1 << 5, 1 << 3
 OPEN_PATHS = frozenset({"/sign-in", "/login", "/oauth/callback", "/logout", "/healthz", "/metrics"})
 OPEN_PREFIXES = ("/static/",)
 DISCORD_TIMEOUT = aiohttp.ClientTimeout(total=15)
+# (server, user) -> the member's role ids there; () when they are not in it or it cannot be told now.
+MemberRoles = Callable[[int, int], Awaitable[tuple[int, ...]]]
+
+
+async def no_roles(guild_id: int, user_id: int) -> tuple[int, ...]:
+    return ()  # no Discord bot in this process: nobody's roles are known
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ class Viewer:
     requester: Requester  # channel and guild are those of no job: actions take them from the job acted on
     is_admin: bool  # everywhere: ADMIN_USER_IDS (or the local admin)
     guild_ids: frozenset[int] = frozenset()  # servers the viewer shares with the bot
-    admin_guild_ids: frozenset[int] = frozenset()  # of those, where they have Manage Server or Administrator
+    admin_guild_ids: frozenset[int] = frozenset()  # of those, where they are admins (see the module's doc)
 
     @property
     def user_id(self) -> int:
@@ -103,7 +112,9 @@ class Login:
     oauth_url: str = REAL_OAUTH  # /oauth2/authorize under it
     api_base: str = REAL_API  # /oauth2/token, /users/@me... under it
     admin_user_ids: frozenset[int] = frozenset()
+    admin_role_ids: frozenset[int] = frozenset()
     bot_guild_ids: Callable[[], Collection[int]] = field(default=lambda: (), repr=False)
+    member_roles: MemberRoles = field(default=no_roles, repr=False)
     session_seconds: int = SESSION_SECONDS
     revoked: set[str] = field(default_factory=set, repr=False)  # sessions logged out (until a restart)
 
@@ -116,8 +127,10 @@ class Login:
         return self.public_url.startswith("https://")
 
     @classmethod
-    def from_settings(cls, settings: Settings, bot_guild_ids: Callable[[], Collection[int]]) -> "Login | None":
-        """None when login is off (no client id and secret)."""
+    def from_settings(cls, settings: Settings, bot_guild_ids: Callable[[], Collection[int]],
+                      member_roles: MemberRoles = no_roles) -> "Login | None":
+        """None when login is off (no client id and secret). `bot_guild_ids` and `member_roles` ask the Discord
+        bot (bot/app.py)."""
         if not settings.login:
             return None
         host = f"[{settings.web_host}]" if ":" in settings.web_host else settings.web_host
@@ -126,7 +139,8 @@ class Login:
                    key=session_key(settings.web_secret, settings.data_dir), public_url=public,
                    oauth_url=settings.discord_oauth_url or REAL_OAUTH,
                    api_base=(settings.discord_api_base or REAL_API).rstrip("/"),
-                   admin_user_ids=settings.admin_user_ids, bot_guild_ids=bot_guild_ids)
+                   admin_user_ids=settings.admin_user_ids, admin_role_ids=settings.admin_role_ids,
+                   bot_guild_ids=bot_guild_ids, member_roles=member_roles)
 
 
 LOGIN = web.AppKey("login", Login)  # on the web app when login is on
@@ -243,6 +257,18 @@ def require_admin(request: web.Request) -> Viewer:
             raise web.HTTPForbidden(text=json.dumps({"error": text}), content_type="application/json")
         raise _page_error(web.HTTPForbidden, "Admins only", text, ("Go to the archive", "/archive"))
     return viewer
+
+
+async def with_roles(request: web.Request, viewer: Viewer, guild_id: int | None) -> Viewer:
+    """The viewer acting on a job of that server, with their roles there read now: the quota tier of the jobs
+    they start, and ADMIN_ROLE_IDS (as a Discord interaction carries the member's roles)."""
+    login = request.app.get(LOGIN)
+    if login is None or guild_id is None or guild_id not in viewer.guild_ids:
+        return viewer
+    roles = await login.member_roles(guild_id, viewer.user_id)
+    admin_here = frozenset({guild_id}) if login.admin_role_ids & set(roles) else frozenset()
+    return replace(viewer, requester=replace(viewer.requester, role_ids=tuple(roles)),
+                   admin_guild_ids=viewer.admin_guild_ids | admin_here)
 
 
 async def visible_job(request: web.Request, accounts: Accounts, job_id: int) -> Job | None:
@@ -376,6 +402,7 @@ async def callback(request: web.Request) -> web.Response:
     ours = frozenset(config.bot_guild_ids())
     shared = [g for g in guilds if int(g["id"]) in ours]
     managed = [g["id"] for g in shared if g.get("owner") or int(g.get("permissions") or 0) & (MANAGE_GUILD | ADMINISTRATOR)]
+    managed += await _role_admin_guilds(config, user_id, [int(g["id"]) for g in shared if g["id"] not in managed])
     cookie = sign(config.key, "session", {"uid": str(user_id), "name": user.get("global_name") or user["username"],
                                           "g": [str(g["id"]) for g in shared], "a": [str(g) for g in managed],
                                           "sid": secrets.token_urlsafe(16)}, config.session_seconds)
@@ -385,6 +412,20 @@ async def callback(request: web.Request) -> web.Response:
                         secure=config.secure, path="/")
     response.del_cookie(STATE_COOKIE, path="/")
     return response
+
+
+async def _role_admin_guilds(config: Login, user_id: int, guild_ids: list[int]) -> list[int]:
+    """The servers where the member holds one of ADMIN_ROLE_IDS (a few at a time: the bot's rate limits)."""
+    if not config.admin_role_ids:
+        return []
+    asking = asyncio.Semaphore(4)
+
+    async def holds_one(guild_id: int) -> bool:
+        async with asking:
+            return bool(config.admin_role_ids & set(await config.member_roles(guild_id, user_id)))
+
+    held = await asyncio.gather(*(holds_one(guild_id) for guild_id in guild_ids))
+    return [guild_id for guild_id, yes in zip(guild_ids, held) if yes]
 
 
 async def _identify(config: Login, code: str) -> tuple[dict, list[dict]]:

@@ -22,7 +22,8 @@ import pytest
 
 @pytest.fixture
 async def login_bot(tmp_path, models_dir):
-    """The real bot on a local Discord with login on: (discord, app, root), root an admin everywhere."""
+    """The real bot on a local Discord with login on: (discord, app, root), root an admin everywhere; the role
+    "Mods" is one of ADMIN_ROLE_IDS."""
     from bot.local import local_bot, settings_for
     from bot.localdiscord import LocalDiscord
     from bot.playground import free_port
@@ -32,11 +33,13 @@ async def login_bot(tmp_path, models_dir):
         port = free_port()
         discord.oauth.allow_redirect(f"http://127.0.0.1:{port}/oauth/callback")
         root = discord.add_user("root")
+        mods = discord.add_role("Mods")  # ADMIN_ROLE_IDS: admins of this server, by role only
         settings = settings_for(discord, Settings.load(env={}, env_file=None), data_dir=tmp_path / "data",
                                 models_dir=models_dir, progress_interval=0.0, preview_interval=0.0, web_port=port,
                                 discord_client_id=discord.oauth.client_id,
                                 discord_client_secret=discord.oauth.client_secret,
-                                discord_oauth_url=discord.base_url, admin_user_ids=frozenset({root.id}))
+                                discord_oauth_url=discord.base_url, admin_user_ids=frozenset({root.id}),
+                                admin_role_ids=frozenset({mods}))
         async with local_bot(discord, settings) as app:
             yield discord, app, root
         assert discord.spec_errors == []
@@ -252,3 +255,39 @@ async def test_who_sees_what_csrf_forged_cookies_and_oauth_errors(login_bot, cap
         assert down.status == 502 and "Discord answered 503" in text and "Traceback" not in text
         assert "dg_session" not in down.cookies
     assert_no_secrets_logged(discord, app, caplog)
+
+
+async def test_an_admin_role_and_a_quota_tier_count_on_the_pages_as_in_discord(login_bot):
+    """The scopes tell no roles: the bot reads them (its own view of the member), at login for ADMIN_ROLE_IDS
+    and when a job is started from the page, for the member's quota tier."""
+    discord, app, _ = login_bot
+    (alice, bob, _), (whale, fox, elsewhere, _) = await members_and_jobs(discord, app)
+    mods = next(role.id for role in discord.guild.roles.values() if role.name == "Mods")
+    patron = discord.add_role("Patron")
+    carol, dave = discord.add_user("carol", roles=[mods]), discord.add_user("dave", roles=[patron])
+    await app.admin.quota.tier(discord.guild_id, patron, "Patron", 4)  # one grid a period
+    url = app.web.url
+
+    async with aiohttp.ClientSession() as http:
+        as_carol = await logged_in(http, discord, url, carol)  # a Mod: every job of this server, as Manage Server
+        status, found = await as_carol.json("/api/archive")
+        assert status == 200 and sorted(j["prompt"] for j in found["jobs"]) == [
+            "a lighthouse in fog", "a secret fox", "a whale at dawn"]
+        assert (await as_carol.get(f"/api/jobs/{elsewhere}"))[0] == 404 and (await as_carol.get("/api/status"))[0] == 403
+        csrf = {"X-CSRF-Token": (await as_carol.json("/api/session"))[1]["csrf"]}
+        assert await as_carol.post(f"/api/jobs/{fox}/actions/reroll", csrf) == 202  # bob's job: an admin's buttons
+        as_alice = await logged_in(http, discord, url, alice)
+        csrf = {"X-CSRF-Token": (await as_alice.json("/api/session"))[1]["csrf"]}
+        assert await as_alice.post(f"/api/jobs/{whale}/actions/reroll", csrf) == 403  # not hers, no role
+
+        await grid(discord, dave, "a red kite")  # in Discord, as a Patron: the tier's one grid
+        kite = next(job.id for job in await app.store.jobs("ORDER BY id") if job.prompt == "a red kite")
+        as_dave = await logged_in(http, discord, url, dave)
+        csrf = {"X-CSRF-Token": (await as_dave.json("/api/session"))[1]["csrf"]}
+        async with http.post(f"{url}/api/jobs/{kite}/actions/reroll", headers=as_dave.headers(csrf)) as answer:
+            refused = await answer.json()
+        assert answer.status == 429 and "you have 0 images left" in refused["error"]  # the tier's, not the default
+        async with http.post(f"{url}/api/jobs/{kite}/actions/upscale", json={"index": 1},
+                             headers=as_dave.headers(csrf)) as answer:
+            assert answer.status == 429  # an upscale costs 1: none left either
+    assert discord.spec_errors == []
