@@ -66,7 +66,7 @@ class App:
                                  delivery_timeout=settings.delivery_timeout,
                                  image_limits=ImageLimits(settings.image_hosts, settings.max_image_mb,
                                                           settings.max_image_megapixels),
-                                 describe_device=settings.devices[0], metrics=metrics)
+                                 metrics=metrics)
         metrics.watch_queue(services.jobs.waiting)
         app = cls(settings, catalog, pool, store, services.jobs, services.accounts, services.admin, metrics)
         app.starter = JobStarter(services.jobs)

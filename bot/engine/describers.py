@@ -1,6 +1,7 @@
 """/describe's engine: a picture -> four prompts, from a describer folder.
 
-`load_describer(folder, device)` reads what the folder holds:
+`load_describer(folder, device)` reads what the folder holds (`Describers`: those of one device, kept once
+loaded; both pools describe with it, so /describe runs where the pictures are made):
 
 - `describer.json` (kind "dreamgrid-shapes-describer") + `describer.safetensors`: the shapes world's own
   describer, a small CNN trained here (bot/shapes/describer.py; shipped in models/shapes-describer/). Its
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -74,6 +76,26 @@ def clean_prompts(candidates, fillers=FILLERS, count: int = PROMPT_COUNT) -> lis
         add(f"{out[0][:MAX_PROMPT_CHARS - 4]} {n}" if out else f"an image {n}")
         n += 1
     return out
+
+
+class Describers:
+    """The describers one device holds (the in-process pool's first device, or a Ray replica's), each loaded on
+    first use and kept; one description at a time (a captioner is not thread-safe)."""
+
+    def __init__(self, models_dir: Path, device: str) -> None:
+        self.models_dir = Path(models_dir)
+        self.device = device
+        self._loaded: dict[str, Describer] = {}
+        self._lock = threading.Lock()
+
+    def describe(self, name: str, image: Image.Image) -> list[str]:
+        """Four prompts for `image` by the describer folder `name` (under the models dir); DescriberError if
+        there is none there."""
+        with self._lock:
+            describer = self._loaded.get(name)
+            if describer is None:
+                describer = self._loaded[name] = load_describer(self.models_dir / name, self.device)
+            return list(describer.describe(image))
 
 
 def load_describer(folder: Path, device: str = "cpu") -> Describer:

@@ -22,11 +22,14 @@ from bot.engine.calls import hide_paths as _hide_paths
 from bot.engine.calls import run_call, weight_bytes
 from bot.engine.calls import short as _short
 from bot.engine.catalog import Catalog, CatalogError
+from bot.engine.describers import Describers
 from bot.engine.requests import Cancelled, DeviceOptions, EngineError, GenerationResult
 from bot.engine.tickets import LoadedState, Ticket, TicketLine, TicketState, record_call, shutting_down
 from bot.engine.upscale import Upscalers
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from bot.engine.pipelines import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,7 @@ class WorkerPool(TicketLine):
         super().__init__(catalog, max_running_per_owner, max_batch_jobs)
         self.models_dir = Path(models_dir)
         self._upscalers = Upscalers(self.models_dir)  # super-resolution networks, per device
+        self._describers = Describers(self.models_dir, devices[0])  # /describe's captioners, on the first device
         self.devices = tuple(devices)
         self.torch_threads = torch_threads
         # Seconds between Preview events of a running call (0: none); the first comes after one interval.
@@ -113,6 +117,11 @@ class WorkerPool(TicketLine):
         self.catalog.get(name)
         freed = await self._on_every_device(self._unload_on, name)
         return [device for device, was_loaded in zip(self.devices, freed) if was_loaded]
+
+    async def describe(self, describer: str, image: Image.Image) -> list[str]:
+        """Four prompts for `image` by the describer folder `describer`, in a thread beside the workers (it
+        makes no pictures, so it takes no place in the line); DescriberError if there is none there."""
+        return await asyncio.to_thread(self._describers.describe, describer, image)
 
     def loaded(self) -> list[LoadedState]:
         """What is loaded where, right now."""

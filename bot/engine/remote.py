@@ -19,12 +19,13 @@ import logging
 from typing import Iterable
 
 import aiohttp
+from PIL import Image
 
 from bot.engine.batching import BatchTuner
 from bot.engine.catalog import Catalog
 from bot.engine.requests import Cancelled, EngineError
 from bot.engine.tickets import LoadedState, Ticket, TicketLine, record_call, shutting_down
-from bot.engine.wire import MODEL_HEADER, decode_event, decode_result, encode_request
+from bot.engine.wire import MODEL_HEADER, decode_event, decode_result, encode_request, image_to_text
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +95,23 @@ class RemotePool(TicketLine):
         """Enable a model in the application's multiplexed set: every replica loads it between two calls
         (and every replica started later). CatalogError for an unknown name, EngineError if it cannot load."""
         self.catalog.get(name)
-        answer = await self._control("load", name)
+        answer = await self._post("control/load", {"name": name})
         await self.refresh()
         return [LoadedState(s["name"], s["device"], s["weight_bytes"], s["seconds"]) for s in answer["loaded"]]
 
     async def unload(self, name: str) -> list[str]:
         """Take a model out of the enabled set; the replicas holding it free it. Returns where it was."""
         self.catalog.get(name)
-        answer = await self._control("unload", name)
+        answer = await self._post("control/unload", {"name": name})
         await self.refresh()
         return list(answer["freed"])
+
+    async def describe(self, describer: str, image: Image.Image) -> list[str]:
+        """/describe's four prompts, from a replica (where the describer's weights and the GPU are). It makes no
+        pictures, so it takes no place in the line; EngineError (safe to show) if it cannot be done."""
+        picture = await asyncio.to_thread(image_to_text, image)  # PNG encoding is CPU work: off the loop
+        return [str(prompt) for prompt in (await self._post("describe", {"describer": describer,
+                                                                          "image": picture}))["prompts"]]
 
     def loaded(self) -> list[LoadedState]:
         return [LoadedState(model["name"], replica["device"], model["weight_bytes"], model["seconds"])
@@ -256,9 +264,9 @@ class RemotePool(TicketLine):
             return
         raise Lost("the stream ended before the call did")
 
-    async def _control(self, action: str, name: str) -> dict:
+    async def _post(self, path: str, body: dict) -> dict:
         try:
-            async with self._session.post(f"{self.url}/control/{action}", json={"name": name}) as response:
+            async with self._session.post(f"{self.url}/{path}", json=body) as response:
                 answer = await response.json(content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
             raise EngineError(f"the Ray Serve application could not be reached ({type(error).__name__})") from None

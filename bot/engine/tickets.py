@@ -14,7 +14,7 @@ import asyncio
 import enum
 import threading
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterable, Protocol
+from typing import TYPE_CHECKING, AsyncIterator, Iterable, Protocol
 
 from bot.engine.batching import BatchTuner, batch_key
 from bot.engine.catalog import Catalog, CatalogError
@@ -28,6 +28,9 @@ from bot.engine.requests import (
     Request,
     UpscaleRequest,
 )
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 class TicketState(enum.Enum):
@@ -143,6 +146,8 @@ class EnginePool(Protocol):
     async def unload(self, name: str) -> list[str]: ...
 
     def loaded(self) -> list[LoadedState]: ...
+
+    async def describe(self, describer: str, image: Image.Image) -> list[str]: ...  # /describe's four prompts
 
     async def close(self) -> None: ...
 

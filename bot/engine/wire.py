@@ -16,6 +16,8 @@ event a line, `job` being the index in `jobs`:
 A stream that ends without "end" counts as "lost". Closing the request cancels the call at its next
 denoising step. Images travel as base64 PNG (lossless: the same pixels as in-process). Control:
 `GET /control/status`, `POST /control/load` and `/control/unload` with `{"name": ...}`.
+/describe: `POST /describe` with `{"describer": "<folder>", "image": "<base64 PNG>"}`, answered
+`{"prompts": [four]}` or `{"error": "..."}` (422).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The Ray Serve application: the same engine code as the in-process pool, one replica per GPU.
 
-    proxy -> Ingress (HTTP: /call, /control/status|load|unload; no GPU)
+    proxy -> Ingress (HTTP: /call, /describe, /control/status|load|unload; no GPU)
                -> Engine replicas (one per GPU, `@serve.multiplexed` models, one pipeline call at a time)
     Registry (a small actor): what each replica holds, reported every HEARTBEAT seconds, and the enabled
     ("multiplexed") model set that admins change with /model load|unload|use
@@ -33,10 +33,11 @@ from starlette.responses import JSONResponse, StreamingResponse
 
 from bot.engine.calls import run_call, short, weight_bytes
 from bot.engine.catalog import load_catalog
+from bot.engine.describers import DescriberError, Describers
 from bot.engine.pool import free_memory, load_model
 from bot.engine.requests import DeviceOptions, EngineError, GenerateRequest, Started
 from bot.engine.upscale import Upscalers
-from bot.engine.wire import MODEL_HEADER, decode_request, encode_event, event_line, outcome_event
+from bot.engine.wire import MODEL_HEADER, decode_request, encode_event, event_line, image_from_text, outcome_event
 
 log = logging.getLogger("dreamgrid.serve")
 
@@ -137,6 +138,7 @@ class Engine:
             torch.set_num_threads(torch_threads)
         self.options = DeviceOptions(**(device_options or {}))
         self.upscalers = Upscalers(self.models_dir)
+        self.describers = Describers(self.models_dir, device)
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.label = f"{self.replica}/{device}"
         self._models: dict[str, tuple[_Held, object, int, float]] = {}  # name -> (token, model, bytes, seconds)
@@ -277,6 +279,23 @@ class Engine:
                     except BaseException:
                         pass
 
+    async def describe(self, body: dict) -> dict:
+        """/describe: {"prompts": [four]} for the picture, or {"error": text safe to show}."""
+        try:
+            name, image = str(body["describer"]), image_from_text(str(body["image"]))
+        except Exception as exc:
+            return {"error": f"a malformed /describe: {short(exc)}"}
+        if name not in {spec.describer for spec in self.catalog.models.values() if spec.describer}:
+            return {"error": f"no model of this cluster's catalog has the describer {name!r}"}
+        async with self._busy:  # one thing on the device at a time
+            try:
+                return {"prompts": await asyncio.to_thread(self.describers.describe, name, image)}
+            except DescriberError as exc:
+                return {"error": str(exc)}
+            except Exception as exc:
+                log.exception("describer %s failed", name)
+                return {"error": f"the describer failed ({short(exc)})"}
+
     def __del__(self) -> None:
         for task in getattr(self, "_tasks", ()):
             task.cancel()
@@ -298,6 +317,9 @@ class Ingress:
         try:
             if action == "call" and request.method == "POST":
                 return await self._call(request)
+            if action == "describe" and request.method == "POST":
+                answer = await self.engine.describe.remote(await request.json())
+                return JSONResponse(answer, status_code=422 if "error" in answer else 200)
             if action == "control/status":
                 return JSONResponse(await self._status())
             if action in ("control/load", "control/unload") and request.method == "POST":

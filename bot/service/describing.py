@@ -1,15 +1,14 @@
 """/describe: a picture in, four prompts out, written by the describer the model's catalog entry names (the
 shapes model's own small trained one, or a captioner such as BLIP). The answer is stored, so the buttons that
-run each prompt name only its id and work after a restart. Not charged: it makes no images."""
+run each prompt name only its id and work after a restart. Not charged: it makes no images. The engine
+describes (`EnginePool.describe`): in this process on its first device, or on a Ray Serve replica."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from pathlib import Path
+import logging
 
-from bot.engine import Catalog, ModelSpec
-from bot.engine.describers import load_describer
+from bot.engine import Catalog, EngineError, EnginePool, ModelSpec
 from bot.service.fetch import ImageFetcher, Upload
 from bot.service.policy import Policy
 from bot.service.sources import SourceImages
@@ -17,20 +16,19 @@ from bot.service.users import Requester, UserError
 from bot.store.pictures import Description, Pictures
 from bot.store.preferences import Preferences
 
+log = logging.getLogger(__name__)
+
 
 class Describing:
-    def __init__(self, catalog: Catalog, models_dir: Path, fetcher: ImageFetcher, sources: SourceImages,
-                 pictures: Pictures, policy: Policy, preferences: Preferences, device: str) -> None:
+    def __init__(self, catalog: Catalog, pool: EnginePool, fetcher: ImageFetcher, sources: SourceImages,
+                 pictures: Pictures, policy: Policy, preferences: Preferences) -> None:
         self.catalog = catalog
-        self.models_dir = Path(models_dir)
+        self.pool = pool  # describes where the pictures are made: in this process, or on a Ray replica
         self.fetcher = fetcher
         self.sources = sources
         self.pictures = pictures
         self.policy = policy
         self.preferences = preferences
-        self.device = device
-        self._describers: dict[str, object] = {}
-        self._lock = threading.Lock()  # one description at a time: a captioner is not thread-safe
 
     async def describe(self, who: Requester, image: Upload | None = None, link: str | None = None) -> Description:
         await self.policy.admit(who, "")  # banned members get nothing
@@ -42,7 +40,12 @@ class Describing:
         else:
             picture = await self.fetcher.fetch(link.strip(), name="The linked image")
         digest = await asyncio.to_thread(self.sources.put, picture)
-        prompts = await asyncio.to_thread(self._describe, spec, picture)
+        try:
+            prompts = await self.pool.describe(spec.describer, picture)
+        except EngineError as error:  # its text is safe to show: no paths
+            log.warning("/describe with %s failed: %s", spec.describer, error)
+            raise UserError(f"The picture could not be described: {error}. Try again in a minute; if it keeps "
+                            "happening, tell an admin (the model's describer).") from None
         return await self.pictures.add_description(who.user_id, digest, spec.name, prompts)
 
     async def description(self, description_id: int) -> Description | None:
@@ -57,11 +60,3 @@ class Describing:
                 return spec
         raise UserError("No model on this server can describe pictures: an admin can name a describer (a "
                         "captioning model) in a model's catalog entry.")
-
-    def _describe(self, spec: ModelSpec, picture) -> list[str]:
-        with self._lock:
-            describer = self._describers.get(spec.describer)
-            if describer is None:
-                describer = load_describer(self.models_dir / spec.describer, self.device)
-                self._describers[spec.describer] = describer
-            return list(describer.describe(picture))

@@ -297,7 +297,7 @@ def open_services(store: Store, pool: EnginePool, catalog: Catalog, *, data_dir:
                   default_model: str, quota_rules: QuotaRules, max_prompt_chars: int,
                   position_interval: float = 0.0, job_timeout: float = 0.0,
                   delivery_timeout: float = 600.0, image_limits: ImageLimits = ImageLimits(),
-                  describe_device: str = "cpu", metrics: JobMetrics | None = None) -> Services:
+                  metrics: JobMetrics | None = None) -> Services:
     """Every room of the service, built once, each given what it needs at construction. `metrics`: what the
     Runner reports for the operators (bot/web/metrics.py); none by default."""
     images, sources = ImageFiles(data_dir), SourceImages(data_dir)
@@ -310,8 +310,7 @@ def open_services(store: Store, pool: EnginePool, catalog: Catalog, *, data_dir:
                           max_prompt_chars=max_prompt_chars)
     runner = Runner(store, pool, catalog, images, policy, sources, position_interval=position_interval,
                     job_timeout=job_timeout, delivery_timeout=delivery_timeout, metrics=metrics)
-    describing = Describing(catalog, Path(models_dir), fetcher, sources, Pictures(store), policy, preferences,
-                            describe_device)
+    describing = Describing(catalog, pool, fetcher, sources, Pictures(store), policy, preferences)
     return Services(
         jobs=Jobs(store, runner, admission, policy, images, describing, fetcher),
         accounts=Accounts(store, catalog, preferences, quota, policy),

@@ -5,6 +5,7 @@ nothing. The trained `shapes` model is used where a picture must be judged (bot/
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
 import re
@@ -229,6 +230,16 @@ async def test_describe_gives_four_prompts_whose_buttons_imagine_them(dreamgrid)
     assert share(images, "background_colour", "white") >= 0.75 and share(images, "shape", "square") >= 0.75
     text = await refused(dreamgrid, jane, "describe", {"link": "https://example.com/x.png"})
     assert "only reads images uploaded to Discord" in text
+
+    # A describer folder that holds none (an operator's mistake): a private message that says so, no path.
+    models = dreamgrid.app.catalog.models
+    models["shapes"] = dataclasses.replace(shapes := models["shapes"], describer="no-such-describer")
+    try:
+        text = await refused(dreamgrid, jane, "describe", {"image": d.upload("source.png", source_png())})
+    finally:
+        models["shapes"] = shapes
+    assert "could not be described: not a describer: found nothing there" in text and "tell an admin" in text
+    assert str(dreamgrid.settings.models_dir) not in text
 
 
 async def test_retention_deletes_pictures_no_kept_job_uses(dreamgrid):

@@ -26,6 +26,7 @@ height = 64
 steps = 4
 guidance = 5.0
 max_prompt_tokens = 32
+describer = "shapes-describer"
 description = "The trained shapes model, in 4 steps."
 
 [models.other]
@@ -62,9 +63,11 @@ description = "The shapes model with a step count nobody waits for: holds the re
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
-    """The shipped shapes model under four catalog names, for the bot and the Serve application alike."""
+    """The shipped shapes model under four catalog names (and its describer), for the bot and the Serve
+    application alike."""
     folder = tmp_path_factory.mktemp("ray-models")
-    (folder / "shapes").symlink_to(ROOT / "models" / "shapes")  # read only, never written
+    for name in ("shapes", "shapes-describer"):  # read only, never written
+        (folder / name).symlink_to(ROOT / "models" / name)
     (folder / "catalog.toml").write_text(RAY_CATALOG)
     return folder
 

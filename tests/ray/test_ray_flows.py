@@ -121,6 +121,22 @@ async def test_users_take_turns_in_the_same_order_as_the_local_pool(dreamgrid):
     assert order == [ids[0], ids[3], ids[1], ids[2]]  # alice, bob, alice, alice: FairQueue's order
 
 
+async def test_describe_runs_on_the_replica_and_says_what_the_in_process_describer_says(dreamgrid):
+    from bot.engine import png_bytes
+    from bot.engine.describers import Describers
+    from bot.shapes.world import make_example
+
+    d = dreamgrid.discord
+    jane = d.add_user("jane")
+    picture, _ = make_example(3, shape="square", shape_colour="green", background_colour="white", position="center")
+    answer = await reply(dreamgrid, jane, "describe", {"image": d.upload("source.png", png_bytes(picture))},
+                         until=lambda m: "1." in m.content)
+    prompts = re.findall(r"\*\*\d\.\*\* (.+)", answer.content)
+    # The bot's RemotePool has no describer of its own: the replica wrote these.
+    assert prompts == Describers(dreamgrid.settings.models_dir, "cpu").describe("shapes-describer", picture)
+    assert all("green" in p and "square" in p for p in prompts)
+
+
 async def test_a_replica_killed_mid_job_is_replaced_and_the_job_is_done_once_or_refunded(dreamgrid):
     d, store, pool = dreamgrid.discord, dreamgrid.app.store, dreamgrid.app.pool
     alice = d.add_user("alice")

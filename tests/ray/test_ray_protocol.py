@@ -1,6 +1,7 @@
 """The HTTP protocol between the bot and the Serve application (bot/engine/wire.py), against the real
 application on a local Ray cluster: a call streams progress then its result, closing it stops the replica
-at its next step, a batch is one pipeline call, an unknown model is an error, and the control endpoints."""
+at its next step, a batch is one pipeline call, an unknown model (or describer) is an error, and the control
+endpoints."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import time
 
 import aiohttp
 import pytest
+from PIL import Image
 
 from bot.engine import GenerateRequest
-from bot.engine.wire import MODEL_HEADER, decode_result, encode_request
+from bot.engine.wire import MODEL_HEADER, decode_result, encode_request, image_to_text
 
 pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]  # one worker, one cluster
 
@@ -97,6 +99,12 @@ async def test_an_unknown_model_is_an_error_for_its_jobs_and_the_control_endpoin
             assert response.status == 422 and "nowhere" in (await response.json())["error"]
         async with session.post(f"{ray_serve}/call", data=b"not json") as response:
             assert response.status == 400
+        # /describe names a describer of the cluster's catalog only, never a folder of the caller's choosing.
+        for body, said in (({"describer": "../shapes", "image": image_to_text(Image.new("RGB", (8, 8)))},
+                            "no model of this cluster's catalog has the describer '../shapes'"),
+                           ({"describer": "shapes-describer", "image": "not a png"}, "a malformed /describe")):
+            async with session.post(f"{ray_serve}/describe", json=body) as response:
+                assert response.status == 422 and said in (await response.json())["error"]
         state = await status(session, ray_serve)
     assert "nowhere" not in state["enabled"]
     (replica,) = state["replicas"]
