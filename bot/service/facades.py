@@ -29,6 +29,7 @@ from bot.service.users import Requester, UserError
 from bot.store import Job, Refused, Store, StoredImage
 from bot.store.admin import AdminStore
 from bot.store.archive import Archive, ArchivePage
+from bot.store.logouts import WebLogouts
 from bot.store.pictures import Description, Pictures
 from bot.store.preferences import MAX_OPTIONS, Preferences, UserPreferences
 from bot.store.quotas import Account
@@ -161,6 +162,7 @@ class Accounts:
         self._quota = quota
         self._policy = policy
         self._archive = Archive(store)
+        self._logouts = WebLogouts(store)
 
     @property
     def relax_allowed(self) -> bool:
@@ -251,6 +253,13 @@ class Accounts:
             viewer_ids=None if is_admin else frozenset({viewer.user_id}), public_guild_ids=guild_ids,
             every_guild_ids=admin_guild_ids, job_id=job_id, limit=1, statuses=None)
         return found.jobs[0] if found.jobs else None
+
+    # The web pages' logouts: an ended session stays refused until it would have expired, restarts included.
+    async def end_web_session(self, session_id: str, expires_at: datetime) -> None:
+        await self._logouts.add(session_id, expires_at)
+
+    async def ended_web_sessions(self) -> set[str]:
+        return await self._logouts.current()
 
 
 @dataclass(frozen=True)

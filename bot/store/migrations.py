@@ -181,4 +181,11 @@ MIGRATIONS: list[tuple[str, str]] = [
     UPDATE jobs SET private = 1 WHERE owner_id IN (SELECT user_id FROM preferences WHERE private = 1);
     CREATE INDEX jobs_by_guild ON jobs(guild_id, id);
     """),
+    ("0011_web_logouts", """
+    -- Web sessions ended by logout before they expire: a kept copy of the cookie stays refused after a restart.
+    CREATE TABLE web_logouts (
+        session_id TEXT PRIMARY KEY,
+        expires_at TEXT NOT NULL
+    );
+    """),
 ]

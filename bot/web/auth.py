@@ -13,7 +13,8 @@ With login with Discord (OAuth2 scopes `identify guilds`, the application's own 
                                  signed cookie of 10 minutes)
     GET  /oauth/callback         checks the state, exchanges the code, reads /users/@me and /users/@me/guilds,
                                  keeps the servers the bot is in, sets the session cookie, back to `next`
-    POST /logout                 (CSRF) ends the session
+    POST /logout                 (CSRF) ends the session: its id is refused until it would have expired,
+                                 after a restart too (kept in SQLite by `Accounts.end_web_session`)
 
 The session is a cookie signed with HMAC-SHA256 (`sign`/`unsign`; the key is WEB_SECRET, else one made once
 and kept in DATA_DIR/web-secret, mode 0600): the user's id and name, the servers they share with the bot,
@@ -47,6 +48,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -116,7 +118,7 @@ class Login:
     bot_guild_ids: Callable[[], Collection[int]] = field(default=lambda: (), repr=False)
     member_roles: MemberRoles = field(default=no_roles, repr=False)
     session_seconds: int = SESSION_SECONDS
-    revoked: set[str] = field(default_factory=set, repr=False)  # sessions logged out (until a restart)
+    revoked: set[str] = field(default_factory=set, repr=False)  # sessions logged out (kept in SQLite too)
 
     @property
     def redirect_uri(self) -> str:
@@ -145,6 +147,7 @@ class Login:
 
 LOGIN = web.AppKey("login", Login)  # on the web app when login is on
 _SESSION = web.RequestKey("session", object)  # the request's session (a dict, or None), once unsigned
+_ACCOUNTS = web.AppKey("accounts", Accounts)  # where logouts are kept (with login on)
 
 
 def session_key(configured: str, data_dir: Path) -> bytes:
@@ -486,8 +489,10 @@ async def logout(request: web.Request) -> web.Response:
     login = request.app.get(LOGIN)
     if login is not None:
         ended = _session(request, login)
-        if ended is not None:  # this cookie no longer works here, even if a copy of it was kept
+        if ended is not None:  # this cookie no longer works, even if a copy of it was kept, restarts included
             login.revoked.add(str(ended.get("sid")))
+            expires = datetime.fromtimestamp(ended["exp"], timezone.utc)  # unsign checked it is an int
+            await request.app[_ACCOUNTS].end_web_session(str(ended.get("sid")), expires)
     response.del_cookie(SESSION_COOKIE, path="/")
     if login is None:
         response.del_cookie(CSRF_COOKIE, path="/")
@@ -531,10 +536,18 @@ def _page_error(kind: type[web.HTTPException], title: str, text: str,
     return kind(text=_html(title, text, link), content_type="text/html")
 
 
-def auth_app(app: web.Application, login: Login | None) -> None:
-    """Login with Discord on `app` (nothing when `login` is None): the routes are in AUTH_ROUTES either way."""
-    if login is not None:
-        app[LOGIN] = login
+def auth_app(app: web.Application, login: Login | None, accounts: Accounts) -> None:
+    """Login with Discord on `app` (nothing when `login` is None): the routes are in AUTH_ROUTES either way.
+    The sessions ended by logout (kept by `accounts`) are refused from the start."""
+    if login is None:
+        return
+    app[LOGIN] = login
+    app[_ACCOUNTS] = accounts
+
+    async def ended_sessions(_: web.Application) -> None:
+        login.revoked.update(await accounts.ended_web_sessions())
+
+    app.on_startup.append(ended_sessions)
 
 
 AUTH_ROUTES = [web.get("/api/session", session), web.get("/sign-in", sign_in), web.get("/login", login),

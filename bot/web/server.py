@@ -36,7 +36,7 @@ def web_app(metrics: Metrics, jobs: Jobs, accounts: Accounts, admin: Admin | Non
     """`start`: how a job the page accepts is started (bot/web/actions.py; where a Discord bot runs, it is
     posted in the job's channel too). `login`: login with Discord (bot/web/auth.py); None: the local admin."""
     app = web.Application(middlewares=MIDDLEWARES)
-    auth_app(app, login)
+    auth_app(app, login, accounts)
     app[METRICS] = metrics
     app[HOME] = "/archive"
     app.router.add_get("/metrics", _metrics)

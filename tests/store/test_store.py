@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from bot.recipe import JobKind, JobStatus, Recipe
-from bot.store import NewJob, Refused, Store, StoredImage
+from bot.store import NewJob, Refused, Store, StoredImage, utcnow
 from bot.store.quotas import Limits, Quotas
 
 RECIPE = Recipe(prompt="a red fox", model="tiny", seed=7, width=64, height=64, steps=4, guidance=5.0, tile=True)
@@ -94,3 +94,23 @@ async def test_the_schema_is_migrated_once_and_survives_reopening(tmp_path):
     assert (await reopened.get_job(job.id)).prompt == "a red fox"
     await reopened.close()
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_ended_web_sessions_are_kept_until_they_would_have_expired(tmp_path):
+    from bot.store.logouts import WebLogouts
+
+    path = tmp_path / "db.sqlite3"
+    store = await Store.open(path)
+    now = utcnow()
+    logouts = WebLogouts(store)
+    await logouts.add("ends-later", now + timedelta(hours=11))
+    await logouts.add("ends-later", now + timedelta(hours=11))  # logging out twice is one row
+    await logouts.add("over-already", now - timedelta(seconds=1))
+    await store.close()
+    store = await Store.open(path)  # a restart
+    try:
+        assert await WebLogouts(store).current() == {"ends-later"}
+        assert [tuple(row) for row in await store.rows("SELECT session_id FROM web_logouts")] == [("ends-later",)]
+        assert await WebLogouts(store).current(now + timedelta(hours=12)) == set()
+    finally:
+        await store.close()

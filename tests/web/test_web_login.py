@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 import time
@@ -291,3 +292,23 @@ async def test_an_admin_role_and_a_quota_tier_count_on_the_pages_as_in_discord(l
                              headers=as_dave.headers(csrf)) as answer:
             assert answer.status == 429  # an upscale costs 1: none left either
     assert discord.spec_errors == []
+
+
+async def test_a_logged_out_cookie_stays_refused_after_a_restart(login_bot):
+    from bot.app import App
+    from bot.playground import free_port
+
+    discord, app, _ = login_bot
+    alice, bob = discord.add_user("alice"), discord.add_user("bob")
+    async with aiohttp.ClientSession() as http:
+        as_alice, as_bob = await logged_in(http, discord, app.web.url, alice), await logged_in(http, discord, app.web.url, bob)
+        csrf = {"X-CSRF-Token": (await as_alice.json("/api/session"))[1]["csrf"]}
+        assert await as_alice.post("/logout", csrf) == 200
+        assert (await as_alice.get("/api/archive"))[0] == 401  # a kept copy of her cookie
+        # The bot started again: its data folder (the signing key, the database), nothing of its memory.
+        again = await App.open(dataclasses.replace(app.settings, web_port=free_port()))
+        try:
+            assert (await Web(http, again.web.url, as_alice.cookie).get("/api/archive"))[0] == 401
+            assert (await Web(http, again.web.url, as_bob.cookie).get("/api/archive"))[0] == 200  # bob never left
+        finally:
+            await again.close()
