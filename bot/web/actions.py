@@ -1,13 +1,13 @@
 """The archive's buttons: Rerun, U1–U4 and V1–V4 under a grid, the tools under an upscaled image (Vary (Region)
-with a brush, Custom Zoom with its factor). Each starts its job exactly as the Discord button does: the same table of
-actions and facade calls (bot/service/actions.py), the same quota, the same ownership rule (owner or admin),
-banned members refused, a forged action (U on an upscale, V5) refused.
+with a brush, Custom Zoom with its factor). Each starts its job exactly as the Discord button does: the same
+table of actions and facade calls (bot/service/actions.py), the same quota (the member's role tier there), the
+same ownership rule (owner or admin), banned members refused, a forged action (U on an upscale, V5) refused.
 
     POST /api/jobs/<id>/actions/<action>   {"index": 2}, {"prompt": "…"} for a remixable action
     POST /api/jobs/<id>/region             {"mask": "<base64 PNG: white repaint, black keep>", "prompt": "…"}
     POST /api/jobs/<id>/zoom               {"factor": 1.3, "prompt": "…"}: Custom Zoom, as its Discord form
 
-Both answer 202 with the new job ({"job": {"id", "status", …}}; `GET /api/jobs/<id>` follows it), or a
+Each answers 202 with the new job ({"job": {"id", "status", …}}; `GET /api/jobs/<id>` follows it), or a
 JSON {"error": "…"} that says what to do: 400 (what the bot refused, as Discord would say it), 403 (not
 yours, banned; or no CSRF token, from the middleware), 404, 429 (the fast allowance). Never a traceback.
 
@@ -123,7 +123,8 @@ def action_routes(jobs: Jobs, accounts: Accounts, admin: Admin | None, start: Jo
         job, who = await usable(request, "use its buttons")
         body = await _body(request)
         factor = body.get("factor")
-        if isinstance(factor, bool) or not isinstance(factor, (int, float, str)) or not 0 < len(str(factor).strip()) <= 20:
+        typed = isinstance(factor, (int, float, str)) and not isinstance(factor, bool)
+        if not typed or not 0 < len(str(factor).strip()) <= 20:  # 20: the Discord form's field
             raise ApiError(400, "Send the zoom factor, a number from 1.0 to 2.0, with the request.")
         # The canvas checks the factor, with the words the Discord form's refusal uses.
         return await accepted(jobs.canvas(acting_for(who.requester, job), job, f"zoom {str(factor).strip()}",
