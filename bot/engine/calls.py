@@ -55,13 +55,9 @@ def run_call(batch: Sequence[Job], device: str, *, model_for: Callable[[str], Lo
     request = batch[0].request
     if isinstance(request, UpscaleRequest):
         return [guarded(lambda: _upscale(catalog, upscalers, request, device), request, device)]
-    try:
-        model = model_for(request.model)
-    except EngineError as exc:
-        return [exc] * len(batch)
-    except Exception as exc:
-        log.exception("loading model %s on %s failed", request.model, device)
-        return [EngineError(f"generation failed: {short(exc)}")] * len(batch)
+    model = guarded(lambda: model_for(request.model), request, device)
+    if isinstance(model, EngineError):
+        return [model] * len(batch)
     # A request this model refuses (a prompt too long...) fails alone; the others run.
     outcomes: list = [guarded(lambda j=job: model.check(j.request), job.request, device) for job in batch]
     runnable = [job for job, outcome in zip(batch, outcomes) if outcome is None]

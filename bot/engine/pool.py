@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from bot.engine.batching import BatchTuner
-from bot.engine.calls import hide_paths as _hide_paths
-from bot.engine.calls import run_call, weight_bytes
-from bot.engine.calls import short as _short
+from bot.engine.calls import run_call, short, weight_bytes
 from bot.engine.catalog import Catalog, CatalogError
 from bot.engine.describers import Describers
 from bot.engine.requests import Cancelled, DeviceOptions, EngineError, GenerationResult
-from bot.engine.tickets import LoadedState, Ticket, TicketLine, TicketState, record_call, shutting_down
+from bot.engine.tickets import LoadedState, Ticket, TicketLine, TicketState, measures, record_call, shutting_down
 from bot.engine.upscale import Upscalers
 
 if TYPE_CHECKING:
@@ -34,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoadedState", "Ticket", "TicketState", "WorkerPool", "_hide_paths", "_short"]
+__all__ = ["LoadedState", "Ticket", "TicketState", "WorkerPool"]
 
 
 class WorkerPool(TicketLine):
@@ -183,7 +181,7 @@ class WorkerPool(TicketLine):
                 self._model_for(device, name)
         except Exception as exc:
             log.exception("preloading models on %s failed", device)
-            self._call_soon(ready.set_exception, EngineError(f"could not load a model on {device}: {_short(exc)}"))
+            self._call_soon(ready.set_exception, EngineError(f"could not load a model on {device}: {short(exc)}"))
             return
         self._call_soon(ready.set_result, None)
 
@@ -218,9 +216,7 @@ class WorkerPool(TicketLine):
                             emit=lambda ticket, event: self._call_soon(ticket.emit, event),
                             preview_interval=self.preview_interval)
         results = [outcome for outcome in outcomes if isinstance(outcome, GenerationResult)]
-        # Measured only when the whole call ran to its end (an upscale is not a pipeline call).
-        if (results and results[0].seeds and len(results) == results[0].batched
-                and not any(ticket.cancel_requested for ticket in batch)):
+        if measures(batch, results):
             with self._lock:
                 self.call_seconds.append(results[0].seconds)
                 record_call(self._tuners[device], batch[0].request, results)
@@ -231,7 +227,7 @@ class WorkerPool(TicketLine):
             outcome = work()
         except Exception as exc:
             log.exception("a model load/unload failed")
-            error = exc if isinstance(exc, EngineError) else EngineError(_short(exc))
+            error = exc if isinstance(exc, EngineError) else EngineError(short(exc))
             self._call_soon(_settle, future, None, error)
         else:
             self._call_soon(_settle, future, outcome)

@@ -24,7 +24,7 @@ from PIL import Image
 from bot.engine.batching import BatchTuner
 from bot.engine.catalog import Catalog
 from bot.engine.requests import Cancelled, EngineError
-from bot.engine.tickets import LoadedState, Ticket, TicketLine, record_call, shutting_down
+from bot.engine.tickets import LoadedState, Ticket, TicketLine, measures, record_call, shutting_down
 from bot.engine.wire import MODEL_HEADER, decode_event, decode_result, encode_request, image_to_text
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ class RemotePool(TicketLine):
                     event = json.loads(line)
                     kind = event["event"]
                     if kind == "end":
-                        if results and not any(ticket.cancel_requested for ticket in jobs):
+                        if measures(jobs, results):
                             with self._lock:
                                 record_call(self._tuner, jobs[0].request, results)
                         return

@@ -258,7 +258,7 @@ class TicketLine:
             self._lock.notify_all()  # their owners may be under the running limit again
 
     def _drop_waiting(self) -> list[Ticket]:
-        """Closing: no new tickets; the waiting ones leave the line (finish them with `_cancel_all`)."""
+        """Closing: no new tickets; the waiting ones leave the line (finish them with `shutting_down`)."""
         with self._lock:
             self._closing = True
             waiting = list(self._queue)
@@ -269,11 +269,18 @@ class TicketLine:
         return waiting
 
 
+def measures(batch: list[Ticket], results: list[GenerationResult]) -> bool:
+    """Whether a call's results tell how fast its pipeline call ran: it ran to its end (every job in the
+    pipeline call gave a result, none asked to stop), and it was a pipeline call (an upscale is not)."""
+    return (bool(results) and bool(results[0].seeds) and len(results) == results[0].batched
+            and not any(ticket.cancel_requested for ticket in batch))
+
+
 def record_call(tuner: BatchTuner, request: Request, results: list[GenerationResult]) -> None:
-    """Tell the tuner how fast a finished call ran: its results share `seconds` and `batched` (the jobs in
-    the pipeline call). Only for a call that ran to its end (none cancelled), and never for an upscale."""
+    """Tell the tuner how fast a call that `measures` ran: its results share `seconds` and `batched` (the
+    jobs in the pipeline call)."""
     key = batch_key(request)
-    if key is None or not results:
+    if key is None:
         return
     first = results[0]
     tuner.record(key.shape, first.batched, sum(len(result.images) for result in results), first.seconds)

@@ -30,6 +30,7 @@ import json
 from PIL import Image
 
 from bot.engine.requests import (
+    Cancelled,
     EngineError,
     Event,
     GenerateRequest,
@@ -126,8 +127,6 @@ def decode_event(data: dict) -> Event:
 
 
 def outcome_event(job: int, outcome: GenerationResult | EngineError) -> dict:
-    from bot.engine.requests import Cancelled
-
     if isinstance(outcome, EngineError):
         return {"event": "error", "job": job, "message": str(outcome), "cancelled": isinstance(outcome, Cancelled)}
     return {"event": "result", "job": job, "result": encode_result(outcome)}

@@ -177,9 +177,8 @@ class Engine:
 
     def _evicted(self, held: _Held) -> None:
         entry = self._models.get(held.name)
-        if entry is not None and entry[0] is held:
-            del self._models[held.name]
-            free_memory(self.device)
+        if entry is not None and entry[0] is held:  # not a newer load of that model
+            self._free(held.name)
 
     def _free(self, name: str) -> None:
         if self._models.pop(name, None) is not None:
@@ -392,10 +391,13 @@ class Ingress:
 
 
 def application(models_dir: str = "models", device: str = "auto", torch_threads: int | None = None,
-                max_models: int = 3, device_options: dict | None = None, load_timeout: float = LOAD_TIMEOUT):
-    """The bound application (deployment options come from the caller or the config file)."""
-    engine = Engine.bind(models_dir=str(models_dir), device=device, torch_threads=torch_threads,
-                         max_models=max_models, device_options=device_options)
+                max_models: int = 3, device_options: dict | None = None, load_timeout: float = LOAD_TIMEOUT,
+                engine_options: dict | None = None):
+    """The bound application. The Engine's deployment options (replicas, GPUs) come from `engine_options`
+    (`deploy`) or the config file (`serve run`)."""
+    engine = Engine.options(**(engine_options or {})).bind(
+        models_dir=str(models_dir), device=device, torch_threads=torch_threads, max_models=max_models,
+        device_options=device_options)
     return Ingress.bind(engine, max_models=max_models, load_timeout=load_timeout)
 
 
@@ -418,9 +420,9 @@ def deploy(models_dir: Path | str, *, host: str = "127.0.0.1", port: int = 8000,
     scaling = {"num_replicas": replicas} if replicas else {"autoscaling_config": {
         "min_replicas": min_replicas, "max_replicas": max(min_replicas, max_replicas),
         "target_ongoing_requests": 1, "upscale_delay_s": 10, "downscale_delay_s": 300}}
-    engine = Engine.options(ray_actor_options={"num_gpus": num_gpus, "num_cpus": num_cpus}, **scaling).bind(
-        models_dir=str(models_dir), device=device, torch_threads=torch_threads, max_models=max_models,
-        device_options=device_options)
+    app = application(models_dir, device=device, torch_threads=torch_threads, max_models=max_models,
+                      device_options=device_options,
+                      engine_options={"ray_actor_options": {"num_gpus": num_gpus, "num_cpus": num_cpus}, **scaling})
     serve.start(http_options={"host": host, "port": port})
-    serve.run(Ingress.bind(engine, max_models=max_models), name=name, route_prefix=route_prefix)
+    serve.run(app, name=name, route_prefix=route_prefix)
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}{route_prefix}"

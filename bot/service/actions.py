@@ -32,9 +32,13 @@ class Action:
     on_grid: bool  # under a grid (else under an upscaled image)
     indices: range = NO_INDEX  # the index it may carry: an image of the grid, a region, or none (0)
 
+    def under(self, job: Job) -> bool:
+        """Whether this button is under that job's message (a grid's, or an upscaled image's)."""
+        return job.kind.is_grid == self.on_grid
+
     def fits(self, job: Job, index: int) -> bool:
         """Whether this button can be on that job's message: a forged one (U on an upscale, V5) cannot."""
-        return job.kind.is_grid == self.on_grid and index in self.indices
+        return self.under(job) and index in self.indices
 
 
 def _canvas(operation: str) -> Action:

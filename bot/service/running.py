@@ -55,7 +55,8 @@ class JobListener(Protocol):
 
     async def finished(self, job: Job, image: Path, spoiler: bool, *, fresh: bool = False) -> int | None:
         """Show the result (`spoiler`: flagged as NSFW). Returns the id of the message that shows it (0: shown
-        in no message, e.g. only in the web page), None if there is nowhere to show it; raises if it could not be shown this time (it is tried again).
+        in no message, e.g. only in the web page), None if there is nowhere to show it; raises if it could not
+        be shown this time (it is tried again).
         `fresh`: post it as a new message, the job's own message having failed for too long. Showing the
         same job twice must edit, never post a second result."""
         ...

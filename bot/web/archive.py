@@ -81,8 +81,7 @@ def _state(jobs: Jobs, job, stored: bool) -> dict:
             "progress": jobs.progress(job.id),
             "grid": job.kind.is_grid, "stored": stored, "parent": job.parent_job_id, "remix": remix_text(job),
             # the buttons of this job that take Remix's prompt (bot/service/actions.py's one table)
-            "remixable": [name for name, action in ACTIONS.items()
-                          if action.remixable and action.on_grid == job.kind.is_grid]}
+            "remixable": [name for name, action in ACTIONS.items() if action.remixable and action.under(job)]}
 
 
 def _discord_link(job) -> str | None:

@@ -162,10 +162,11 @@ def session_key(configured: str, data_dir: Path) -> bytes:
         if path.stat().st_mode & 0o077:
             path.chmod(0o600)
         return path.read_text().strip().encode()
+    key = secrets.token_urlsafe(48)
     with os.fdopen(descriptor, "w") as file:
-        file.write(secrets.token_urlsafe(48) + "\n")
+        file.write(key + "\n")
     log.info("web sessions: made a signing key in %s (WEB_SECRET is not set)", path)
-    return path.read_text().strip().encode()
+    return key.encode()
 
 
 # -- signed values ------------------------------------------------------------------------------------------
@@ -314,7 +315,7 @@ def _csrf_token(request: web.Request) -> str | None:
     session = _session(request, login)
     if session is None:
         return None
-    return _b64(hmac.new(login.key, f"csrf.{session.get('sid')}".encode(), hashlib.sha256).digest())
+    return _mac(login.key, "csrf", str(session.get("sid")))
 
 
 @web.middleware

@@ -1,11 +1,11 @@
-"""Engine errors become user text (`_short`, shown in a job's public message): absolute file paths are cut
+"""Engine errors become user text (`short`, shown in a job's public message): absolute file paths are cut
 to their last component, so users never see where the server keeps its files."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.engine.pool import _hide_paths, _short
+from bot.engine.calls import hide_paths, short
 
 
 @pytest.mark.parametrize("text, shown", [
@@ -24,11 +24,11 @@ from bot.engine.pool import _hide_paths, _short
     ("/", None),
 ])
 def test_absolute_paths_are_cut_to_their_last_component(text, shown):
-    assert _hide_paths(text) == (text if shown is None else shown)
+    assert hide_paths(text) == (text if shown is None else shown)
 
 
 def test_short_hides_the_paths_of_an_os_error_and_keeps_its_first_line():
     error = OSError(2, "No such file or directory", "/home/x/models/broken-sd/unet/diffusion_pytorch_model.safetensors")
-    assert _short(error) == "[Errno 2] No such file or directory: '…/diffusion_pytorch_model.safetensors'"
-    assert _short(RuntimeError("bad /srv/a/b\nline two /srv/c/d")) == "bad …/b"
-    assert _short(RuntimeError("")) == "RuntimeError"
+    assert short(error) == "[Errno 2] No such file or directory: '…/diffusion_pytorch_model.safetensors'"
+    assert short(RuntimeError("bad /srv/a/b\nline two /srv/c/d")) == "bad …/b"
+    assert short(RuntimeError("")) == "RuntimeError"

@@ -204,20 +204,24 @@ document.getElementById("brush-clear").addEventListener("click", () => brush.cle
 document.getElementById("region-close").addEventListener("click", () => region.close());
 document.getElementById("region-submit").addEventListener("click", async () => {
   if (!brush.painted) { regionStatus.textContent = "Paint over the part to repaint first."; return; }
-  const submit = document.getElementById("region-submit");
+  await sendFrom(region, document.getElementById("region-submit"), regionStatus, "Vary (Region)", painting,
+                 () => post(`/api/jobs/${painting.id}/region`, {mask: brush.mask(), prompt: regionPrompt.value}));
+});
+
+// A dialog's request that starts a job: the dialog closes once the bot accepted it, else says why.
+async function sendFrom(dialog, submit, statusLine, label, parent, request) {
   submit.disabled = true;
-  regionStatus.textContent = "Sending…";
-  const request = post(`/api/jobs/${painting.id}/region`, {mask: brush.mask(), prompt: regionPrompt.value});
-  const response = await request.catch(() => null);
+  statusLine.textContent = "Sending…";
+  const response = await request().catch(() => null);
   submit.disabled = false;
   if (response && response.ok) {
-    region.close();
-    await submitted("Vary (Region)", painting, Promise.resolve(response));
+    dialog.close();
+    await submitted(label, parent, Promise.resolve(response));
   } else {
     const answer = response ? await response.json().catch(() => ({})) : {};
-    regionStatus.textContent = answer.error || "The bot could not be reached; try again.";
+    statusLine.textContent = answer.error || "The bot could not be reached; try again.";
   }
-});
+}
 
 // --- Custom Zoom: a factor and the prompt, as its Discord form -----------------------------------------
 
@@ -236,20 +240,9 @@ function openZoom(job) {
 document.getElementById("zoom-close").addEventListener("click", () => zoom.close());
 document.getElementById("zoom-form").addEventListener("submit", async (event) => {
   event.preventDefault();  // the dialog stays open until the bot has accepted the job
-  const submit = document.getElementById("zoom-submit");
-  submit.disabled = true;
-  zoomStatus.textContent = "Sending…";
   const factor = document.getElementById("zoom-factor").value;
-  const request = post(`/api/jobs/${zooming.id}/zoom`, {factor, prompt: document.getElementById("zoom-prompt").value});
-  const response = await request.catch(() => null);
-  submit.disabled = false;
-  if (response && response.ok) {
-    zoom.close();
-    await submitted(`Custom Zoom ${factor}x`, zooming, Promise.resolve(response));
-  } else {
-    const answer = response ? await response.json().catch(() => ({})) : {};
-    zoomStatus.textContent = answer.error || "The bot could not be reached; try again.";
-  }
+  await sendFrom(zoom, document.getElementById("zoom-submit"), zoomStatus, `Custom Zoom ${factor}x`, zooming,
+                 () => post(`/api/jobs/${zooming.id}/zoom`, {factor, prompt: document.getElementById("zoom-prompt").value}));
 });
 
 async function copy(text) {
